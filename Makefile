@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make profile` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch is pinned: its CPU build is on this machine's disk; an unpinned torch pulls a CUDA build.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: profile test benchmark lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[opencv,bench,dev]'
+	touch $(STAMP)
+
+profile: $(STAMP)
+	$(PY) scripts/benchmark.py ops
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py all
+
+lint: $(STAMP)
+	$(PY) -m ruff check augment scripts tests
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,221 @@
+"""Worker processes: no GIL to share, pixels come back through shared memory.
+
+Invariants:
+- workers start once per backend (once per loader), not per epoch;
+- each submitted batch owns one shared-memory slot until the consumer has copied it out,
+  so at most ``capacity`` slots exist and memory stays bounded;
+- slots belong to the consumer, which creates and unlinks them; workers only attach;
+- while waiting, the consumer checks every 0.2 s that all workers live: a dead worker is a
+  ``RuntimeError`` naming it, never a hang.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import queue
+import signal
+import time
+import traceback
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from augment.backends.base import Backend, Done, register
+from augment.batch import BatchResult, Span, make_batch
+
+_POLL_S = 0.2
+_JOIN_S = 2.0
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    # Workers share the consumer's resource tracker (spawn and forkserver pass it on), so
+    # attaching registers nothing new and the consumer's unlink stays the only one.
+    return shared_memory.SharedMemory(name=name)
+
+
+def _worker_main(task, jobs, results) -> None:
+    """Loop of one worker: make batches until told to stop (None)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
+    _quiet_native_threads()
+    attached: dict[str, shared_memory.SharedMemory] = {}
+    while (job := jobs.get()) is not None:
+        job_id, plan, slot_name, slot_size = job
+        try:
+            shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
+
+            def buffer(shape, shm=shm, slot_size=slot_size):
+                if math.prod(shape) <= slot_size:
+                    return np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
+                return np.empty(shape, dtype=np.uint8)  # too big for the slot: sent pickled
+
+            result = make_batch(task, plan, buffer)
+            if result.images is not None and result.images.base is not None \
+                    and math.prod(result.shape) <= slot_size:
+                result.images = None  # it sits in the slot
+            results.put((job_id, "ok", result))
+        except Exception as exc:  # noqa: BLE001 - everything goes back to the consumer
+            results.put((job_id, "error", _portable(exc)))
+        if len(attached) > 64:
+            for shm in attached.values():
+                shm.close()
+            attached.clear()
+
+
+def _portable(exc: Exception) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError("".join(traceback.format_exception(exc)))
+
+
+def _quiet_native_threads() -> None:
+    """One native thread per worker: the workers are the parallelism."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class _Handle:
+    def __init__(self, backend: ProcessBackend, job: int, slot: int):
+        self.backend, self.job, self.slot = backend, job, slot
+
+    def result(self) -> BatchResult:
+        return self.backend._collect(self.job, self.slot)
+
+    def cancel(self) -> None:
+        try:
+            self.result()
+        except Exception:  # noqa: BLE001 - a cancelled batch's error is nobody's
+            pass
+
+
+@register
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, workers, capacity, start_method: str = "spawn"):
+        super().__init__(workers, capacity)
+        if start_method not in mp.get_all_start_methods():
+            raise ValueError(f"start_method must be one of {mp.get_all_start_methods()}, "
+                             f"got {start_method!r}")
+        self.start_method = start_method
+        self._procs: list = []
+        self._slots: list[shared_memory.SharedMemory | None] = []
+
+    def start(self, task):
+        super().start(task)
+        if self.workers == 0:
+            return
+        ctx = mp.get_context(self.start_method)
+        self._sample_nbytes = math.prod(task.sample_shape())
+        self._jobs, self._results = ctx.Queue(), ctx.Queue()
+        self._slots = [None] * self.capacity
+        self._free = list(range(self.capacity))
+        self._arrived: dict[int, tuple] = {}
+        self._next_job = 0
+        self._procs = [ctx.Process(target=_worker_main, args=(task, self._jobs, self._results),
+                                   name=f"augment-worker-{i}", daemon=True)
+                       for i in range(self.workers)]
+        for p in self._procs:
+            p.start()
+
+    def submit(self, plan):
+        if self.workers == 0:
+            return Done(lazy=lambda: make_batch(self.task, plan))
+        if not self._free:
+            raise RuntimeError("process backend: more batches submitted than its capacity")
+        slot = self._free.pop()
+        shm = self._slot(slot, len(plan.indices) * self._sample_nbytes)
+        job, self._next_job = self._next_job, self._next_job + 1
+        self._jobs.put((job, plan, shm.name, shm.size))
+        return _Handle(self, job, slot)
+
+    def _slot(self, slot: int, nbytes: int) -> shared_memory.SharedMemory:
+        shm = self._slots[slot]
+        if shm is None or shm.size < nbytes:
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+            shm = self._slots[slot] = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        return shm
+
+    def _collect(self, job: int, slot: int) -> BatchResult:
+        try:
+            _, kind, payload = self._wait(job)
+            if kind == "error":
+                raise payload
+            result: BatchResult = payload
+            if result.images is None:
+                t0, c0 = time.monotonic_ns(), time.thread_time_ns()
+                view = np.ndarray(result.shape, dtype=np.uint8, buffer=self._slots[slot].buf)
+                result.images = view.copy()
+                del view
+                result.spans.append(Span("transfer", t0, time.monotonic_ns(),
+                                         time.thread_time_ns() - c0))
+            elif result.shape and result.images.size:  # the sample size grew: next time it fits
+                self._sample_nbytes = max(self._sample_nbytes, math.prod(result.shape[1:]))
+            return result
+        finally:
+            self._free.append(slot)
+
+    def _wait(self, job: int) -> tuple:
+        while job not in self._arrived:
+            try:
+                message = self._results.get(timeout=_POLL_S)
+            except queue.Empty:
+                self._check_workers()
+                continue
+            self._arrived[message[0]] = message
+        return self._arrived.pop(job)
+
+    def _check_workers(self) -> None:
+        for i, p in enumerate(self._procs):
+            if p.exitcode is not None:
+                raise RuntimeError(f"process backend: worker {i} (pid {p.pid}) "
+                                   f"{_exit_reason(p.exitcode)}; the loader is closed")
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def close(self):
+        procs, self._procs = [p for p in self._procs if p.pid is not None], []
+        for _ in procs:
+            try:
+                self._jobs.put_nowait(None)
+            except Exception:  # noqa: BLE001 - a broken queue: terminate below
+                break
+        deadline = time.monotonic() + _JOIN_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(_JOIN_S)
+        if procs:
+            for q in (self._jobs, self._results):
+                q.cancel_join_thread()
+                q.close()
+        slots, self._slots = self._slots, []
+        for shm in slots:
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+
+
+__all__ = ["ProcessBackend"]

@@ -1,0 +1,30 @@
+"""A thread pool: cheap to start, shares memory, but Python code holds the GIL.
+Numpy, OpenCV and Pillow release it in their C loops, so decode and warp run in parallel."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from augment.backends.base import Backend, Done, register
+from augment.batch import make_batch
+
+
+@register
+class ThreadBackend(Backend):
+    name = "thread"
+
+    def start(self, task):
+        super().start(task)
+        if self.workers > 0:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="augment")
+
+    def submit(self, plan):
+        if self.workers == 0:
+            return Done(lazy=lambda: make_batch(self.task, plan))
+        return self._pool.submit(make_batch, self.task, plan)
+
+    def close(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,181 @@
+"""Augmentation ops on numpy arrays: the pixels.
+
+Every op takes an ``(H, W)`` or ``(H, W, C)`` uint8 or float32 array and returns a new
+C-contiguous array of the same dtype; the input is never modified. Bad arguments raise a
+``ValueError`` that says what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from augment import geometry, kernels
+
+INTERPOLATIONS = ("nearest", "bilinear")
+BORDERS = ("reflect", "edge", "constant")
+DTYPES = (np.uint8, np.float32)
+# Nearest-neighbour ties (x.5) go up in every kernel: nudge coordinates past the tie.
+_NEAREST_NUDGE = 1e-4
+
+
+def check_image(img: np.ndarray, name: str = "img") -> None:
+    if not isinstance(img, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(img).__name__}")
+    if img.ndim not in (2, 3):
+        raise ValueError(f"{name} must be (H, W) or (H, W, C), got shape {img.shape}")
+    if img.dtype not in DTYPES:
+        raise ValueError(f"{name} dtype must be uint8 or float32, got {img.dtype}")
+    if img.size == 0:
+        raise ValueError(f"{name} is empty: shape {img.shape}")
+
+
+def _check_choice(value: str, name: str, accepted: Sequence[str]) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(accepted)}; got {value!r}")
+
+
+def _check_finite(value: float, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_size(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _copy(view: np.ndarray) -> np.ndarray:
+    return np.array(view, order="C", copy=True)
+
+
+def hflip(img: np.ndarray) -> np.ndarray:
+    """Mirror left-right."""
+    check_image(img)
+    return _copy(img[:, ::-1])
+
+
+def vflip(img: np.ndarray) -> np.ndarray:
+    """Mirror top-bottom."""
+    check_image(img)
+    return _copy(img[::-1])
+
+
+def rot90(img: np.ndarray, k: int = 1) -> np.ndarray:
+    """Rotate by ``k`` quarter turns counter-clockwise, as ``np.rot90``."""
+    check_image(img)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer number of quarter turns, got {k!r}")
+    return _copy(np.rot90(img, int(k)))
+
+
+def crop(img: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """The ``height x width`` window whose top-left pixel is ``(top, left)``."""
+    check_image(img)
+    height, width = _check_size(height, "height"), _check_size(width, "width")
+    for name, v in (("top", top), ("left", left)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    h, w = img.shape[:2]
+    if top < 0 or left < 0 or top + height > h or left + width > w:
+        raise ValueError(f"crop (top={top}, left={left}, height={height}, width={width}) "
+                         f"lies outside the {h}x{w} image")
+    return _copy(img[top:top + height, left:left + width])
+
+
+def center_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centred ``height x width`` window (rounded up-left when the margin is odd)."""
+    check_image(img)
+    height, width = _check_size(height, "height"), _check_size(width, "width")
+    h, w = img.shape[:2]
+    if height > h or width > w:
+        raise ValueError(f"center crop {height}x{width} is larger than the {h}x{w} image")
+    return crop(img, (h - height) // 2, (w - width) // 2, height, width)
+
+
+def scale(img: np.ndarray, factor: float, interpolation: str = "bilinear",
+          kernel: str | None = None) -> np.ndarray:
+    """Resize by ``factor``: output ``round(H*f) x round(W*f)``, half-pixel centres."""
+    check_image(img)
+    factor = _check_finite(factor, "factor")
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    out_shape = geometry.scaled_shape(img.shape[:2], factor)
+    if min(out_shape) < 1:
+        raise ValueError(f"factor {factor} shrinks the {img.shape[0]}x{img.shape[1]} image "
+                         f"to {out_shape[0]}x{out_shape[1]}")
+    matrix = geometry.resize(img.shape[:2], out_shape)
+    return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel)
+
+
+def rotate(img: np.ndarray, angle: float, interpolation: str = "bilinear",
+           border: str = "reflect", fill: float = 0.0, kernel: str | None = None) -> np.ndarray:
+    """Rotate by ``angle`` degrees counter-clockwise about the centre; same size out."""
+    check_image(img)
+    angle = _check_finite(angle, "angle")
+    matrix = geometry.rotation(img.shape[:2], angle)
+    return affine(img, matrix, img.shape[:2], interpolation, border, fill, kernel=kernel)
+
+
+def affine(img: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int],
+           interpolation: str = "bilinear", border: str = "reflect", fill: float = 0.0,
+           kernel: str | None = None) -> np.ndarray:
+    """Warp by a 2x3 ``matrix`` mapping input pixel coordinates to output coordinates.
+
+    Maps that only move whole pixels (flips, quarter turns, integer shifts) are done as
+    exact copies; the rest are resampled once by ``kernel`` (default: the fastest installed).
+    """
+    check_image(img)
+    _check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    _check_choice(border, "border", BORDERS)
+    fill = _check_finite(fill, "fill")
+    if img.dtype == np.uint8 and not 0 <= fill <= 255:
+        raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (2, 3) or not np.all(np.isfinite(m)):
+        raise ValueError(f"matrix must be a finite 2x3 array, got {np.asarray(matrix).tolist()}")
+    if len(out_shape) != 2:
+        raise ValueError(f"out_shape must be (height, width), got {out_shape!r}")
+    out_shape = (_check_size(out_shape[0], "out_shape height"),
+                 _check_size(out_shape[1], "out_shape width"))
+    inverse = geometry.snap(geometry.invert(m))
+    if geometry.is_pixel_permutation(inverse):
+        copied = _permute_pixels(img, inverse, out_shape)
+        if copied is not None:
+            return copied
+    if interpolation == "nearest":
+        inverse = inverse.copy()
+        inverse[:, 2] += _NEAREST_NUDGE
+    warp = kernels.get(kernel)
+    src = np.ascontiguousarray(img if img.ndim == 3 else img[:, :, None])
+    out = warp(src, inverse, out_shape, interpolation, border, fill)
+    return out.reshape(out_shape) if img.ndim == 2 else out
+
+
+def _permute_pixels(img, inverse, out_shape):
+    """Output as a strided view of the input when every output pixel is one input pixel
+    inside the image; None when some fall outside (the kernel handles the border then)."""
+    ho, wo = out_shape
+    lin, (tx, ty) = inverse[:, :2], inverse[:, 2].astype(int)
+    src = img
+    if lin[0, 0] == 0:  # x_src comes from y_out: transpose so each axis maps to itself
+        src = np.swapaxes(img, 0, 1)
+        sx, sy = int(lin[1, 0]), int(lin[0, 1])
+        tx, ty = ty, tx
+    else:
+        sx, sy = int(lin[0, 0]), int(lin[1, 1])
+    h, w = src.shape[:2]
+    xs_end, ys_end = tx + sx * (wo - 1), ty + sy * (ho - 1)
+    if min(tx, xs_end) < 0 or max(tx, xs_end) >= w or min(ty, ys_end) < 0 or max(ty, ys_end) >= h:
+        return None
+    rows = slice(ty, ys_end + sy if ys_end + sy >= 0 else None, sy)
+    cols = slice(tx, xs_end + sx if xs_end + sx >= 0 else None, sx)
+    return _copy(src[rows, cols])

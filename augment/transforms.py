@@ -1,0 +1,285 @@
+"""Random transforms: each class draws its parameters from a ``numpy.random.Generator``
+and hands the pixels to ``augment.functional``.
+
+A transform is called as ``t(img, rng)``; the same generator state gives the same output.
+Geometric transforms also describe themselves as a matrix, so ``Compose`` can fold a run of
+them into one warp that resamples once and computes only the output pixels.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from augment import functional as F
+from augment import geometry, kernels
+
+Shape = tuple[int, int]
+Params = dict
+
+
+class Transform:
+    """Base class: a readable repr and equality built from the constructor's arguments."""
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def _arguments(self) -> dict:
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._arguments().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._arguments() == other._arguments()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, repr(self)))
+
+
+class GeometricTransform(Transform):
+    """A transform that is an affine map of pixel coordinates.
+
+    Subclasses implement ``make_params(shape, rng)`` (all randomness) and
+    ``geometry(shape, params) -> (matrix, out_shape)``. ``resamples`` is False for maps that
+    only move whole pixels; those never blur the image.
+    """
+
+    resamples = True
+    interpolation = "bilinear"
+    border = "reflect"
+    fill = 0.0
+
+    def make_params(self, shape: Shape, rng: np.random.Generator) -> Params:
+        raise NotImplementedError
+
+    def geometry(self, shape: Shape, params: Params) -> tuple[np.ndarray, Shape]:
+        raise NotImplementedError
+
+    def apply(self, img: np.ndarray, params: Params, kernel: str | None = None) -> np.ndarray:
+        matrix, out_shape = self.geometry(img.shape[:2], params)
+        return F.affine(img, matrix, out_shape, self.interpolation, self.border, self.fill,
+                        kernel=kernel)
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        F.check_image(img)
+        return self.apply(img, self.make_params(img.shape[:2], rng))
+
+
+def _probability(p: float, name: str) -> float:
+    p = F._check_finite(p, name)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    return p
+
+
+def _crop_size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (size, size)
+    if not (isinstance(size, Sequence) and len(size) == 2):
+        raise ValueError(f"size must be an int or (height, width), got {size!r}")
+    return F._check_size(size[0], "size height"), F._check_size(size[1], "size width")
+
+
+class RandomFlip(GeometricTransform):
+    """Mirror left-right with probability ``horizontal``, top-bottom with ``vertical``."""
+
+    resamples = False
+
+    def __init__(self, horizontal: float = 0.5, vertical: float = 0.0):
+        self.horizontal = _probability(horizontal, "horizontal")
+        self.vertical = _probability(vertical, "vertical")
+
+    def make_params(self, shape, rng):
+        u = rng.random(2)
+        return {"h": bool(u[0] < self.horizontal), "v": bool(u[1] < self.vertical)}
+
+    def geometry(self, shape, params):
+        m = geometry.translation(0, 0)
+        if params["h"]:
+            m = geometry.then(m, geometry.hflip(shape))
+        if params["v"]:
+            m = geometry.then(m, geometry.vflip(shape))
+        return m, shape
+
+
+class RandomRotate90(GeometricTransform):
+    """With probability ``p``, turn counter-clockwise by 1, 2 or 3 quarter turns (uniform)."""
+
+    resamples = False
+
+    def __init__(self, p: float = 0.5):
+        self.p = _probability(p, "p")
+
+    def make_params(self, shape, rng):
+        apply, k = rng.random() < self.p, int(rng.integers(1, 4))
+        return {"k": k if apply else 0}
+
+    def geometry(self, shape, params):
+        return geometry.rot90(shape, params["k"])
+
+
+class RandomRotate(GeometricTransform):
+    """Rotate by an angle uniform in ``[-degrees, degrees]`` about the centre; same size out."""
+
+    def __init__(self, degrees: float, interpolation: str = "bilinear", border: str = "reflect",
+                 fill: float = 0.0):
+        self.degrees = F._check_finite(degrees, "degrees")
+        if self.degrees < 0:
+            raise ValueError(f"degrees must be >= 0, got {degrees}")
+        F._check_choice(interpolation, "interpolation", F.INTERPOLATIONS)
+        F._check_choice(border, "border", F.BORDERS)
+        self.interpolation, self.border, self.fill = interpolation, border, F._check_finite(fill, "fill")
+
+    def make_params(self, shape, rng):
+        return {"angle": float(rng.uniform(-self.degrees, self.degrees))}
+
+    def geometry(self, shape, params):
+        return geometry.rotation(shape, params["angle"]), shape
+
+
+class RandomScale(GeometricTransform):
+    """Resize by a factor uniform in ``[low, high]``: output ``round(H*f) x round(W*f)``."""
+
+    border = "edge"
+
+    def __init__(self, low: float, high: float, interpolation: str = "bilinear"):
+        self.low, self.high = F._check_finite(low, "low"), F._check_finite(high, "high")
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"need 0 < low <= high, got low={low}, high={high}")
+        F._check_choice(interpolation, "interpolation", F.INTERPOLATIONS)
+        self.interpolation = interpolation
+
+    def make_params(self, shape, rng):
+        factor = float(rng.uniform(self.low, self.high))
+        out = geometry.scaled_shape(shape, factor)
+        if min(out) < 1:
+            raise ValueError(f"scale factor {factor:.4g} shrinks the {shape[0]}x{shape[1]} image "
+                             "to nothing")
+        return {"factor": factor, "out_shape": out}
+
+    def geometry(self, shape, params):
+        return geometry.resize(shape, params["out_shape"]), params["out_shape"]
+
+
+class RandomCrop(GeometricTransform):
+    """A window of ``size`` (int or (h, w)) at a uniformly random position."""
+
+    resamples = False
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = _crop_size(size)
+
+    def make_params(self, shape, rng):
+        (h, w), (ch, cw) = shape, self.size
+        if ch > h or cw > w:
+            raise ValueError(f"RandomCrop size {ch}x{cw} is larger than the {h}x{w} image")
+        return {"top": int(rng.integers(0, h - ch + 1)), "left": int(rng.integers(0, w - cw + 1))}
+
+    def geometry(self, shape, params):
+        return geometry.crop(params["top"], params["left"]), self.size
+
+
+class CenterCrop(GeometricTransform):
+    """The centred window of ``size`` (int or (h, w))."""
+
+    resamples = False
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = _crop_size(size)
+
+    def make_params(self, shape, rng):
+        (h, w), (ch, cw) = shape, self.size
+        if ch > h or cw > w:
+            raise ValueError(f"CenterCrop size {ch}x{cw} is larger than the {h}x{w} image")
+        return {"top": (h - ch) // 2, "left": (w - cw) // 2}
+
+    def geometry(self, shape, params):
+        return geometry.crop(params["top"], params["left"]), self.size
+
+
+@dataclass
+class _PendingWarp:
+    """Geometric steps folded so far: their product matrix and how to resample it."""
+
+    matrix: np.ndarray
+    shape: Shape
+    interpolation: str = "nearest"
+    border: str = "reflect"
+    fill: float = 0.0
+    resamples: bool = False
+
+    def add(self, t: GeometricTransform, matrix: np.ndarray, out_shape: Shape) -> None:
+        self.matrix = geometry.then(self.matrix, matrix)
+        self.shape = out_shape
+        if t.resamples:
+            if not self.resamples:  # the first resampling step decides the border
+                self.border, self.fill = t.border, t.fill
+            if t.interpolation == "bilinear":
+                self.interpolation = "bilinear"
+            self.resamples = True
+
+
+class Compose(Transform):
+    """Apply ``transforms`` in order. Each is a ``Transform`` or any ``(img, rng) -> img``.
+
+    Consecutive geometric transforms are folded into one affine warp, so the image is
+    resampled once and only the output pixels are computed; when the folded map only moves
+    whole pixels (flips, quarter turns, crops) it is an exact copy. ``kernel`` names the
+    resampling kernel (default: the fastest installed, fixed when the Compose is built so
+    every worker process uses the same one).
+    """
+
+    def __init__(self, transforms: Sequence[Callable], kernel: str | None = None):
+        transforms = list(transforms)
+        for i, t in enumerate(transforms):
+            if not callable(t):
+                raise ValueError(f"transforms[{i}] is {t!r}: expected a Transform or a callable "
+                                 "(img, rng) -> img")
+        self.transforms = transforms
+        self.kernel = kernels.default_name() if kernel is None else kernel
+        kernels.get(self.kernel)  # fails early on an unknown or missing kernel
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        F.check_image(img)
+        pending: _PendingWarp | None = None
+        for t in self.transforms:
+            if isinstance(t, GeometricTransform):
+                shape = pending.shape if pending else img.shape[:2]
+                matrix, out_shape = t.geometry(shape, t.make_params(shape, rng))
+                if pending is None:
+                    pending = _PendingWarp(geometry.translation(0, 0), shape)
+                pending.add(t, matrix, out_shape)
+            else:
+                img = self._flush(img, pending)
+                pending = None
+                img = t(img, rng)
+        return self._flush(img, pending)
+
+    def _flush(self, img: np.ndarray, pending: _PendingWarp | None) -> np.ndarray:
+        if pending is None:
+            return img
+        return F.affine(img, pending.matrix, pending.shape, pending.interpolation, pending.border,
+                        pending.fill, kernel=self.kernel)
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"Compose([{inner}\n], kernel={self.kernel!r})"
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+
+def kaggle_pipeline(crop: int = 224, kernel: str | None = None) -> Compose:
+    """The seed's pipeline: flips, quarter turns, a small rotation, a scale jitter, a crop."""
+    return Compose([RandomFlip(0.5, 0.5), RandomRotate90(0.5), RandomRotate(30),
+                    RandomScale(0.9, 1.1), RandomCrop(crop)], kernel=kernel)
+
+
+__all__ = ["Transform", "GeometricTransform", "RandomFlip", "RandomRotate90", "RandomRotate",
+           "RandomScale", "RandomCrop", "CenterCrop", "Compose", "kaggle_pipeline"]
