@@ -3,12 +3,13 @@
 from augment import functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.loader import Loader
+from augment.trace import Tracer
 from augment.transforms import (CenterCrop, Compose, GeometricTransform, RandomCrop, RandomFlip,
                                 RandomRotate, RandomRotate90, RandomScale, Transform,
                                 kaggle_pipeline)
 
 __version__ = "0.1.0"
 
-__all__ = ["Loader", "ImageFolder", "BadImageError", "functional", "geometry", "kernels", "Compose", "Transform", "GeometricTransform",
+__all__ = ["Loader", "Tracer", "ImageFolder", "BadImageError", "functional", "geometry", "kernels", "Compose", "Transform", "GeometricTransform",
            "RandomFlip", "RandomRotate90", "RandomRotate", "RandomScale", "RandomCrop",
            "CenterCrop", "kaggle_pipeline"]

@@ -32,8 +32,9 @@ class BatchPlan:
 
 @dataclass
 class Span:
-    """One stage of one batch in one thread: wall clock (CLOCK_MONOTONIC, shared by every
-    process of a machine) and the thread's CPU time over it."""
+    """One stage of one batch in one thread: wall clock (``time.time_ns``, shared by every
+    process of a machine and comparable across NTP-synced hosts) and the thread's CPU time
+    over it (far below the wall time when the thread waited for the GIL or a core)."""
 
     stage: str
     start_ns: int
@@ -49,8 +50,10 @@ class BatchResult:
     shape: tuple[int, ...] = ()
     skipped: list[tuple[str, str]] = field(default_factory=list)
     error: BadImageError | None = None
-    spans: list[Span] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)  # made by the worker
     pid: int = 0
+    worker: int = -1  # lane index of the worker; -1 is the consumer (the training loop)
+    transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -74,11 +77,10 @@ class _Stage:
         return self
 
     def __enter__(self) -> None:
-        self.t0, self.c0 = time.monotonic_ns(), time.thread_time_ns()
+        self.t0, self.c0 = time.time_ns(), time.thread_time_ns()
 
     def __exit__(self, *exc) -> None:
-        self.spans.append(Span(self.name, self.t0, time.monotonic_ns(),
-                               time.thread_time_ns() - self.c0))
+        self.spans.append(Span(self.name, self.t0, time.time_ns(), time.thread_time_ns() - self.c0))
 
 
 @dataclass
@@ -102,17 +104,18 @@ class BatchTask:
 
 
 def make_batch(task: BatchTask, plan: BatchPlan,
-               buffer: Callable[[tuple[int, ...]], np.ndarray] | None = None) -> BatchResult:
+               buffer: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+               worker: int = -1) -> BatchResult:
     """Read, decode, augment and collate the samples of ``plan``.
 
     ``buffer(shape)`` provides the batch array to fill (shared memory for the process
-    backend); by default a new array. A bad image either ends the batch with ``error`` set
+    backend); by default a new array. ``worker`` is the lane the spans are drawn on. A bad image either ends the batch with ``error`` set
     (on_error="raise") or is left out and listed in ``skipped``.
     """
     ds = task.dataset
     spans: list[Span] = []
     stage = _Stage(spans)
-    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), spans=spans)
+    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), spans=spans, worker=worker)
     keep: list[int] = []
     blobs: list = []
     with stage("read"):

@@ -13,6 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import os
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from augment import backends
-from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
+from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, Span, order_rng
+from augment.trace.recorder import CONSUMER_LANE, tracer_from_env
 
 log = logging.getLogger("augment")
 
@@ -33,7 +36,8 @@ class Loader:
     tensor N x C x H x W (channels-last in memory: no transpose copy), ``labels`` a tensor.
     Iterating again runs the next epoch. ``backend`` is one of ``augment.backends.names()``;
     its extra options (``start_method`` for "process", ``timeout`` for "torch") go in
-    ``backend_options``.
+    ``backend_options``. ``tracer`` (an ``augment.Tracer``; by default one from
+    ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch.
     """
 
     def __init__(self, dataset, transform: Callable, batch_size: int = 64,
@@ -55,7 +59,9 @@ class Loader:
         self.dataset, self.transform = dataset, transform
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
-        self.on_error, self.tracer = on_error, tracer
+        self.on_error = on_error
+        self.tracer = tracer if tracer is not None else tracer_from_env()
+        self._owns_tracer = tracer is None and self.tracer is not None
         self.backend_name = backend
         self.epoch = 0
         self.skipped: list[tuple[str, str]] = []
@@ -94,27 +100,48 @@ class Loader:
         pending: deque = deque()
         todo = iter(plans)
         finished = False
+        if self.tracer is not None:
+            self.tracer.start()
         try:
             for plan in todo:
                 pending.append(backend.submit(plan))
                 if len(pending) >= self.capacity:
                     break
             while pending:
+                asked = _clock()
                 result = pending.popleft().result()
                 for plan in todo:
                     pending.append(backend.submit(plan))
                     break
+                received = _clock()
                 batch = self._deliver(result)
+                handed = _clock()
                 if batch is not None:
                     yield batch
+                if self.tracer is not None:
+                    self._trace(result, asked, received, handed, _clock())
             finished = True
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
             for handle in pending:
                 handle.cancel()
             raise
         finally:
+            if self.tracer is not None:
+                self.tracer.stop()
             if not finished and not _exiting_normally():
                 self.close()
+
+    def _trace(self, result: BatchResult, asked, received, handed, back) -> None:
+        """Write one batch's spans: the worker's stages, then the consumer's transfer (the
+        backend's own, or handing over as tensors), wait (the stall) and step."""
+        plan = result.plan
+        common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch)
+        transfer = result.transfer or Span("transfer", received[0], handed[0], handed[1] - received[1])
+        consumer = [transfer, Span("wait", asked[0], handed[0], handed[1] - asked[1]),
+                    Span("step", handed[0], back[0], back[1] - handed[1])]
+        self.tracer.write(
+            self.tracer.record(spans=result.spans, pid=result.pid, worker=result.worker, **common)
+            + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common))
 
     def _deliver(self, result: BatchResult):
         if result.error is not None:
@@ -142,6 +169,8 @@ class Loader:
         if self._backend is not None:
             self._finalizer()
             self._backend = None
+        if self._owns_tracer:
+            self.tracer.close()
 
     def __enter__(self) -> Loader:
         return self
@@ -152,6 +181,10 @@ class Loader:
     def __repr__(self) -> str:
         return (f"Loader({self.dataset!r}, batch_size={self.batch_size}, "
                 f"backend={self.backend_name!r}, workers={self.workers}, seed={self.seed})")
+
+
+def _clock() -> tuple[int, int]:
+    return time.time_ns(), time.thread_time_ns()
 
 
 def _exiting_normally() -> bool:

@@ -2,7 +2,9 @@
 """Benchmarks, measured as ratios in one run: alternated rounds, the median per contender.
 
     python scripts/benchmark.py ops        # per-image time of the Kaggle pipeline, per kernel
-    python scripts/benchmark.py ops --write-readme
+    python scripts/benchmark.py pipeline   # end-to-end images/s, every backend vs DataLoader
+    python scripts/benchmark.py decoders   # JPEG decoders: same pixels? how fast?
+    python scripts/benchmark.py all --write-readme
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -110,6 +112,137 @@ def bench_ops(args) -> str:
     return table
 
 
+BENCH_DATA = ROOT / "runs" / "bench_data"
+
+
+def bench_dataset(n: int) -> Path:
+    """A set of ``n`` sample-like tiles outside git, made once by scripts/make_dataset.py."""
+    folder = BENCH_DATA / f"n{n}"
+    if not (folder / "labels.csv").exists():
+        import subprocess
+
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_dataset.py"), "--out",
+                        str(folder), "--n", str(n), "--size", "256", "--seed", "1"], check=True)
+    return folder
+
+
+def identity(img, rng):
+    """No augmentation: the decode-only floor."""
+    return img
+
+
+class AlbumentationsFiles:
+    """What a user would write instead: a torch Dataset, Pillow decode, albumentations ops."""
+
+    def __init__(self, dataset, crop: int):
+        self.dataset, self.crop, self.pipeline = dataset, crop, None
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if self.pipeline is None:
+            from albumentations.pytorch import ToTensorV2
+
+            self.pipeline = albumentations_pipeline(self.crop)
+            self.pipeline.transforms.append(ToTensorV2())
+            self.pipeline = type(self.pipeline)(self.pipeline.transforms)
+        img = np.asarray(Image.open(self.dataset.paths[i]).convert("RGB"))
+        return self.pipeline(image=img)["image"], self.dataset.label(i)
+
+
+def bench_pipeline(args) -> str:
+    import torch
+
+    torch.set_num_threads(1)
+    folder = bench_dataset(args.images)
+    dataset = augment.ImageFolder(folder, folder / "labels.csv")
+    transform = augment.kaggle_pipeline(crop=args.crop)
+    batch = 64
+    loaders: dict[str, object] = {}
+    for backend in augment.backends.names():
+        for workers in (1, 2):
+            loaders[f"augment {backend}, {workers} worker{'s' * (workers > 1)}"] = augment.Loader(
+                dataset, transform, batch_size=batch, backend=backend, workers=workers)
+    try:
+        import albumentations  # noqa: F401
+
+        loaders["DataLoader(2 workers) + albumentations"] = torch.utils.data.DataLoader(
+            AlbumentationsFiles(dataset, args.crop), batch_size=batch, shuffle=True,
+            num_workers=2, persistent_workers=True, multiprocessing_context="spawn",
+            worker_init_fn=_one_thread)
+    except ImportError:
+        print("albumentations is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    for backend in ("thread", "process"):
+        loaders[f"decode only ({backend}, 2 workers)"] = augment.Loader(
+            dataset, identity, batch_size=batch, backend=backend, workers=2)
+
+    def epoch(loader):
+        return lambda: sum(len(images) for images, _ in loader)
+
+    try:
+        medians = race({name: epoch(loader) for name, loader in loaders.items()}, args.rounds)
+    finally:
+        for loader in loaders.values():
+            if hasattr(loader, "close"):
+                loader.close()
+    rate = {name: len(dataset) / t for name, t in medians.items()}
+    ours = {n: r for n, r in rate.items() if n.startswith("augment")}
+    best = max(ours, key=ours.get)
+    floor = max(r for n, r in rate.items() if n.startswith("decode only"))
+    lines = ["| pipeline | images/s |", "|---|---:|"]
+    lines += [f"| {name} | {r:.0f} |" for name, r in rate.items()]
+    checks = [f"best of ours: {best}",
+              f"best / DataLoader + albumentations: "
+              f"{ours[best] / rate.get('DataLoader(2 workers) + albumentations', float('nan')):.2f}x"
+              " (target >= 1.4x)",
+              f"2 workers / serial: {max(r for n, r in ours.items() if n.endswith('2 workers')) / ours['augment serial, 1 worker']:.2f}x"
+              " (target >= 1.8x)",
+              f"best / decode-only floor: {ours[best] / floor:.0%} (target >= 60%)"]
+    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks)
+    print(f"{len(dataset)} JPEG tiles 256x256 in the page cache -> uint8 NCHW batches of {batch}, "
+          f"Kaggle pipeline, crop {args.crop}; median of {args.rounds} alternated epochs:\n{table}")
+    return table
+
+
+def _one_thread(_worker_id: int) -> None:
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def bench_decoders(args) -> str:
+    """Every JPEG decoder that is installed, on the sample tiles: identical pixels? speed?"""
+    blobs = [f.read_bytes() for f in sorted(SAMPLE.glob("*.jpg"))[:args.images]]
+    decoders = {"Pillow": lambda b: np.asarray(Image.open(__import__("io").BytesIO(b)).convert("RGB"))}
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+        decoders["OpenCV"] = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR_RGB)
+    except ImportError:
+        pass
+    try:
+        import simplejpeg
+
+        decoders["simplejpeg"] = lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")
+    except ImportError:
+        pass
+    reference = [decoders["Pillow"](b) for b in blobs]
+    same = {name: all(np.array_equal(fn(b), r) for b, r in zip(blobs, reference))
+            for name, fn in decoders.items()}
+    medians = race({name: (lambda fn=fn: [fn(b) for b in blobs]) for name, fn in decoders.items()},
+                   args.rounds)
+    lines = ["| decoder | ms per tile | same pixels as Pillow |", "|---|---:|---|"]
+    lines += [f"| {n} | {t / len(blobs) * 1e3:.3f} | {'yes' if same[n] else 'no'} |"
+              for n, t in medians.items()]
+    table = "\n".join(lines)
+    print(f"{len(blobs)} sample JPEG tiles, one thread, median of {args.rounds} rounds:\n{table}")
+    return table
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -129,11 +262,25 @@ def main(argv: list[str] | None = None) -> None:
     ops.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
     ops.add_argument("--crop", type=int, default=224)
     ops.add_argument("--write-readme", action="store_true", help="put the table in README.md")
+    pipe = sub.add_parser("pipeline", help="end-to-end images/s per backend vs DataLoader")
+    pipe.add_argument("--images", type=int, default=512, help="tiles per epoch (default 512)")
+    pipe.add_argument("--rounds", type=int, default=5)
+    pipe.add_argument("--crop", type=int, default=224)
+    pipe.add_argument("--write-readme", action="store_true")
+    dec = sub.add_parser("decoders", help="JPEG decoders: identical pixels and speed")
+    dec.add_argument("--images", type=int, default=64)
+    dec.add_argument("--rounds", type=int, default=9)
+    dec.add_argument("--write-readme", action="store_true")
+    every = sub.add_parser("all", help="ops, decoders and pipeline with their defaults")
+    every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
-    if args.what == "ops":
-        table = bench_ops(args)
+    runs = {"ops": bench_ops, "pipeline": bench_pipeline, "decoders": bench_decoders}
+    chosen = list(runs) if args.what == "all" else [args.what]
+    for what in chosen:
+        sub_args = args if args.what != "all" else parser.parse_args([what])
+        table = runs[what](sub_args)
         if args.write_readme:
-            write_readme("ops", table, "python scripts/benchmark.py ops --write-readme")
+            write_readme(what, table, f"python scripts/benchmark.py {what}")
 
 
 if __name__ == "__main__":

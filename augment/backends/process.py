@@ -34,7 +34,7 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     return shared_memory.SharedMemory(name=name)
 
 
-def _worker_main(task, jobs, results) -> None:
+def _worker_main(worker: int, task, jobs, results) -> None:
     """Loop of one worker: make batches until told to stop (None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
     _quiet_native_threads()
@@ -49,7 +49,7 @@ def _worker_main(task, jobs, results) -> None:
                     return np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
                 return np.empty(shape, dtype=np.uint8)  # too big for the slot: sent pickled
 
-            result = make_batch(task, plan, buffer)
+            result = make_batch(task, plan, buffer, worker=worker)
             if result.images is not None and result.images.base is not None \
                     and math.prod(result.shape) <= slot_size:
                 result.images = None  # it sits in the slot
@@ -129,7 +129,7 @@ class ProcessBackend(Backend):
         self._free = list(range(self.capacity))
         self._arrived: dict[int, tuple] = {}
         self._next_job = 0
-        self._procs = [ctx.Process(target=_worker_main, args=(task, self._jobs, self._results),
+        self._procs = [ctx.Process(target=_worker_main, args=(i, task, self._jobs, self._results),
                                    name=f"augment-worker-{i}", daemon=True)
                        for i in range(self.workers)]
         for p in self._procs:
@@ -162,12 +162,11 @@ class ProcessBackend(Backend):
                 raise payload
             result: BatchResult = payload
             if result.images is None:
-                t0, c0 = time.monotonic_ns(), time.thread_time_ns()
+                t0, c0 = time.time_ns(), time.thread_time_ns()
                 view = np.ndarray(result.shape, dtype=np.uint8, buffer=self._slots[slot].buf)
                 result.images = view.copy()
                 del view
-                result.spans.append(Span("transfer", t0, time.monotonic_ns(),
-                                         time.thread_time_ns() - c0))
+                result.transfer = Span("transfer", t0, time.time_ns(), time.thread_time_ns() - c0)
             elif result.shape and result.images.size:  # the sample size grew: next time it fits
                 self._sample_nbytes = max(self._sample_nbytes, math.prod(result.shape[1:]))
             return result

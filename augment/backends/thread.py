@@ -3,10 +3,17 @@ Numpy, OpenCV and Pillow release it in their C loops, so decode and warp run in 
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from augment.backends.base import Backend, Done, register
 from augment.batch import make_batch
+
+
+def _in_worker_thread(task, plan):
+    # ThreadPoolExecutor names its threads "<prefix>_<n>": n is the lane.
+    lane = int(threading.current_thread().name.rsplit("_", 1)[-1])
+    return make_batch(task, plan, worker=lane)
 
 
 @register
@@ -21,7 +28,7 @@ class ThreadBackend(Backend):
     def submit(self, plan):
         if self.workers == 0:
             return Done(lazy=lambda: make_batch(self.task, plan))
-        return self._pool.submit(make_batch, self.task, plan)
+        return self._pool.submit(_in_worker_thread, self.task, plan)
 
     def close(self):
         pool = getattr(self, "_pool", None)

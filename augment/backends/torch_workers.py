@@ -19,7 +19,8 @@ class _Plans(Dataset):
         self.task = task
 
     def __getitem__(self, plan: BatchPlan) -> BatchResult:
-        return make_batch(self.task, plan)
+        info = torch.utils.data.get_worker_info()
+        return make_batch(self.task, plan, worker=info.id if info is not None else -1)
 
     def __len__(self) -> int:
         return len(self.task.dataset)

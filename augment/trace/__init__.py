@@ -1,0 +1,11 @@
+"""Tracing: every stage of every batch, in every process, for several experiments at once.
+
+``Tracer`` writes span records (JSON lines) as batches arrive; ``load`` reads a folder
+back; ``to_chrome`` exports it for ui.perfetto.dev or chrome://tracing.
+"""
+
+from augment.trace.chrome import to_chrome
+from augment.trace.reader import Trace, load
+from augment.trace.recorder import STAGES, Tracer, tracer_from_env
+
+__all__ = ["Tracer", "tracer_from_env", "load", "Trace", "to_chrome", "STAGES"]

@@ -1,0 +1,57 @@
+"""The reading side: every experiment's spans and the CPU samples of a trace folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("augment")
+
+SPAN_KEYS = ("experiment", "backend", "host", "pid", "worker", "batch", "epoch", "stage",
+             "start_ns", "end_ns", "cpu_ns")
+
+
+@dataclass
+class Trace:
+    spans: list[dict] = field(default_factory=list)  # sorted by start_ns
+    cpu: list[dict] = field(default_factory=list)  # {"t_ns", "host", "cpu": [percent per core]}
+
+    def experiments(self) -> list[str]:
+        return sorted({s["experiment"] for s in self.spans})
+
+
+def _read_lines(path: Path, required: tuple[str, ...]) -> list[dict]:
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: skipped a line cut short (a crash mid-write?)", path, number)
+                continue
+            if not isinstance(record, dict) or not all(k in record for k in required):
+                log.warning("%s:%d: skipped a record without %s", path, number, ", ".join(required))
+                continue
+            records.append(record)
+    return records
+
+
+def load(directory: str | Path) -> Trace:
+    """Span records of every experiment in ``directory``, sorted by ``start_ns``, and the
+    CPU samples sorted by time."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"trace folder {str(directory)!r} does not exist")
+    trace = Trace()
+    for path in sorted(directory.glob("*.jsonl")):
+        if path.name.startswith("cpu."):
+            trace.cpu.extend(_read_lines(path, ("t_ns", "cpu")))
+        else:
+            trace.spans.extend(_read_lines(path, SPAN_KEYS))
+    trace.spans.sort(key=lambda s: (s["start_ns"], s["end_ns"]))
+    trace.cpu.sort(key=lambda c: c["t_ns"])
+    return trace
