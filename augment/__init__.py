@@ -2,7 +2,6 @@
 
 from augment import functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
-from augment.loader import Loader
 from augment.trace import Tracer
 from augment.transforms import (CenterCrop, Compose, GeometricTransform, RandomCrop, RandomFlip,
                                 RandomRotate, RandomRotate90, RandomScale, Transform,
@@ -10,6 +9,21 @@ from augment.transforms import (CenterCrop, Compose, GeometricTransform, RandomC
 
 __version__ = "0.1.0"
 
-__all__ = ["Loader", "Tracer", "ImageFolder", "BadImageError", "functional", "geometry", "kernels", "Compose", "Transform", "GeometricTransform",
-           "RandomFlip", "RandomRotate90", "RandomRotate", "RandomScale", "RandomCrop",
-           "CenterCrop", "kaggle_pipeline"]
+__all__ = ["Loader", "Tracer", "ImageFolder", "BadImageError", "functional", "geometry",
+           "kernels", "backends", "Compose", "Transform", "GeometricTransform", "RandomFlip",
+           "RandomRotate90", "RandomRotate", "RandomScale", "RandomCrop", "CenterCrop",
+           "kaggle_pipeline"]
+
+
+def __getattr__(name: str):
+    # The Loader and the backends import torch (seconds); worker processes that only unpickle
+    # a dataset and a transform should not pay for it.
+    if name == "Loader":
+        from augment.loader import Loader
+
+        return Loader
+    if name == "backends":
+        import augment.backends as backends
+
+        return backends
+    raise AttributeError(f"module 'augment' has no attribute {name!r}")

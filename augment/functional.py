@@ -137,12 +137,17 @@ def affine(img: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int],
     _check_choice(interpolation, "interpolation", INTERPOLATIONS)
     _check_choice(border, "border", BORDERS)
     fill = _check_finite(fill, "fill")
-    if img.dtype == np.uint8 and not 0 <= fill <= 255:
-        raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
-    m = np.asarray(matrix, dtype=np.float64)
+    if img.dtype == np.uint8:
+        if not 0 <= fill <= 255:
+            raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
+        fill = float(round(fill))  # every kernel fills with the same whole grey level
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"matrix must be a finite 2x3 array of numbers, got {matrix!r}") from None
     if m.shape != (2, 3) or not np.all(np.isfinite(m)):
-        raise ValueError(f"matrix must be a finite 2x3 array, got {np.asarray(matrix).tolist()}")
-    if len(out_shape) != 2:
+        raise ValueError(f"matrix must be a finite 2x3 array, got {m.tolist()}")
+    if not isinstance(out_shape, (tuple, list)) or len(out_shape) != 2:
         raise ValueError(f"out_shape must be (height, width), got {out_shape!r}")
     out_shape = (_check_size(out_shape[0], "out_shape height"),
                  _check_size(out_shape[1], "out_shape width"))

@@ -106,3 +106,13 @@ def is_pixel_permutation(matrix: np.ndarray) -> bool:
     lin = m[:, :2]
     return bool(np.count_nonzero(lin) == 2 and np.all(np.abs(lin).sum(axis=0) == 1)
                 and np.all(np.abs(lin).sum(axis=1) == 1))
+
+
+def outside_reach(matrix: np.ndarray, in_shape: Shape, out_shape: Shape) -> float:
+    """How many pixels beyond the input's edge the output's corners sample (0 if inside)."""
+    inverse = invert(matrix)
+    (h, w), (ho, wo) = in_shape, out_shape
+    corners = np.array([[0, 0, 1], [wo - 1, 0, 1], [0, ho - 1, 1], [wo - 1, ho - 1, 1]], float)
+    xs, ys = (corners @ inverse.T).T
+    beyond = [-xs.min(), xs.max() - (w - 1), -ys.min(), ys.max() - (h - 1), 0.0]
+    return float(max(beyond))

@@ -102,6 +102,9 @@ class Loader:
         finished = False
         if self.tracer is not None:
             self.tracer.start()
+            self.tracer.write_meta(backend=self.backend_name,
+                                   workers=0 if self.backend_name == "serial" else self.workers,
+                                   batch_size=self.batch_size, epoch=plans[0].epoch if plans else 0)
         try:
             for plan in todo:
                 pending.append(backend.submit(plan))
@@ -135,7 +138,8 @@ class Loader:
         """Write one batch's spans: the worker's stages, then the consumer's transfer (the
         backend's own, or handing over as tensors), wait (the stall) and step."""
         plan = result.plan
-        common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch)
+        images = 0 if result.images is None else len(result.images)
+        common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch, images=images)
         transfer = result.transfer or Span("transfer", received[0], handed[0], handed[1] - received[1])
         consumer = [transfer, Span("wait", asked[0], handed[0], handed[1] - asked[1]),
                     Span("step", handed[0], back[0], back[1] - handed[1])]

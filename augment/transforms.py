@@ -212,17 +212,20 @@ class _PendingWarp:
     interpolation: str = "nearest"
     border: str = "reflect"
     fill: float = 0.0
-    resamples: bool = False
+    reach: float = -1.0  # how far outside its input the border-deciding step samples
 
     def add(self, t: GeometricTransform, matrix: np.ndarray, out_shape: Shape) -> None:
+        in_shape = self.shape
         self.matrix = geometry.then(self.matrix, matrix)
         self.shape = out_shape
         if t.resamples:
-            if not self.resamples:  # the first resampling step decides the border
-                self.border, self.fill = t.border, t.fill
+            # The step that samples furthest outside its input brings the border in (a
+            # rotation, say), not one that only grazes it by half a pixel (a scale).
+            reach = geometry.outside_reach(matrix, in_shape, out_shape)
+            if reach > self.reach:
+                self.border, self.fill, self.reach = t.border, t.fill, reach
             if t.interpolation == "bilinear":
                 self.interpolation = "bilinear"
-            self.resamples = True
 
 
 class Compose(Transform):
@@ -247,6 +250,7 @@ class Compose(Transform):
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         F.check_image(img)
+        original = img
         pending: _PendingWarp | None = None
         for t in self.transforms:
             if isinstance(t, GeometricTransform):
@@ -259,7 +263,8 @@ class Compose(Transform):
                 img = self._flush(img, pending)
                 pending = None
                 img = t(img, rng)
-        return self._flush(img, pending)
+        out = self._flush(img, pending)
+        return out.copy() if out is original else out
 
     def _flush(self, img: np.ndarray, pending: _PendingWarp | None) -> np.ndarray:
         if pending is None:

@@ -79,8 +79,7 @@ class TorchBackend(Backend):
         self._loader = DataLoader(_Plans(task), batch_size=None, sampler=self._sampler,
                                   num_workers=self.workers, collate_fn=_to_tensors,
                                   prefetch_factor=prefetch, persistent_workers=True,
-                                  worker_init_fn=_worker_init, timeout=self.timeout,
-                                  multiprocessing_context="spawn")
+                                  worker_init_fn=_worker_init, timeout=self.timeout)
         self._pending: list[BatchPlan] = []
 
     def submit(self, plan):

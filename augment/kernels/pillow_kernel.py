@@ -1,6 +1,12 @@
-"""Pillow's affine transform (C code), for bilinear; nearest is a plain gather in numpy. Pillow only knows a constant border, so the part of
-the source that the output needs is cut out and padded by numpy first; Pillow then never
-samples outside it and every border mode matches the reference."""
+"""Pillow's affine transform (C code), for bilinear; nearest is a plain gather in numpy.
+
+Pillow's uint8 modes truncate and its nearest uses 16.16 fixed point, so this kernel samples
+each channel in float ("F" mode). Exact that way, it measured slower than the numpy kernel,
+so it comes last in the preference order (README, "Kernels").
+
+Pillow only knows a constant border, so the part of the source that the output needs is cut
+out and padded by numpy first; Pillow then never samples outside it and every border mode
+matches the reference."""
 
 from __future__ import annotations
 
@@ -43,19 +49,6 @@ def _region(img, box, border, fill):
     return full[y0 + top:y1 + top, x0 + left:x1 + left]
 
 
-def _pillow_planes(region):
-    """Split channels into images Pillow can transform: RGB triples and single planes."""
-    c = region.shape[2]
-    if region.dtype == np.float32:
-        return [(i, 1, "F") for i in range(c)]
-    planes, i = [], 0
-    while i < c:
-        n = 3 if c - i >= 3 else 1
-        planes.append((i, n, "RGB" if n == 3 else "L"))
-        i += n
-    return planes
-
-
 def warp(img, inverse, out_shape, interpolation, border, fill):
     if interpolation == "nearest":  # Pillow's nearest uses 16.16 fixed point: off at near-ties
         return numpy_kernel.warp(img, inverse, out_shape, interpolation, border, fill)
@@ -72,10 +65,12 @@ def warp(img, inverse, out_shape, interpolation, border, fill):
     a[:, 2] += 0.5 - 0.5 * (a[:, 0] + a[:, 1])
     ho, wo = out_shape
     out = np.empty((ho, wo, c), dtype=img.dtype)
-    for start, n, mode in _pillow_planes(region):
-        plane = np.ascontiguousarray(region[:, :, start:start + n])
-        pil = Image.fromarray(plane[:, :, 0] if n == 1 else plane, mode=mode)
-        res = pil.transform((wo, ho), Image.Transform.AFFINE, tuple(a.ravel()),
-                            resample=Image.Resampling.BILINEAR)
-        out[:, :, start:start + n] = np.asarray(res).reshape(ho, wo, n)
+    for channel in range(c):
+        # Pillow's 8-bit modes truncate (half a grey level darker on average): sample each
+        # channel as 32-bit float and round here instead.
+        plane = Image.fromarray(region[:, :, channel].astype(np.float32), mode="F")
+        res = plane.transform((wo, ho), Image.Transform.AFFINE, tuple(a.ravel()),
+                              resample=Image.Resampling.BILINEAR)
+        values = np.asarray(res)
+        out[:, :, channel] = np.rint(values) if img.dtype == np.uint8 else values
     return out

@@ -17,6 +17,7 @@ SPAN_KEYS = ("experiment", "backend", "host", "pid", "worker", "batch", "epoch",
 class Trace:
     spans: list[dict] = field(default_factory=list)  # sorted by start_ns
     cpu: list[dict] = field(default_factory=list)  # {"t_ns", "host", "cpu": [percent per core]}
+    meta: list[dict] = field(default_factory=list)  # one per traced loader: backend, workers...
 
     def experiments(self) -> list[str]:
         return sorted({s["experiment"] for s in self.spans})
@@ -51,7 +52,13 @@ def load(directory: str | Path) -> Trace:
         if path.name.startswith("cpu."):
             trace.cpu.extend(_read_lines(path, ("t_ns", "cpu")))
         else:
-            trace.spans.extend(_read_lines(path, SPAN_KEYS))
+            for record in _read_lines(path, ()):
+                if "meta" in record:
+                    trace.meta.append(record["meta"])
+                elif all(k in record for k in SPAN_KEYS):
+                    trace.spans.append(record)
+                else:
+                    log.warning("%s: skipped a record without %s", path, ", ".join(SPAN_KEYS))
     trace.spans.sort(key=lambda s: (s["start_ns"], s["end_ns"]))
     trace.cpu.sort(key=lambda c: c["t_ns"])
     return trace

@@ -64,13 +64,18 @@ class Tracer:
         self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         self._file.flush()
 
-    def record(self, *, backend: str, batch: int, epoch: int, spans, pid: int, worker: int,
-               host: str | None = None) -> list[dict]:
-        """Span records for one batch (``spans`` are ``augment.batch.Span``)."""
+    def record(self, *, backend: str, batch: int, epoch: int, images: int, spans, pid: int,
+               worker: int, host: str | None = None) -> list[dict]:
+        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``)."""
         return [{"experiment": self.experiment, "backend": backend, "host": host or self.host,
-                 "pid": pid, "worker": worker, "batch": batch, "epoch": epoch,
+                 "pid": pid, "worker": worker, "batch": batch, "epoch": epoch, "images": images,
                  "stage": s.stage, "start_ns": s.start_ns, "end_ns": s.end_ns, "cpu_ns": s.cpu_ns}
                 for s in spans]
+
+    def write_meta(self, **info) -> None:
+        """A line describing the loader (backend, workers, batch size) for the report."""
+        self.write([{"meta": {"experiment": self.experiment, "host": self.host, "pid": self.pid,
+                              **info}}])
 
     def close(self) -> None:
         if self._sampler is not None:

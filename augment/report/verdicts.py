@@ -1,0 +1,79 @@
+"""Naming the bottleneck of one experiment, from its measured figures.
+
+The rules, checked in this order (thresholds are the constants below):
+
+1. ``training step``: the loop waited for data less than 10% of its time.
+2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
+   time above the workers' CPU time).
+3. ``gil contention``: thread workers got less than half a CPU-second per wall-second of
+   their stages while the machine's cores were less than 75% busy.
+4. ``cpu oversubscribed``: more busy workers (all experiments at once) than cores, and the
+   cores more than 85% busy.
+5. ``data: <stage>``: otherwise the loop waits for data, and <stage> is the stage that takes
+   most of the workers' CPU time (or wall time, for a stage that waits on I/O).
+"""
+
+from __future__ import annotations
+
+STALL_LOW = 0.10
+GIL_CPU_PER_WALL = 0.5
+IDLE_CORES = 0.75
+SATURATED = 0.85
+WORKER_STAGES = ("read", "decode", "augment", "collate")
+
+RULES = __doc__
+
+
+def verdict(exp: dict, machine: dict) -> tuple[str, str]:
+    """``(bottleneck, advice)`` for one experiment summary (see ``summary.summarize``)."""
+    stall, util = exp["stall_fraction"], exp["cpu_utilization"]
+    cores, busy = machine["cores"], machine["concurrent_workers"]
+    backend, workers = exp["backend"], exp["workers"]
+    cpu = exp["stage_cpu_s"]
+    wall = exp["stage_wall_s"]
+    make_cpu = sum(cpu.get(s, 0.0) for s in WORKER_STAGES)
+    make_wall = sum(wall.get(s, 0.0) for s in WORKER_STAGES)
+    if stall < STALL_LOW:
+        spare = f"; {workers - 1} worker(s) would likely do and free a core" if workers > 1 else ""
+        return "training step", (f"The loop waited for data only {stall:.0%} of the time: "
+                                 f"loading keeps up with the step{spare}.")
+    if cpu.get("transfer", 0.0) > make_cpu > 0 or wall.get("transfer", 0.0) > make_wall > 0:
+        return "transfer", (f"Moving batches ({wall.get('transfer', 0):.2f} s) costs more than "
+                             f"making them ({make_wall:.2f} s): use backend 'thread' (no copy) "
+                             "or smaller batches or crops.")
+    if backend == "thread" and make_wall > 0 and make_cpu / make_wall < GIL_CPU_PER_WALL \
+            and util < IDLE_CORES:
+        return "gil contention", (
+            f"Thread workers ran {make_cpu / make_wall:.0%} of a core per wall second while the "
+            f"cores were {1 - util:.0%} idle: Python holds the GIL, so switch to backend "
+            "'process' (or 'torch').")
+    if busy > cores and util > SATURATED:
+        return "cpu oversubscribed", (
+            f"{busy} busy workers share {cores} cores ({util:.0%} busy) and the loop waits "
+            f"{stall:.0%} of the time: run fewer experiments at once or give each fewer workers.")
+    stage, share = _top_stage(cpu, wall)
+    if stage == "read" and make_wall > 0 and make_cpu / make_wall < GIL_CPU_PER_WALL:
+        advice = (f"Reading waits on I/O ({share:.0%} of worker time at {make_cpu / make_wall:.0%} "
+                  "CPU): more workers overlap the waits; threads are the cheapest way.")
+    elif util < IDLE_CORES:
+        advice = (f"{stage} takes {share:.0%} of worker CPU and the cores are {1 - util:.0%} idle: "
+                  f"add workers (now {workers}).")
+    elif stage == "augment":
+        advice = (f"augment takes {share:.0%} of worker CPU on busy cores: use a cheaper transform "
+                  "(fewer resampling steps, a smaller output) or more machines.")
+    else:
+        advice = (f"{stage} takes {share:.0%} of worker CPU on busy cores: store smaller or "
+                  "pre-decoded images, or use more machines.")
+    return f"data: {stage}", advice
+
+
+def _top_stage(cpu: dict, wall: dict) -> tuple[str, float]:
+    total_cpu = sum(cpu.get(s, 0.0) for s in WORKER_STAGES)
+    total_wall = sum(wall.get(s, 0.0) for s in WORKER_STAGES)
+    if total_cpu <= 0 and total_wall <= 0:
+        return "read", 0.0
+    # A stage that waits (I/O) shows in wall time, not CPU: rank by whichever is larger.
+    score = {s: max(cpu.get(s, 0.0) / total_cpu if total_cpu else 0.0,
+                    wall.get(s, 0.0) / total_wall if total_wall else 0.0) for s in WORKER_STAGES}
+    stage = max(score, key=score.get)
+    return stage, score[stage]
