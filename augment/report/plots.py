@@ -85,7 +85,7 @@ def _cpu_panel(ax, trace: Trace, origin: int) -> None:
 def throughput(summary: dict, path: Path) -> None:
     exps = summary["experiments"]
     labels = [f"{e['name']}\n{e['backend']} x{e['workers']}" for e in exps]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.0, 0.6 * len(exps) + 1.5)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.4, 0.6 * len(exps) + 2.0)))
     y = range(len(exps))
     left.barh(y, [e["images_per_s"] for e in exps], color="#3182bd")
     for i, e in enumerate(exps):
@@ -107,7 +107,8 @@ def throughput(summary: dict, path: Path) -> None:
     right.set_xlim(0, 1)
     right.set_xlabel("share of worker CPU time")
     right.set_title("Where the workers' CPU goes", fontsize=11)
-    right.legend(fontsize=8, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    fig.tight_layout()
+    fig.legend(*right.get_legend_handles_labels(), fontsize=8, ncol=5, loc="lower right",
+               bbox_to_anchor=(0.98, 0.0), frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
