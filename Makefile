@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 profile: $(STAMP)
-	$(PY) scripts/benchmark.py ops
+	$(PY) scripts/profile_aug.py
 
 test: $(STAMP)
 	$(PY) -m pytest
