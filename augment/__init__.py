@@ -3,16 +3,41 @@
 from augment import functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.trace import Tracer
-from augment.transforms import (CenterCrop, Compose, GeometricTransform, RandomCrop, RandomFlip,
-                                RandomRotate, RandomRotate90, RandomScale, Transform,
-                                kaggle_pipeline)
+from augment.transforms import (
+    CenterCrop,
+    Compose,
+    GeometricTransform,
+    RandomCrop,
+    RandomFlip,
+    RandomRotate,
+    RandomRotate90,
+    RandomScale,
+    Transform,
+    kaggle_pipeline,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Loader", "Tracer", "ImageFolder", "BadImageError", "functional", "geometry",
-           "kernels", "backends", "Compose", "Transform", "GeometricTransform", "RandomFlip",
-           "RandomRotate90", "RandomRotate", "RandomScale", "RandomCrop", "CenterCrop",
-           "kaggle_pipeline"]
+__all__ = [
+    "Loader",
+    "Tracer",
+    "ImageFolder",
+    "BadImageError",
+    "functional",
+    "geometry",
+    "kernels",
+    "backends",
+    "Compose",
+    "Transform",
+    "GeometricTransform",
+    "RandomFlip",
+    "RandomRotate90",
+    "RandomRotate",
+    "RandomScale",
+    "RandomCrop",
+    "CenterCrop",
+    "kaggle_pipeline",
+]
 
 
 def __getattr__(name: str):

@@ -103,14 +103,18 @@ class BatchTask:
         raise ValueError("no image of the dataset could be read")
 
 
-def make_batch(task: BatchTask, plan: BatchPlan,
-               buffer: Callable[[tuple[int, ...]], np.ndarray] | None = None,
-               worker: int = -1) -> BatchResult:
+def make_batch(
+    task: BatchTask,
+    plan: BatchPlan,
+    buffer: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+    worker: int = -1,
+) -> BatchResult:
     """Read, decode, augment and collate the samples of ``plan``.
 
     ``buffer(shape)`` provides the batch array to fill (shared memory for the process
-    backend); by default a new array. ``worker`` is the lane the spans are drawn on. A bad image either ends the batch with ``error`` set
-    (on_error="raise") or is left out and listed in ``skipped``.
+    backend); by default a new array. ``worker`` is the lane the spans are drawn on. A bad
+    image either ends the batch with ``error`` set (on_error="raise") or is left out and
+    listed in ``skipped``.
     """
     ds = task.dataset
     spans: list[Span] = []
@@ -137,8 +141,10 @@ def make_batch(task: BatchTask, plan: BatchPlan,
                     return result
     del blobs
     with stage("augment"):
-        images = [np.asarray(task.transform(img, sample_rng(task.seed, plan.epoch, index)))
-                  for index, img in zip(keep, decoded)]
+        images = [
+            np.asarray(task.transform(img, sample_rng(task.seed, plan.epoch, index)))
+            for index, img in zip(keep, decoded)
+        ]
     del decoded
     with stage("collate"):
         result.labels = np.stack([np.asarray(ds.label(i)) for i in keep]) if keep else np.zeros(0)
@@ -174,7 +180,10 @@ def _check_same_shape(images: list[np.ndarray], indices: list[int], ds) -> None:
                 f"images of one batch must share a shape, but {ds.source(indices[0])} is "
                 f"{'x'.join(map(str, first))} and {ds.source(index)} is "
                 f"{'x'.join(map(str, img.shape))}: end the transform with a crop or resize "
-                "to a fixed size")
+                "to a fixed size"
+            )
         if img.dtype != np.uint8:
-            raise ValueError(f"the transform returned {img.dtype} for {ds.source(index)}; the "
-                             "loader batches uint8 images")
+            raise ValueError(
+                f"the transform returned {img.dtype} for {ds.source(index)}; the "
+                "loader batches uint8 images"
+            )

@@ -53,17 +53,30 @@ class Runner:
         """True when every experiment finished; False when interrupted."""
         from tqdm import tqdm
 
-        bars = {e.name: tqdm(total=e.batches * e.batch_size, desc=e.name, unit="img",
-                             position=i, leave=True, disable=self.quiet)
-                for i, e in enumerate(self.experiments)}
+        bars = {
+            e.name: tqdm(
+                total=e.batches * e.batch_size,
+                desc=e.name,
+                unit="img",
+                position=i,
+                leave=True,
+                disable=self.quiet,
+            )
+            for i, e in enumerate(self.experiments)
+        }
         listener = threading.Thread(target=self._listen, args=(bars,), daemon=True)
         listener.start()
         try:
             groups = [self.experiments] if concurrent else [[e] for e in self.experiments]
             for group in groups:
-                self.running = [self.ctx.Process(target=_experiment_main, name=e.name,
-                                                 args=(e, str(self.trace_dir), self.progress))
-                                for e in group]
+                self.running = [
+                    self.ctx.Process(
+                        target=_experiment_main,
+                        name=e.name,
+                        args=(e, str(self.trace_dir), self.progress),
+                    )
+                    for e in group
+                ]
                 for p in self.running:
                     p.start()
                 for p in self.running:
@@ -124,10 +137,18 @@ def experiments_from_flags(args) -> list[Experiment]:
         for backend in backends:
             for n in workers:
                 suffix = f"_{copy}" if args.experiments > 1 else ""
-                experiments.append(Experiment(
-                    name=f"{backend}_{n}w{suffix}", data=args.data, labels=args.labels,
-                    batch_size=args.batch_size, backend=backend, workers=n,
-                    batches=args.batches, step=step))
+                experiments.append(
+                    Experiment(
+                        name=f"{backend}_{n}w{suffix}",
+                        data=args.data,
+                        labels=args.labels,
+                        batch_size=args.batch_size,
+                        backend=backend,
+                        workers=n,
+                        batches=args.batches,
+                        step=step,
+                    )
+                )
     return experiments
 
 
@@ -164,8 +185,9 @@ def report_main(argv: list[str]) -> int:
     from augment.report import write_report
     from augment.report.summary import markdown
 
-    parser = argparse.ArgumentParser(prog="augment-profile report",
-                                     description="Redraw the report from a trace folder.")
+    parser = argparse.ArgumentParser(
+        prog="augment-profile report", description="Redraw the report from a trace folder."
+    )
     parser.add_argument("dir", type=Path, help="a profile run folder or a folder of *.jsonl traces")
     parser.add_argument("--out", type=Path, help="where to write the report (default: DIR)")
     args = parser.parse_args(argv)
@@ -182,10 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="augment-profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", type=Path,
-                        help="TOML file of [[experiment]] tables (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="augment-profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        type=Path,
+        help="TOML file of [[experiment]] tables (repeatable)",
+    )
     parser.add_argument("--data", default=str(ROOT / "data" / "sample"))
     parser.add_argument("--labels", default=None, help="labels CSV (default: DATA/labels.csv)")
     parser.add_argument("--backends", default="thread,process")
@@ -199,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: runs/<timestamp>/")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    flags_given = any(a.startswith("--") and a not in ("--out", "--quiet") for a in argv
-                      if not a.startswith("--out="))
+    flags_given = any(
+        a.startswith("--") and a not in ("--out", "--quiet")
+        for a in argv
+        if not a.startswith("--out=")
+    )
     out = args.out or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         if args.config:

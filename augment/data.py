@@ -55,8 +55,11 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:  # reads the header only
                 if im.width * im.height > MAX_PIXELS:
-                    raise BadImageError(source, f"{im.width}x{im.height} pixels is over the "
-                                                f"{MAX_PIXELS} pixel limit (decompression bomb?)")
+                    raise BadImageError(
+                        source,
+                        f"{im.width}x{im.height} pixels is over the "
+                        f"{MAX_PIXELS} pixel limit (decompression bomb?)",
+                    )
                 fast = _fast_jpeg(im, data)
                 if fast is not None:
                     return fast
@@ -118,11 +121,13 @@ class ImageFolder:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"ImageFolder root {str(self.root)!r} is not a directory")
-        self.paths = sorted(p for p in self.root.rglob("*")
-                            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.paths = sorted(
+            p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
         if not self.paths:
-            raise ValueError(f"no image files under {str(self.root)!r} "
-                             f"(accepted: {', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(
+                f"no image files under {str(self.root)!r} (accepted: {', '.join(IMAGE_SUFFIXES)})"
+            )
         if labels_csv is not None:
             self.classes, self.labels = _csv_labels(Path(labels_csv), self.paths)
         else:
@@ -154,8 +159,10 @@ def _folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[str], np.nda
     folders = [p.parent.relative_to(root).as_posix() for p in paths]
     loose = [str(p) for p, f in zip(paths, folders) if f == "."]
     if loose:
-        raise ValueError(f"{len(loose)} image(s) directly in {str(root)!r} (e.g. {loose[0]!r}) have "
-                         "no label: put images in one sub-folder per class or pass labels_csv")
+        raise ValueError(
+            f"{len(loose)} image(s) directly in {str(root)!r} (e.g. {loose[0]!r}) have "
+            "no label: put images in one sub-folder per class or pass labels_csv"
+        )
     classes = sorted(set(folders))
     lookup = {c: i for i, c in enumerate(classes)}
     return classes, np.array([lookup[f] for f in folders], dtype=np.int64)
@@ -165,8 +172,10 @@ def _csv_labels(path: Path, images: Sequence[Path]) -> tuple[list[str], np.ndarr
     tags_of = read_tags_csv(path)
     missing = [str(p) for p in images if p.stem not in tags_of]
     if missing:
-        raise ValueError(f"{len(missing)} image(s) have no row in {str(path)!r}, "
-                         f"e.g. {missing[0]!r} (image_name is the file name without extension)")
+        raise ValueError(
+            f"{len(missing)} image(s) have no row in {str(path)!r}, "
+            f"e.g. {missing[0]!r} (image_name is the file name without extension)"
+        )
     unused = len(set(tags_of) - {p.stem for p in images})
     if unused:
         log.warning("%d row(s) of %s name no image file under the root", unused, path)
@@ -179,8 +188,10 @@ def read_tags_csv(path: Path) -> dict[str, list[str]]:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"image_name", "tags"} <= set(reader.fieldnames):
-                raise ValueError(f"labels CSV {str(path)!r} needs the columns image_name,tags; "
-                                 f"found {reader.fieldnames}")
+                raise ValueError(
+                    f"labels CSV {str(path)!r} needs the columns image_name,tags; "
+                    f"found {reader.fieldnames}"
+                )
             return {row["image_name"]: (row["tags"] or "").split() for row in reader}
     except OSError as exc:
         raise ValueError(f"cannot read labels CSV {str(path)!r}: {exc}") from None

@@ -4,17 +4,21 @@ training step that stands for the GPU. Built from TOML tables or command-line fl
 from __future__ import annotations
 
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+import tomllib
 
 from augment import backends, transforms
 from augment.data import ImageFolder
 
-OPS = {name: getattr(transforms, name) for name in transforms.__all__
-       if isinstance(getattr(transforms, name), type)
-       and issubclass(getattr(transforms, name), transforms.Transform)
-       and name not in ("Transform", "GeometricTransform", "Compose")}
+OPS = {
+    name: getattr(transforms, name)
+    for name in transforms.__all__
+    if isinstance(getattr(transforms, name), type)
+    and issubclass(getattr(transforms, name), transforms.Transform)
+    and name not in ("Transform", "GeometricTransform", "Compose")
+}
 
 KAGGLE_TRANSFORM = [
     {"op": "RandomFlip", "horizontal": 0.5, "vertical": 0.5},
@@ -44,15 +48,19 @@ class Experiment:
     def __post_init__(self):
         where = f"experiment {self.name!r}"
         if self.backend not in backends.names():
-            raise ValueError(f"{where}: unknown backend {self.backend!r}; accepted: "
-                             f"{', '.join(backends.names())}")
+            raise ValueError(
+                f"{where}: unknown backend {self.backend!r}; accepted: "
+                f"{', '.join(backends.names())}"
+            )
         for name in ("batch_size", "batches"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{where}: {name} must be an integer >= 1")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"{where}: workers must be an integer >= 0")
         if self.step != "model" and not (isinstance(self.step, (int, float)) and self.step >= 0):
-            raise ValueError(f"{where}: step must be milliseconds >= 0 or \"model\", got {self.step!r}")
+            raise ValueError(
+                f'{where}: step must be milliseconds >= 0 or "model", got {self.step!r}'
+            )
         build_transform(self.transform, where)
 
     def to_dict(self) -> dict:
@@ -68,8 +76,9 @@ def build_transform(spec: list[dict], where: str = "transform") -> transforms.Co
         item = dict(item)
         op = item.pop("op", None)
         if op not in OPS:
-            raise ValueError(f"{where}: transform[{i}] op {op!r} is unknown; accepted: "
-                             f"{', '.join(sorted(OPS))}")
+            raise ValueError(
+                f"{where}: transform[{i}] op {op!r} is unknown; accepted: {', '.join(sorted(OPS))}"
+            )
         try:
             steps.append(OPS[op](**item))
         except TypeError as exc:
@@ -97,8 +106,10 @@ def load_config(path: str | Path) -> tuple[list[Experiment], bool]:
     for i, table in enumerate(tables):
         bad = set(table) - known
         if bad:
-            raise ValueError(f"config {str(path)!r}: experiment {i} has unknown keys {sorted(bad)}; "
-                             f"accepted: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"config {str(path)!r}: experiment {i} has unknown keys {sorted(bad)}; "
+                f"accepted: {', '.join(sorted(known))}"
+            )
         experiments.append(Experiment(**{**config, **table}))
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
@@ -111,11 +122,19 @@ def small_cnn(classes: int):
     from torch import nn
 
     def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                             nn.MaxPool2d(2))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)
+        )
 
-    return nn.Sequential(nn.AvgPool2d(4), block(3, 16), block(16, 32), block(32, 64),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
+    return nn.Sequential(
+        nn.AvgPool2d(4),
+        block(3, 16),
+        block(16, 32),
+        block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, classes),
+    )
 
 
 class TrainingStep:
@@ -134,8 +153,13 @@ class TrainingStep:
     def __call__(self, images, labels) -> None:
         if self.step == "model":
             x = images.float().div_(255)
-            target = labels.float() if labels.ndim == 2 else \
-                __import__("torch").nn.functional.one_hot(labels, self.model[-1].out_features).float()
+            target = (
+                labels.float()
+                if labels.ndim == 2
+                else __import__("torch")
+                .nn.functional.one_hot(labels, self.model[-1].out_features)
+                .float()
+            )
             loss = self.loss(self.model(x), target)
             self.optimizer.zero_grad()
             loss.backward()
@@ -157,9 +181,15 @@ def run(experiment: Experiment, trace_dir: str | Path, progress=None) -> int:
     tracer = Tracer(trace_dir, experiment=experiment.name)
     step = TrainingStep(experiment.step, len(dataset.classes))
     delivered = batches = 0
-    loader = Loader(dataset, build_transform(experiment.transform), batch_size=experiment.batch_size,
-                    backend=experiment.backend, workers=experiment.workers, seed=experiment.seed,
-                    tracer=tracer)
+    loader = Loader(
+        dataset,
+        build_transform(experiment.transform),
+        batch_size=experiment.batch_size,
+        backend=experiment.backend,
+        workers=experiment.workers,
+        seed=experiment.seed,
+        tracer=tracer,
+    )
     try:
         while batches < experiment.batches:
             for images, labels_ in loader:

@@ -86,9 +86,11 @@ def crop(img: np.ndarray, top: int, left: int, height: int, width: int) -> np.nd
             raise ValueError(f"{name} must be an integer, got {v!r}")
     h, w = img.shape[:2]
     if top < 0 or left < 0 or top + height > h or left + width > w:
-        raise ValueError(f"crop (top={top}, left={left}, height={height}, width={width}) "
-                         f"lies outside the {h}x{w} image")
-    return _copy(img[top:top + height, left:left + width])
+        raise ValueError(
+            f"crop (top={top}, left={left}, height={height}, width={width}) "
+            f"lies outside the {h}x{w} image"
+        )
+    return _copy(img[top : top + height, left : left + width])
 
 
 def center_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -101,8 +103,9 @@ def center_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return crop(img, (h - height) // 2, (w - width) // 2, height, width)
 
 
-def scale(img: np.ndarray, factor: float, interpolation: str = "bilinear",
-          kernel: str | None = None) -> np.ndarray:
+def scale(
+    img: np.ndarray, factor: float, interpolation: str = "bilinear", kernel: str | None = None
+) -> np.ndarray:
     """Resize by ``factor``: output ``round(H*f) x round(W*f)``, half-pixel centres."""
     check_image(img)
     factor = _check_finite(factor, "factor")
@@ -110,14 +113,22 @@ def scale(img: np.ndarray, factor: float, interpolation: str = "bilinear",
         raise ValueError(f"factor must be > 0, got {factor}")
     out_shape = geometry.scaled_shape(img.shape[:2], factor)
     if min(out_shape) < 1:
-        raise ValueError(f"factor {factor} shrinks the {img.shape[0]}x{img.shape[1]} image "
-                         f"to {out_shape[0]}x{out_shape[1]}")
+        raise ValueError(
+            f"factor {factor} shrinks the {img.shape[0]}x{img.shape[1]} image "
+            f"to {out_shape[0]}x{out_shape[1]}"
+        )
     matrix = geometry.resize(img.shape[:2], out_shape)
     return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel)
 
 
-def rotate(img: np.ndarray, angle: float, interpolation: str = "bilinear",
-           border: str = "reflect", fill: float = 0.0, kernel: str | None = None) -> np.ndarray:
+def rotate(
+    img: np.ndarray,
+    angle: float,
+    interpolation: str = "bilinear",
+    border: str = "reflect",
+    fill: float = 0.0,
+    kernel: str | None = None,
+) -> np.ndarray:
     """Rotate by ``angle`` degrees counter-clockwise about the centre; same size out."""
     check_image(img)
     angle = _check_finite(angle, "angle")
@@ -125,9 +136,15 @@ def rotate(img: np.ndarray, angle: float, interpolation: str = "bilinear",
     return affine(img, matrix, img.shape[:2], interpolation, border, fill, kernel=kernel)
 
 
-def affine(img: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int],
-           interpolation: str = "bilinear", border: str = "reflect", fill: float = 0.0,
-           kernel: str | None = None) -> np.ndarray:
+def affine(
+    img: np.ndarray,
+    matrix: np.ndarray,
+    out_shape: tuple[int, int],
+    interpolation: str = "bilinear",
+    border: str = "reflect",
+    fill: float = 0.0,
+    kernel: str | None = None,
+) -> np.ndarray:
     """Warp by a 2x3 ``matrix`` mapping input pixel coordinates to output coordinates.
 
     Maps that only move whole pixels (flips, quarter turns, integer shifts) are done as
@@ -149,8 +166,10 @@ def affine(img: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int],
         raise ValueError(f"matrix must be a finite 2x3 array, got {m.tolist()}")
     if not isinstance(out_shape, (tuple, list)) or len(out_shape) != 2:
         raise ValueError(f"out_shape must be (height, width), got {out_shape!r}")
-    out_shape = (_check_size(out_shape[0], "out_shape height"),
-                 _check_size(out_shape[1], "out_shape width"))
+    out_shape = (
+        _check_size(out_shape[0], "out_shape height"),
+        _check_size(out_shape[1], "out_shape width"),
+    )
     inverse = geometry.snap(geometry.invert(m))
     if geometry.is_pixel_permutation(inverse):
         copied = _permute_pixels(img, inverse, out_shape)

@@ -28,7 +28,9 @@ def invert(matrix: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
     if not math.isfinite(det) or abs(det) < 1e-12:
-        raise ValueError(f"affine matrix is singular or not finite (determinant {det!r}): {m.tolist()}")
+        raise ValueError(
+            f"affine matrix is singular or not finite (determinant {det!r}): {m.tolist()}"
+        )
     return np.linalg.inv(to3x3(m))[:2]
 
 
@@ -104,8 +106,11 @@ def is_pixel_permutation(matrix: np.ndarray) -> bool:
     if not np.all(m == np.round(m)):
         return False
     lin = m[:, :2]
-    return bool(np.count_nonzero(lin) == 2 and np.all(np.abs(lin).sum(axis=0) == 1)
-                and np.all(np.abs(lin).sum(axis=1) == 1))
+    return bool(
+        np.count_nonzero(lin) == 2
+        and np.all(np.abs(lin).sum(axis=0) == 1)
+        and np.all(np.abs(lin).sum(axis=1) == 1)
+    )
 
 
 def outside_reach(matrix: np.ndarray, in_shape: Shape, out_shape: Shape) -> float:

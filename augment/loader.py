@@ -40,10 +40,21 @@ class Loader:
     ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch.
     """
 
-    def __init__(self, dataset, transform: Callable, batch_size: int = 64,
-                 backend: str = "serial", workers: int = 2, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False, prefetch: int = 2, on_error: str = "raise",
-                 tracer=None, backend_options: dict | None = None):
+    def __init__(
+        self,
+        dataset,
+        transform: Callable,
+        batch_size: int = 64,
+        backend: str = "serial",
+        workers: int = 2,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        prefetch: int = 2,
+        on_error: str = "raise",
+        tracer=None,
+        backend_options: dict | None = None,
+    ):
         _check_int(batch_size, "batch_size", 1)
         _check_int(workers, "workers", 0)
         _check_int(prefetch, "prefetch", 1)
@@ -51,7 +62,9 @@ class Loader:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
         if backend not in backends.names():
-            raise ValueError(f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}")
+            raise ValueError(
+                f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
+            )
         if not callable(transform):
             raise ValueError(f"transform must be callable (img, rng) -> img, got {transform!r}")
         if len(dataset) == 0:
@@ -85,7 +98,7 @@ class Loader:
         order = order_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n)
         plans = []
         for number in range(len(self)):
-            chunk = order[number * self.batch_size:(number + 1) * self.batch_size]
+            chunk = order[number * self.batch_size : (number + 1) * self.batch_size]
             plans.append(BatchPlan(epoch, number, tuple(int(i) for i in chunk)))
         return plans
 
@@ -102,9 +115,12 @@ class Loader:
         finished = False
         if self.tracer is not None:
             self.tracer.start()
-            self.tracer.write_meta(backend=self.backend_name,
-                                   workers=0 if self.backend_name == "serial" else self.workers,
-                                   batch_size=self.batch_size, epoch=plans[0].epoch if plans else 0)
+            self.tracer.write_meta(
+                backend=self.backend_name,
+                workers=0 if self.backend_name == "serial" else self.workers,
+                batch_size=self.batch_size,
+                epoch=plans[0].epoch if plans else 0,
+            )
         try:
             for plan in todo:
                 pending.append(backend.submit(plan))
@@ -140,12 +156,18 @@ class Loader:
         plan = result.plan
         images = 0 if result.images is None else len(result.images)
         common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch, images=images)
-        transfer = result.transfer or Span("transfer", received[0], handed[0], handed[1] - received[1])
-        consumer = [transfer, Span("wait", asked[0], handed[0], handed[1] - asked[1]),
-                    Span("step", handed[0], back[0], back[1] - handed[1])]
+        transfer = result.transfer or Span(
+            "transfer", received[0], handed[0], handed[1] - received[1]
+        )
+        consumer = [
+            transfer,
+            Span("wait", asked[0], handed[0], handed[1] - asked[1]),
+            Span("step", handed[0], back[0], back[1] - handed[1]),
+        ]
         self.tracer.write(
             self.tracer.record(spans=result.spans, pid=result.pid, worker=result.worker, **common)
-            + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common))
+            + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common)
+        )
 
     def _deliver(self, result: BatchResult):
         if result.error is not None:
@@ -183,8 +205,10 @@ class Loader:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Loader({self.dataset!r}, batch_size={self.batch_size}, "
-                f"backend={self.backend_name!r}, workers={self.workers}, seed={self.seed})")
+        return (
+            f"Loader({self.dataset!r}, batch_size={self.batch_size}, "
+            f"backend={self.backend_name!r}, workers={self.workers}, seed={self.seed})"
+        )
 
 
 def _clock() -> tuple[int, int]:

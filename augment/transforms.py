@@ -63,8 +63,9 @@ class GeometricTransform(Transform):
 
     def apply(self, img: np.ndarray, params: Params, kernel: str | None = None) -> np.ndarray:
         matrix, out_shape = self.geometry(img.shape[:2], params)
-        return F.affine(img, matrix, out_shape, self.interpolation, self.border, self.fill,
-                        kernel=kernel)
+        return F.affine(
+            img, matrix, out_shape, self.interpolation, self.border, self.fill, kernel=kernel
+        )
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         F.check_image(img)
@@ -127,14 +128,23 @@ class RandomRotate90(GeometricTransform):
 class RandomRotate(GeometricTransform):
     """Rotate by an angle uniform in ``[-degrees, degrees]`` about the centre; same size out."""
 
-    def __init__(self, degrees: float, interpolation: str = "bilinear", border: str = "reflect",
-                 fill: float = 0.0):
+    def __init__(
+        self,
+        degrees: float,
+        interpolation: str = "bilinear",
+        border: str = "reflect",
+        fill: float = 0.0,
+    ):
         self.degrees = F._check_finite(degrees, "degrees")
         if self.degrees < 0:
             raise ValueError(f"degrees must be >= 0, got {degrees}")
         F._check_choice(interpolation, "interpolation", F.INTERPOLATIONS)
         F._check_choice(border, "border", F.BORDERS)
-        self.interpolation, self.border, self.fill = interpolation, border, F._check_finite(fill, "fill")
+        self.interpolation, self.border, self.fill = (
+            interpolation,
+            border,
+            F._check_finite(fill, "fill"),
+        )
 
     def make_params(self, shape, rng):
         return {"angle": float(rng.uniform(-self.degrees, self.degrees))}
@@ -159,8 +169,9 @@ class RandomScale(GeometricTransform):
         factor = float(rng.uniform(self.low, self.high))
         out = geometry.scaled_shape(shape, factor)
         if min(out) < 1:
-            raise ValueError(f"scale factor {factor:.4g} shrinks the {shape[0]}x{shape[1]} image "
-                             "to nothing")
+            raise ValueError(
+                f"scale factor {factor:.4g} shrinks the {shape[0]}x{shape[1]} image to nothing"
+            )
         return {"factor": factor, "out_shape": out}
 
     def geometry(self, shape, params):
@@ -242,8 +253,10 @@ class Compose(Transform):
         transforms = list(transforms)
         for i, t in enumerate(transforms):
             if not callable(t):
-                raise ValueError(f"transforms[{i}] is {t!r}: expected a Transform or a callable "
-                                 "(img, rng) -> img")
+                raise ValueError(
+                    f"transforms[{i}] is {t!r}: expected a Transform or a callable "
+                    "(img, rng) -> img"
+                )
         self.transforms = transforms
         self.kernel = kernels.default_name() if kernel is None else kernel
         kernels.get(self.kernel)  # fails early on an unknown or missing kernel
@@ -269,8 +282,15 @@ class Compose(Transform):
     def _flush(self, img: np.ndarray, pending: _PendingWarp | None) -> np.ndarray:
         if pending is None:
             return img
-        return F.affine(img, pending.matrix, pending.shape, pending.interpolation, pending.border,
-                        pending.fill, kernel=self.kernel)
+        return F.affine(
+            img,
+            pending.matrix,
+            pending.shape,
+            pending.interpolation,
+            pending.border,
+            pending.fill,
+            kernel=self.kernel,
+        )
 
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)
@@ -282,9 +302,27 @@ class Compose(Transform):
 
 def kaggle_pipeline(crop: int = 224, kernel: str | None = None) -> Compose:
     """The seed's pipeline: flips, quarter turns, a small rotation, a scale jitter, a crop."""
-    return Compose([RandomFlip(0.5, 0.5), RandomRotate90(0.5), RandomRotate(30),
-                    RandomScale(0.9, 1.1), RandomCrop(crop)], kernel=kernel)
+    return Compose(
+        [
+            RandomFlip(0.5, 0.5),
+            RandomRotate90(0.5),
+            RandomRotate(30),
+            RandomScale(0.9, 1.1),
+            RandomCrop(crop),
+        ],
+        kernel=kernel,
+    )
 
 
-__all__ = ["Transform", "GeometricTransform", "RandomFlip", "RandomRotate90", "RandomRotate",
-           "RandomScale", "RandomCrop", "CenterCrop", "Compose", "kaggle_pipeline"]
+__all__ = [
+    "Transform",
+    "GeometricTransform",
+    "RandomFlip",
+    "RandomRotate90",
+    "RandomRotate",
+    "RandomScale",
+    "RandomCrop",
+    "CenterCrop",
+    "Compose",
+    "kaggle_pipeline",
+]

@@ -16,21 +16,15 @@ import torch
 from torch import nn
 
 import augment
+from augment.experiment import small_cnn
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def small_cnn(classes: int) -> nn.Module:
-    def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                             nn.MaxPool2d(2))
-
-    return nn.Sequential(nn.AvgPool2d(4), block(3, 16), block(16, 32), block(32, 64),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", default="thread", choices=augment.backends.names())
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
@@ -43,8 +37,14 @@ def main(argv: list[str] | None = None) -> None:
 
     # augment: a dataset of files and labels, and the Loader in place of a DataLoader.
     dataset = augment.ImageFolder(args.data, Path(args.data) / "labels.csv")
-    loader = augment.Loader(dataset, augment.kaggle_pipeline(crop=224), batch_size=args.batch_size,
-                            backend=args.backend, workers=args.workers, seed=args.seed)
+    loader = augment.Loader(
+        dataset,
+        augment.kaggle_pipeline(crop=224),
+        batch_size=args.batch_size,
+        backend=args.backend,
+        workers=args.workers,
+        seed=args.seed,
+    )
 
     model = small_cnn(len(dataset.classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> None:
                 window.append(loss.item())
                 step += 1
                 if step % 10 == 0 or step == args.steps:
-                    print(f"step {step:4d}  epoch {loader.epoch - 1}  loss {sum(window) / len(window):.4f}  "
-                          f"{step * args.batch_size / (time.perf_counter() - start):.0f} img/s", flush=True)
+                    loss_avg = sum(window) / len(window)
+                    rate = step * args.batch_size / (time.perf_counter() - start)
+                    print(f"step {step:4d}  epoch {loader.epoch - 1}  loss {loss_avg:.4f}  "
+                          f"{rate:.0f} img/s", flush=True)
                     window.clear()
                 if step >= args.steps:
                     break

@@ -50,8 +50,11 @@ def _worker_main(worker: int, task, jobs, results) -> None:
                 return np.empty(shape, dtype=np.uint8)  # too big for the slot: sent pickled
 
             result = make_batch(task, plan, buffer, worker=worker)
-            if result.images is not None and result.images.base is not None \
-                    and math.prod(result.shape) <= slot_size:
+            if (
+                result.images is not None
+                and result.images.base is not None
+                and math.prod(result.shape) <= slot_size
+            ):
                 result.images = None  # it sits in the slot
             results.put((job_id, "ok", result))
         except Exception as exc:  # noqa: BLE001 - everything goes back to the consumer
@@ -112,8 +115,9 @@ class ProcessBackend(Backend):
     def __init__(self, workers, capacity, start_method: str = "spawn"):
         super().__init__(workers, capacity)
         if start_method not in mp.get_all_start_methods():
-            raise ValueError(f"start_method must be one of {mp.get_all_start_methods()}, "
-                             f"got {start_method!r}")
+            raise ValueError(
+                f"start_method must be one of {mp.get_all_start_methods()}, got {start_method!r}"
+            )
         self.start_method = start_method
         self._procs: list = []
         self._slots: list[shared_memory.SharedMemory | None] = []
@@ -129,9 +133,15 @@ class ProcessBackend(Backend):
         self._free = list(range(self.capacity))
         self._arrived: dict[int, tuple] = {}
         self._next_job = 0
-        self._procs = [ctx.Process(target=_worker_main, args=(i, task, self._jobs, self._results),
-                                   name=f"augment-worker-{i}", daemon=True)
-                       for i in range(self.workers)]
+        self._procs = [
+            ctx.Process(
+                target=_worker_main,
+                args=(i, task, self._jobs, self._results),
+                name=f"augment-worker-{i}",
+                daemon=True,
+            )
+            for i in range(self.workers)
+        ]
         for p in self._procs:
             p.start()
 
@@ -186,8 +196,10 @@ class ProcessBackend(Backend):
     def _check_workers(self) -> None:
         for i, p in enumerate(self._procs):
             if p.exitcode is not None:
-                raise RuntimeError(f"process backend: worker {i} (pid {p.pid}) "
-                                   f"{_exit_reason(p.exitcode)}; the loader is closed")
+                raise RuntimeError(
+                    f"process backend: worker {i} (pid {p.pid}) "
+                    f"{_exit_reason(p.exitcode)}; the loader is closed"
+                )
 
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._procs]

@@ -76,10 +76,19 @@ class TorchBackend(Backend):
             return
         self._sampler = _EpochPlans()
         prefetch = max(1, self.capacity // self.workers)
-        self._loader = DataLoader(_Plans(task), batch_size=None, sampler=self._sampler,
-                                  num_workers=self.workers, collate_fn=_to_tensors,
-                                  prefetch_factor=prefetch, persistent_workers=True,
-                                  worker_init_fn=_worker_init, timeout=self.timeout)
+        self._loader = DataLoader(
+            _Plans(task),
+            batch_size=None,
+            sampler=self._sampler,
+            num_workers=self.workers,
+            collate_fn=_to_tensors,
+            prefetch_factor=prefetch,
+            persistent_workers=True,
+            worker_init_fn=_worker_init,
+            timeout=self.timeout,
+            # fork deadlocks once OpenCV's or torch's threads exist
+            multiprocessing_context="spawn",
+        )
         self._pending: list[BatchPlan] = []
 
     def submit(self, plan):
@@ -105,7 +114,9 @@ class TorchBackend(Backend):
                 raise RuntimeError(f"torch backend: a DataLoader worker died: {exc}") from exc
             raise
         if result.plan != plan:
-            raise RuntimeError(f"torch backend: expected batch {plan.number}, got {result.plan.number}")
+            raise RuntimeError(
+                f"torch backend: expected batch {plan.number}, got {result.plan.number}"
+            )
         if isinstance(result.images, torch.Tensor):
             result.images = result.images.numpy()
         return result

@@ -22,8 +22,11 @@ import numpy as np
 WarpFn = Callable[[np.ndarray, np.ndarray, tuple[int, int], str, str, float], np.ndarray]
 
 PREFERENCE = ("opencv", "numpy", "pillow")
-_MODULES = {"numpy": "augment.kernels.numpy_kernel", "pillow": "augment.kernels.pillow_kernel",
-            "opencv": "augment.kernels.opencv_kernel"}
+_MODULES = {
+    "numpy": "augment.kernels.numpy_kernel",
+    "pillow": "augment.kernels.pillow_kernel",
+    "opencv": "augment.kernels.opencv_kernel",
+}
 _loaded: dict[str, WarpFn | None] = {}
 
 

@@ -176,7 +176,13 @@ def _bilinear_padded(flat, row, inverse, out_shape, dx, dy, width, dtype, c):
     pixels = []
     for k, offset in enumerate((0, 1, row, row + 1)):
         idx = base if offset == 0 else np.add(base, offset, out=_buffer(f"idx{k}", (n,), np.intp))
-        picked = np.take(flat, idx, axis=0, mode="clip", out=_buffer(f"pick{k}", (n,) + flat.shape[1:], flat.dtype))
+        picked = np.take(
+            flat,
+            idx,
+            axis=0,
+            mode="clip",
+            out=_buffer(f"pick{k}", (n,) + flat.shape[1:], flat.dtype),
+        )
         value = _buffer(f"val{k}", (n, width), np.float32)
         np.copyto(value, _unpack(picked, c))
         pixels.append(value)
@@ -205,8 +211,12 @@ def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fi
     border rule instead of padding."""
     h, w = pixels.shape[:2]
     if border == "constant":
-        pixels = np.pad(pixels, [(1, 1), (1, 1)] + [(0, 0)] * (pixels.ndim - 2),
-                        mode="constant", constant_values=_fill_value(pixels, fill))
+        pixels = np.pad(
+            pixels,
+            [(1, 1), (1, 1)] + [(0, 0)] * (pixels.ndim - 2),
+            mode="constant",
+            constant_values=_fill_value(pixels, fill),
+        )
     row = pixels.shape[1]
     flat = pixels.reshape(-1) if pixels.ndim == 2 else pixels.reshape(-1, c)
     if interpolation == "nearest":
@@ -223,6 +233,8 @@ def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fi
     x0, y0 = x0[:, ::width].astype(np.intp), y0[:, ::width].astype(np.intp)
     xa, xb = _map_index(x0, w, border), _map_index(x0 + 1, w, border)
     ya, yb = _map_index(y0, h, border) * row, _map_index(y0 + 1, h, border) * row
-    pixels = [_unpack(np.take(flat, (yy + xx).reshape(-1), axis=0), c).astype(np.float32)
-              for yy, xx in ((ya, xa), (ya, xb), (yb, xa), (yb, xb))]
+    pixels = [
+        _unpack(np.take(flat, (yy + xx).reshape(-1), axis=0), c).astype(np.float32)
+        for yy, xx in ((ya, xa), (ya, xb), (yb, xa), (yb, xb))
+    ]
     return _blend(*pixels, fx, fy, dtype, c, out_shape)

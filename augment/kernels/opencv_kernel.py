@@ -10,8 +10,11 @@ if int(cv2.__version__.split(".")[0]) < 5:
     raise ImportError(f"OpenCV {cv2.__version__} quantises warp coordinates; augment needs >= 5")
 
 _INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
-_BORDER = {"reflect": cv2.BORDER_REFLECT_101, "edge": cv2.BORDER_REPLICATE,
-           "constant": cv2.BORDER_CONSTANT}
+_BORDER = {
+    "reflect": cv2.BORDER_REFLECT_101,
+    "edge": cv2.BORDER_REPLICATE,
+    "constant": cv2.BORDER_CONSTANT,
+}
 
 
 def _channel_groups(c: int) -> list[tuple[int, int]]:
@@ -35,6 +38,8 @@ def warp(img, inverse, out_shape, interpolation, border, fill):
         return cv2.warpAffine(img, matrix, (wo, ho), **kwargs).reshape(ho, wo, c)
     out = np.empty((ho, wo, c), dtype=img.dtype)
     for start, n in _channel_groups(c):
-        part = np.ascontiguousarray(img[:, :, start:start + n])
-        out[:, :, start:start + n] = cv2.warpAffine(part, matrix, (wo, ho), **kwargs).reshape(ho, wo, n)
+        part = np.ascontiguousarray(img[:, :, start : start + n])
+        out[:, :, start : start + n] = cv2.warpAffine(part, matrix, (wo, ho), **kwargs).reshape(
+            ho, wo, n
+        )
     return out

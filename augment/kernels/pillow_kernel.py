@@ -46,7 +46,7 @@ def _region(img, box, border, fill):
         full = np.pad(img, pads, mode="constant", constant_values=fill)
     else:
         full = np.pad(img, pads, mode=_NP_BORDER[border])
-    return full[y0 + top:y1 + top, x0 + left:x1 + left]
+    return full[y0 + top : y1 + top, x0 + left : x1 + left]
 
 
 def warp(img, inverse, out_shape, interpolation, border, fill):
@@ -69,8 +69,9 @@ def warp(img, inverse, out_shape, interpolation, border, fill):
         # Pillow's 8-bit modes truncate (half a grey level darker on average): sample each
         # channel as 32-bit float and round here instead.
         plane = Image.fromarray(region[:, :, channel].astype(np.float32), mode="F")
-        res = plane.transform((wo, ho), Image.Transform.AFFINE, tuple(a.ravel()),
-                              resample=Image.Resampling.BILINEAR)
+        res = plane.transform(
+            (wo, ho), Image.Transform.AFFINE, tuple(a.ravel()), resample=Image.Resampling.BILINEAR
+        )
         values = np.asarray(res)
         out[:, :, channel] = np.rint(values) if img.dtype == np.uint8 else values
     return out

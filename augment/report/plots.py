@@ -15,8 +15,15 @@ from augment.trace.chrome import lane_name  # noqa: E402
 from augment.trace.reader import Trace  # noqa: E402
 from augment.trace.recorder import CONSUMER_LANE  # noqa: E402
 
-COLORS = {"read": "#8c6d31", "decode": "#e6550d", "augment": "#3182bd", "collate": "#31a354",
-          "transfer": "#756bb1", "wait": "#d62728", "step": "#bdbdbd"}
+COLORS = {
+    "read": "#8c6d31",
+    "decode": "#e6550d",
+    "augment": "#3182bd",
+    "collate": "#31a354",
+    "transfer": "#756bb1",
+    "wait": "#d62728",
+    "step": "#bdbdbd",
+}
 WORKER_STAGES = ("read", "decode", "augment", "collate")
 
 
@@ -26,7 +33,9 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple]]:
     keys = {(s["experiment"], s["host"], s["pid"], s["worker"]): s for s in trace.spans}
     lanes = []
     for name in order:
-        mine = sorted((k for k in keys if k[0] == name), key=lambda k: (k[3] != CONSUMER_LANE, k[3], k[2]))
+        mine = sorted(
+            (k for k in keys if k[0] == name), key=lambda k: (k[3] != CONSUMER_LANE, k[3], k[2])
+        )
         lanes += [(f"{name}: {lane_name(keys[k]).split(' (')[0]}", k) for k in mine]
     return lanes
 
@@ -38,16 +47,23 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
         key = (s["experiment"], s["host"], s["pid"], s["worker"])
-        bars[(row[key], s["stage"])].append(((s["start_ns"] - origin) / 1e9,
-                                             max(s["end_ns"] - s["start_ns"], 1) / 1e9))
+        bars[(row[key], s["stage"])].append(
+            ((s["start_ns"] - origin) / 1e9, max(s["end_ns"] - s["start_ns"], 1) / 1e9)
+        )
     height = max(3.0, 0.35 * len(lanes) + 1.5)
-    fig, (ax, cpu_ax) = plt.subplots(2, 1, sharex=True, figsize=(13, height + 2.2),
-                                     gridspec_kw={"height_ratios": [height, 2.0]})
+    fig, (ax, cpu_ax) = plt.subplots(
+        2, 1, sharex=True, figsize=(13, height + 2.2), gridspec_kw={"height_ratios": [height, 2.0]}
+    )
     for (y, stage), spans in bars.items():
         # the loop's step sits behind, its wait in front; transfer is drawn thinner inside wait
         thin = stage == "transfer"
-        ax.broken_barh(spans, (y - (0.2 if thin else 0.4), 0.4 if thin else 0.8),
-                       facecolors=COLORS.get(stage, "#000000"), linewidth=0, zorder=3 if thin else 2)
+        ax.broken_barh(
+            spans,
+            (y - (0.2 if thin else 0.4), 0.4 if thin else 0.8),
+            facecolors=COLORS.get(stage, "#000000"),
+            linewidth=0,
+            zorder=3 if thin else 2,
+        )
     ax.set_yticks(range(len(lanes)), [label for label, _ in lanes], fontsize=8)
     ax.set_ylim(len(lanes) - 0.5, -0.5)
     previous = None
@@ -57,8 +73,14 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
         previous = key[0]
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
-    ax.legend(handles=[Patch(color=c, label=s) for s, c in COLORS.items()], ncol=7, fontsize=8,
-              loc="upper center", bbox_to_anchor=(0.5, -0.02), frameon=False)
+    ax.legend(
+        handles=[Patch(color=c, label=s) for s, c in COLORS.items()],
+        ncol=7,
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        frameon=False,
+    )
     _cpu_panel(cpu_ax, trace, origin)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -67,14 +89,25 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
 
 def _cpu_panel(ax, trace: Trace, origin: int) -> None:
     if not trace.cpu:
-        ax.text(0.5, 0.5, "no CPU samples in this trace", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no CPU samples in this trace",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         return
     t = [(c["t_ns"] - origin) / 1e9 for c in trace.cpu]
     cores = len(trace.cpu[0]["cpu"])
     for i in range(cores):
-        ax.plot(t, [c["cpu"][i] if i < len(c["cpu"]) else 0 for c in trace.cpu], linewidth=1,
-                label=f"core {i}", drawstyle="steps-post")
+        ax.plot(
+            t,
+            [c["cpu"][i] if i < len(c["cpu"]) else 0 for c in trace.cpu],
+            linewidth=1,
+            label=f"core {i}",
+            drawstyle="steps-post",
+        )
     ax.set_ylim(0, 105)
     ax.set_ylabel("CPU %")
     ax.set_xlabel("seconds")
@@ -97,8 +130,10 @@ def throughput(summary: dict, path: Path) -> None:
     left.margins(x=0.15)
     starts = [0.0] * len(exps)
     for stage in WORKER_STAGES + ("transfer",):
-        total = [sum(e["stage_cpu_s"].get(s, 0.0) for s in WORKER_STAGES + ("transfer",)) or 1.0
-                 for e in exps]
+        total = [
+            sum(e["stage_cpu_s"].get(s, 0.0) for s in WORKER_STAGES + ("transfer",)) or 1.0
+            for e in exps
+        ]
         share = [e["stage_cpu_s"].get(stage, 0.0) / t for e, t in zip(exps, total)]
         right.barh(y, share, left=starts, color=COLORS[stage], label=stage)
         starts = [a + b for a, b in zip(starts, share)]
@@ -107,8 +142,14 @@ def throughput(summary: dict, path: Path) -> None:
     right.set_xlim(0, 1)
     right.set_xlabel("share of worker CPU time")
     right.set_title("Where the workers' CPU goes", fontsize=11)
-    fig.legend(*right.get_legend_handles_labels(), fontsize=8, ncol=5, loc="lower right",
-               bbox_to_anchor=(0.98, 0.0), frameon=False)
+    fig.legend(
+        *right.get_legend_handles_labels(),
+        fontsize=8,
+        ncol=5,
+        loc="lower right",
+        bbox_to_anchor=(0.98, 0.0),
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,25 +23,33 @@ def summarize(trace: Trace) -> dict:
     for m in trace.meta:
         meta.setdefault(m["experiment"], m)
     cores = len(trace.cpu[0]["cpu"]) if trace.cpu else psutil.cpu_count()
-    intervals = {name: (min(s["start_ns"] for s in spans), max(s["end_ns"] for s in spans))
-                 for name, spans in by_exp.items()}
+    intervals = {
+        name: (min(s["start_ns"] for s in spans), max(s["end_ns"] for s in spans))
+        for name, spans in by_exp.items()
+    }
     experiments = []
     for name, spans in sorted(by_exp.items(), key=lambda kv: intervals[kv[0]][0]):
         info = meta.get(name, {})
-        workers = info.get("workers", len({(s["pid"], s["worker"]) for s in spans
-                                           if s["worker"] != CONSUMER_LANE}))
+        workers = info.get(
+            "workers", len({(s["pid"], s["worker"]) for s in spans if s["worker"] != CONSUMER_LANE})
+        )
         start, end = intervals[name]
         exp = _figures(name, spans, info, workers, start, end)
         exp["cpu_utilization"] = _utilization(trace.cpu, start, end)
         exp["concurrent_workers"] = sum(
             max(meta.get(other, {}).get("workers", 1), 1)
-            for other, (s0, s1) in intervals.items() if s0 < end and start < s1)
+            for other, (s0, s1) in intervals.items()
+            if s0 < end and start < s1
+        )
         experiments.append(exp)
-    machine = {"cores": cores,
-               "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0)}
+    machine = {
+        "cores": cores,
+        "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0),
+    }
     for exp in experiments:
         exp["bottleneck"], exp["advice"] = verdict(
-            exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]})
+            exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]}
+        )
     return {"experiments": experiments, "machine": machine}
 
 
@@ -52,8 +60,10 @@ def _figures(name, spans, info, workers, start, end) -> dict:
     for s in spans:
         cpu[s["stage"]] += s["cpu_ns"] / 1e9
         wall[s["stage"]] += (s["end_ns"] - s["start_ns"]) / 1e9
-    waits = sorted((s for s in spans if s["worker"] == CONSUMER_LANE and s["stage"] == "wait"),
-                   key=lambda s: s["start_ns"])
+    waits = sorted(
+        (s for s in spans if s["worker"] == CONSUMER_LANE and s["stage"] == "wait"),
+        key=lambda s: s["start_ns"],
+    )
     images = [s.get("images", info.get("batch_size") or 0) for s in waits]
     if len(waits) > 1:
         steady_from, counted = waits[0]["end_ns"], sum(images[1:])
@@ -88,12 +98,17 @@ def _utilization(samples: list[dict], start: int, end: int) -> float:
 
 def markdown(summary: dict) -> str:
     m = summary["machine"]
-    lines = [f"{m['cores']} cores, up to {m['concurrent_workers']} workers busy at once.", "",
-             "| experiment | backend | workers | images/s | stall | CPU | bottleneck |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"{m['cores']} cores, up to {m['concurrent_workers']} workers busy at once.",
+        "",
+        "| experiment | backend | workers | images/s | stall | CPU | bottleneck |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for e in summary["experiments"]:
-        lines.append(f"| {e['name']} | {e['backend']} | {e['workers']} | {e['images_per_s']:.0f} | "
-                     f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} |")
+        lines.append(
+            f"| {e['name']} | {e['backend']} | {e['workers']} | {e['images_per_s']:.0f} | "
+            f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} |"
+        )
     lines.append("")
     lines += [f"- **{e['name']}**: {e['advice']}" for e in summary["experiments"]]
     return "\n".join(lines) + "\n"

@@ -35,35 +35,53 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
     make_wall = sum(wall.get(s, 0.0) for s in WORKER_STAGES)
     if stall < STALL_LOW:
         spare = f"; {workers - 1} worker(s) would likely do and free a core" if workers > 1 else ""
-        return "training step", (f"The loop waited for data only {stall:.0%} of the time: "
-                                 f"loading keeps up with the step{spare}.")
+        return "training step", (
+            f"The loop waited for data only {stall:.0%} of the time: "
+            f"loading keeps up with the step{spare}."
+        )
     if cpu.get("transfer", 0.0) > make_cpu > 0 or wall.get("transfer", 0.0) > make_wall > 0:
-        return "transfer", (f"Moving batches ({wall.get('transfer', 0):.2f} s) costs more than "
-                             f"making them ({make_wall:.2f} s): use backend 'thread' (no copy) "
-                             "or smaller batches or crops.")
-    if backend == "thread" and make_wall > 0 and make_cpu / make_wall < GIL_CPU_PER_WALL \
-            and util < IDLE_CORES:
+        return "transfer", (
+            f"Moving batches ({wall.get('transfer', 0):.2f} s) costs more than "
+            f"making them ({make_wall:.2f} s): use backend 'thread' (no copy) "
+            "or smaller batches or crops."
+        )
+    if (
+        backend == "thread"
+        and make_wall > 0
+        and make_cpu / make_wall < GIL_CPU_PER_WALL
+        and util < IDLE_CORES
+    ):
         return "gil contention", (
             f"Thread workers ran {make_cpu / make_wall:.0%} of a core per wall second while the "
             f"cores were {1 - util:.0%} idle: Python holds the GIL, so switch to backend "
-            "'process' (or 'torch').")
+            "'process' (or 'torch')."
+        )
     if busy > cores and util > SATURATED:
         return "cpu oversubscribed", (
             f"{busy} busy workers share {cores} cores ({util:.0%} busy) and the loop waits "
-            f"{stall:.0%} of the time: run fewer experiments at once or give each fewer workers.")
+            f"{stall:.0%} of the time: run fewer experiments at once or give each fewer workers."
+        )
     stage, share = _top_stage(cpu, wall)
     if stage == "read" and make_wall > 0 and make_cpu / make_wall < GIL_CPU_PER_WALL:
-        advice = (f"Reading waits on I/O ({share:.0%} of worker time at {make_cpu / make_wall:.0%} "
-                  "CPU): more workers overlap the waits; threads are the cheapest way.")
+        advice = (
+            f"Reading waits on I/O ({share:.0%} of worker time at {make_cpu / make_wall:.0%} "
+            "CPU): more workers overlap the waits; threads are the cheapest way."
+        )
     elif util < IDLE_CORES:
-        advice = (f"{stage} takes {share:.0%} of worker CPU and the cores are {1 - util:.0%} idle: "
-                  f"add workers (now {workers}).")
+        advice = (
+            f"{stage} takes {share:.0%} of worker CPU and the cores are {1 - util:.0%} idle: "
+            f"add workers (now {workers})."
+        )
     elif stage == "augment":
-        advice = (f"augment takes {share:.0%} of worker CPU on busy cores: use a cheaper transform "
-                  "(fewer resampling steps, a smaller output) or more machines.")
+        advice = (
+            f"augment takes {share:.0%} of worker CPU on busy cores: use a cheaper transform "
+            "(fewer resampling steps, a smaller output) or more machines."
+        )
     else:
-        advice = (f"{stage} takes {share:.0%} of worker CPU on busy cores: store smaller or "
-                  "pre-decoded images, or use more machines.")
+        advice = (
+            f"{stage} takes {share:.0%} of worker CPU on busy cores: store smaller or "
+            "pre-decoded images, or use more machines."
+        )
     return f"data: {stage}", advice
 
 
@@ -73,7 +91,12 @@ def _top_stage(cpu: dict, wall: dict) -> tuple[str, float]:
     if total_cpu <= 0 and total_wall <= 0:
         return "read", 0.0
     # A stage that waits (I/O) shows in wall time, not CPU: rank by whichever is larger.
-    score = {s: max(cpu.get(s, 0.0) / total_cpu if total_cpu else 0.0,
-                    wall.get(s, 0.0) / total_wall if total_wall else 0.0) for s in WORKER_STAGES}
+    score = {
+        s: max(
+            cpu.get(s, 0.0) / total_cpu if total_cpu else 0.0,
+            wall.get(s, 0.0) / total_wall if total_wall else 0.0,
+        )
+        for s in WORKER_STAGES
+    }
     stage = max(score, key=score.get)
     return stage, score[stage]

@@ -30,27 +30,70 @@ def chrome_events(trace: Trace) -> list[dict]:
         key = (s["experiment"], s["host"], s["pid"], s["worker"])
         if key not in lanes:
             lanes[key] = tid = len([k for k in lanes if k[0] == s["experiment"]]) + 1
-            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
-                           "args": {"name": lane_name(s)}})
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": pid,
+                    "tid": tid,
+                    "args": {"name": lane_name(s)},
+                }
+            )
             # the training loop first, then workers in order
-            events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
-                           "args": {"sort_index": s["worker"]}})
-        events.append({"ph": "X", "name": s["stage"], "cat": s["backend"], "pid": pid,
-                       "tid": lanes[key], "ts": (s["start_ns"] - origin) / 1000,
-                       "dur": max(0, s["end_ns"] - s["start_ns"]) / 1000,
-                       "args": {"batch": s["batch"], "epoch": s["epoch"], "cpu_ms": s["cpu_ns"] / 1e6}})
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_sort_index",
+                    "pid": pid,
+                    "tid": tid,
+                    "args": {"sort_index": s["worker"]},
+                }
+            )
+        events.append(
+            {
+                "ph": "X",
+                "name": s["stage"],
+                "cat": s["backend"],
+                "pid": pid,
+                "tid": lanes[key],
+                "ts": (s["start_ns"] - origin) / 1000,
+                "dur": max(0, s["end_ns"] - s["start_ns"]) / 1000,
+                "args": {"batch": s["batch"], "epoch": s["epoch"], "cpu_ms": s["cpu_ns"] / 1e6},
+            }
+        )
     for name, pid in experiments.items():
         backends = sorted({s["backend"] for s in trace.spans if s["experiment"] == name})
-        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                       "args": {"name": f"{name} ({', '.join(backends)})"}})
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": pid,
+                "tid": 0,
+                "args": {"name": f"{name} ({', '.join(backends)})"},
+            }
+        )
     if trace.cpu:
         cpu_pid = len(experiments) + 1
-        events.append({"ph": "M", "name": "process_name", "pid": cpu_pid, "tid": 0,
-                       "args": {"name": "CPU utilization (%)"}})
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": cpu_pid,
+                "tid": 0,
+                "args": {"name": "CPU utilization (%)"},
+            }
+        )
         for sample in trace.cpu:
-            events.append({"ph": "C", "name": f"cpu {sample.get('host', '')}".strip(), "pid": cpu_pid,
-                           "tid": 0, "ts": (sample["t_ns"] - origin) / 1000,
-                           "args": {f"core {i}": pct for i, pct in enumerate(sample["cpu"])}})
+            events.append(
+                {
+                    "ph": "C",
+                    "name": f"cpu {sample.get('host', '')}".strip(),
+                    "pid": cpu_pid,
+                    "tid": 0,
+                    "ts": (sample["t_ns"] - origin) / 1000,
+                    "args": {f"core {i}": pct for i, pct in enumerate(sample["cpu"])},
+                }
+            )
     return events
 
 

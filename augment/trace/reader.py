@@ -9,8 +9,19 @@ from pathlib import Path
 
 log = logging.getLogger("augment")
 
-SPAN_KEYS = ("experiment", "backend", "host", "pid", "worker", "batch", "epoch", "stage",
-             "start_ns", "end_ns", "cpu_ns")
+SPAN_KEYS = (
+    "experiment",
+    "backend",
+    "host",
+    "pid",
+    "worker",
+    "batch",
+    "epoch",
+    "stage",
+    "start_ns",
+    "end_ns",
+    "cpu_ns",
+)
 
 
 @dataclass

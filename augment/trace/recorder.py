@@ -27,10 +27,17 @@ class Tracer:
     loader runs, written to ``cpu.<host>.<pid>.jsonl`` in the same folder.
     """
 
-    def __init__(self, out_dir: str | Path, experiment: str = "experiment",
-                 sample_cpu: bool = True, cpu_interval_s: float = 0.1):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        experiment: str = "experiment",
+        sample_cpu: bool = True,
+        cpu_interval_s: float = 0.1,
+    ):
         if not experiment or any(c in experiment for c in "/\\\0"):
-            raise ValueError(f"experiment must be a non-empty name without slashes, got {experiment!r}")
+            raise ValueError(
+                f"experiment must be a non-empty name without slashes, got {experiment!r}"
+            )
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.experiment = experiment
@@ -64,18 +71,42 @@ class Tracer:
         self._file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         self._file.flush()
 
-    def record(self, *, backend: str, batch: int, epoch: int, images: int, spans, pid: int,
-               worker: int, host: str | None = None) -> list[dict]:
+    def record(
+        self,
+        *,
+        backend: str,
+        batch: int,
+        epoch: int,
+        images: int,
+        spans,
+        pid: int,
+        worker: int,
+        host: str | None = None,
+    ) -> list[dict]:
         """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``)."""
-        return [{"experiment": self.experiment, "backend": backend, "host": host or self.host,
-                 "pid": pid, "worker": worker, "batch": batch, "epoch": epoch, "images": images,
-                 "stage": s.stage, "start_ns": s.start_ns, "end_ns": s.end_ns, "cpu_ns": s.cpu_ns}
-                for s in spans]
+        return [
+            {
+                "experiment": self.experiment,
+                "backend": backend,
+                "host": host or self.host,
+                "pid": pid,
+                "worker": worker,
+                "batch": batch,
+                "epoch": epoch,
+                "images": images,
+                "stage": s.stage,
+                "start_ns": s.start_ns,
+                "end_ns": s.end_ns,
+                "cpu_ns": s.cpu_ns,
+            }
+            for s in spans
+        ]
 
     def write_meta(self, **info) -> None:
         """A line describing the loader (backend, workers, batch size) for the report."""
-        self.write([{"meta": {"experiment": self.experiment, "host": self.host, "pid": self.pid,
-                              **info}}])
+        self.write(
+            [{"meta": {"experiment": self.experiment, "host": self.host, "pid": self.pid, **info}}]
+        )
 
     def close(self) -> None:
         if self._sampler is not None:
