@@ -228,7 +228,8 @@ def bench_pipeline(args) -> str:
         f"best / DataLoader + albumentations: "
         f"{ours[best] / rate.get('DataLoader(2 workers) + albumentations', float('nan')):.2f}x"
         " (target >= 1.4x)",
-        f"2 workers / serial: {two_workers / ours['augment serial, 1 worker']:.2f}x (target >= 1.8x)",
+        f"2 workers / serial: {two_workers / ours['augment serial, 1 worker']:.2f}x"
+        " (target >= 1.8x)",
         f"best / decode-only floor: {ours[best] / floor:.0%} (target >= 60%)",
     ]
     table = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks)
