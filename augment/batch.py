@@ -10,6 +10,7 @@ only, so the output never depends on which worker ran it.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import numpy as np
 from augment.data import BadImageError
 
 ON_ERROR = ("raise", "skip")
+_HOST = socket.gethostname()
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class BatchResult:
     spans: list[Span] = field(default_factory=list)  # made by the worker
     pid: int = 0
     worker: int = -1  # lane index of the worker; -1 is the consumer (the training loop)
+    host: str = ""  # the machine that made it
     transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
 
 
@@ -119,7 +122,8 @@ def make_batch(
     ds = task.dataset
     spans: list[Span] = []
     stage = _Stage(spans)
-    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), spans=spans, worker=worker)
+    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), spans=spans, worker=worker,
+                         host=_HOST)
     keep: list[int] = []
     blobs: list = []
     with stage("read"):

@@ -165,7 +165,8 @@ class Loader:
             Span("step", handed[0], back[0], back[1] - handed[1]),
         ]
         self.tracer.write(
-            self.tracer.record(spans=result.spans, pid=result.pid, worker=result.worker, **common)
+            self.tracer.record(spans=result.spans, pid=result.pid, worker=result.worker,
+                               host=result.host or None, **common)
             + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common)
         )
 

@@ -94,7 +94,7 @@ def create(name: str, workers: int, capacity: int, **options) -> Backend:
 
 def _load_builtin() -> None:
     # Imported here, not at module top: each file registers itself and may import extras.
-    from augment.backends import process, serial, thread  # noqa: F401
+    from augment.backends import process, ray_backend, serial, thread  # noqa: F401
 
     try:
         from augment.backends import torch_workers  # noqa: F401
