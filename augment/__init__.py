@@ -2,6 +2,7 @@
 
 from augment import functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
+from augment.remote import HTTPImages
 from augment.trace import Tracer
 from augment.transforms import (
     CenterCrop,
@@ -11,6 +12,7 @@ from augment.transforms import (
     RandomFlip,
     RandomRotate,
     RandomRotate90,
+    RandomRowJitter,
     RandomScale,
     Transform,
     kaggle_pipeline,
@@ -22,6 +24,7 @@ __all__ = [
     "Loader",
     "Tracer",
     "ImageFolder",
+    "HTTPImages",
     "BadImageError",
     "functional",
     "geometry",
@@ -33,6 +36,7 @@ __all__ = [
     "RandomFlip",
     "RandomRotate90",
     "RandomRotate",
+    "RandomRowJitter",
     "RandomScale",
     "RandomCrop",
     "CenterCrop",

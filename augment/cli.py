@@ -10,6 +10,7 @@ report where the CPU time goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -17,10 +18,11 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from augment.experiment import Experiment, load_config
+from augment.experiment import Config, Experiment, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("configs/kaggle_amazon.toml", "configs/compare_backends.toml")
@@ -236,20 +238,37 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         if args.config:
-            jobs = [(path.stem, *load_config(path)) for path in args.config]
+            jobs = [(path.stem, load_config(path)) for path in args.config]
         elif flags_given:
-            jobs = [("flags", experiments_from_flags(args), args.concurrent)]
+            jobs = [("flags", Config(experiments_from_flags(args), args.concurrent))]
         else:  # no arguments: the shipped configs
-            jobs = [(Path(p).stem, *load_config(ROOT / p)) for p in SHIPPED]
+            jobs = [(Path(p).stem, load_config(ROOT / p)) for p in SHIPPED]
     except ValueError as exc:
         raise SystemExit(f"augment-profile: {exc}") from None
     code = 0
-    for name, experiments, concurrent in jobs:
+    for name, config in jobs:
         target = out / name if len(jobs) > 1 else out
-        code = profile(experiments, concurrent or args.concurrent, target, args.quiet)
+        with serving(config) as experiments:
+            code = profile(experiments, config.concurrent or args.concurrent, target, args.quiet)
         if code == 130:
             break
     return code
+
+
+@contextlib.contextmanager
+def serving(config: Config):
+    """Start the config's image server (if any) and point ``data = "server"`` at it."""
+    if config.server is None:
+        yield config.experiments
+        return
+    from augment.serve import Served
+
+    server = config.server
+    with Served(server.root, latency_ms=server.latency_ms, jitter_ms=server.jitter_ms,
+                fail_rate=server.fail_rate) as served:
+        print(f"serving {server.root} at {served.url} ({server.latency_ms:g} ms per request)")
+        yield [replace(e, data=served.url, names_from=server.root) if e.data == "server" else e
+               for e in config.experiments]
 
 
 __all__ = ["main"]

@@ -44,6 +44,7 @@ class Experiment:
     batches: int = 20
     step: float | str = 0.0
     seed: int = 0
+    names_from: str | None = None  # for an http:// data URL: the folder whose files it serves
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
@@ -86,9 +87,28 @@ def build_transform(spec: list[dict], where: str = "transform") -> transforms.Co
     return transforms.Compose(steps)
 
 
-def load_config(path: str | Path) -> tuple[list[Experiment], bool]:
-    """Experiments of a TOML file (``[[experiment]]`` tables) and whether they run at once
-    (top-level ``concurrent = true``). Top-level keys are defaults for every experiment."""
+@dataclass
+class Server:
+    """A ``[server]`` table: serve ``root`` over HTTP on loopback while the experiments run;
+    experiments with ``data = "server"`` fetch their images from it."""
+
+    root: str
+    latency_ms: float = 20.0
+    jitter_ms: float = 0.0
+    fail_rate: float = 0.0
+
+
+@dataclass
+class Config:
+    experiments: list[Experiment]
+    concurrent: bool = False
+    server: Server | None = None
+
+
+def load_config(path: str | Path) -> Config:
+    """Experiments of a TOML file (``[[experiment]]`` tables), whether they run at once
+    (top-level ``concurrent = true``) and an optional ``[server]``. Other top-level keys are
+    defaults for every experiment."""
     path = Path(path)
     try:
         config = tomllib.loads(path.read_text())
@@ -96,6 +116,12 @@ def load_config(path: str | Path) -> tuple[list[Experiment], bool]:
         raise ValueError(f"cannot read config {str(path)!r}: {exc}") from None
     tables = config.pop("experiment", None)
     concurrent = bool(config.pop("concurrent", False))
+    server = config.pop("server", None)
+    if server is not None:
+        try:
+            server = Server(**server)
+        except TypeError as exc:
+            raise ValueError(f"config {str(path)!r}: [server]: {exc}") from None
     if not tables:
         raise ValueError(f"config {str(path)!r} has no [[experiment]] table")
     known = {f.name for f in fields(Experiment)}
@@ -114,7 +140,25 @@ def load_config(path: str | Path) -> tuple[list[Experiment], bool]:
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ValueError(f"config {str(path)!r}: experiment names must be unique, got {names}")
-    return experiments, concurrent
+    if server is None and any(e.data == "server" for e in experiments):
+        raise ValueError(f"config {str(path)!r}: data = \"server\" needs a [server] table")
+    return Config(experiments, concurrent, server)
+
+
+def make_dataset(experiment: Experiment):
+    """ImageFolder for a folder, HTTPImages for an http(s) URL (names from ``names_from``)."""
+    from augment.remote import HTTPImages
+
+    labels = experiment.labels
+    if experiment.data.startswith(("http://", "https://")):
+        if not experiment.names_from:
+            raise ValueError(f"experiment {experiment.name!r}: an http data URL needs names_from "
+                             "(the folder whose files the server serves)")
+        names = [p.name for p in ImageFolder(experiment.names_from, labels).paths]
+        return HTTPImages(experiment.data, names, labels)
+    if labels is None and (Path(experiment.data) / "labels.csv").exists():
+        labels = str(Path(experiment.data) / "labels.csv")
+    return ImageFolder(experiment.data, labels)
 
 
 def small_cnn(classes: int):
@@ -174,10 +218,7 @@ def run(experiment: Experiment, trace_dir: str | Path, progress=None) -> int:
     from augment.loader import Loader
     from augment.trace import Tracer
 
-    labels = experiment.labels
-    if labels is None and (Path(experiment.data) / "labels.csv").exists():
-        labels = str(Path(experiment.data) / "labels.csv")
-    dataset = ImageFolder(experiment.data, labels)
+    dataset = make_dataset(experiment)
     tracer = Tracer(trace_dir, experiment=experiment.name)
     step = TrainingStep(experiment.step, len(dataset.classes))
     delivered = batches = 0

@@ -203,3 +203,23 @@ def _permute_pixels(img, inverse, out_shape):
     rows = slice(ty, ys_end + sy if ys_end + sy >= 0 else None, sy)
     cols = slice(tx, xs_end + sx if xs_end + sx >= 0 else None, sx)
     return _copy(src[rows, cols])
+
+
+def row_gains(img: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Multiply each row by its own per-channel gains (``gains`` is H x C), clipped to the
+    dtype's range for uint8. Deliberately a Python loop over rows: the per-call overhead keeps
+    the GIL held most of the time, which is the GIL-bound regime the profiler should expose."""
+    check_image(img)
+    h = img.shape[0]
+    c = 1 if img.ndim == 2 else img.shape[2]
+    gains = np.asarray(gains, dtype=np.float32)
+    if gains.shape != (h, c):
+        raise ValueError(f"gains must be {h}x{c} (rows x channels), got {gains.shape}")
+    out = np.empty_like(img)
+    for r in range(h):
+        row = img[r] * (gains[r] if img.ndim == 3 else gains[r, 0])
+        if img.dtype == np.uint8:
+            np.clip(row, 0, 255, out=row)
+            np.rint(row, out=row)
+        out[r] = row
+    return out

@@ -214,6 +214,23 @@ class CenterCrop(GeometricTransform):
         return geometry.crop(params["top"], params["left"]), self.size
 
 
+class RandomRowJitter(Transform):
+    """Scanline colour jitter: each row gets its own per-channel gain, uniform in
+    ``[1 - strength, 1 + strength]``. Pure Python over rows, on purpose: it holds the GIL, so
+    thread workers cannot run it in parallel (the GIL-bound regime); processes can."""
+
+    def __init__(self, strength: float = 0.1):
+        self.strength = F._check_finite(strength, "strength")
+        if not 0 <= self.strength <= 1:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        F.check_image(img)
+        c = 1 if img.ndim == 2 else img.shape[2]
+        gains = rng.uniform(1 - self.strength, 1 + self.strength, size=(img.shape[0], c))
+        return F.row_gains(img, gains)
+
+
 @dataclass
 class _PendingWarp:
     """Geometric steps folded so far: their product matrix and how to resample it."""
@@ -323,6 +340,7 @@ __all__ = [
     "RandomScale",
     "RandomCrop",
     "CenterCrop",
+    "RandomRowJitter",
     "Compose",
     "kaggle_pipeline",
 ]

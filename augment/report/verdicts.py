@@ -5,8 +5,9 @@ The rules, checked in this order (thresholds are the constants below):
 1. ``training step``: the loop waited for data less than 10% of its time.
 2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
    time above the workers' CPU time).
-3. ``gil contention``: thread workers got less than half a CPU-second per wall-second of
-   their stages while the machine's cores were less than 75% busy.
+3. ``gil contention``: thread workers got less than 0.7 CPU-seconds per wall-second of
+   their compute stages (decode, augment, collate: ``read`` may wait on I/O), those stages
+   took longer than reading, and the machine's cores were less than 75% busy.
 4. ``cpu oversubscribed``: more busy workers (all experiments at once) than cores, and the
    cores more than 85% busy.
 5. ``data: <stage>``: otherwise the loop waits for data, and <stage> is the stage that takes
@@ -16,10 +17,12 @@ The rules, checked in this order (thresholds are the constants below):
 from __future__ import annotations
 
 STALL_LOW = 0.10
-GIL_CPU_PER_WALL = 0.5
+GIL_CPU_PER_WALL = 0.7
+IO_CPU_PER_WALL = 0.5
 IDLE_CORES = 0.75
 SATURATED = 0.85
 WORKER_STAGES = ("read", "decode", "augment", "collate")
+COMPUTE_STAGES = ("decode", "augment", "collate")
 
 RULES = __doc__
 
@@ -45,16 +48,15 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
             f"making them ({make_wall:.2f} s): use backend 'thread' (no copy) "
             "or smaller batches or crops."
         )
-    if (
-        backend == "thread"
-        and make_wall > 0
-        and make_cpu / make_wall < GIL_CPU_PER_WALL
-        and util < IDLE_CORES
-    ):
+    compute_cpu = sum(cpu.get(s, 0.0) for s in COMPUTE_STAGES)
+    compute_wall = sum(wall.get(s, 0.0) for s in COMPUTE_STAGES)
+    gil_share = compute_cpu / compute_wall if compute_wall > 0 else 1.0
+    computing = compute_wall >= wall.get("read", 0.0)  # else the workers mostly wait on I/O
+    if backend == "thread" and computing and gil_share < GIL_CPU_PER_WALL and util < IDLE_CORES:
         return "gil contention", (
-            f"Thread workers ran {make_cpu / make_wall:.0%} of a core per wall second while the "
-            f"cores were {1 - util:.0%} idle: Python holds the GIL, so switch to backend "
-            "'process' (or 'torch')."
+            f"Thread workers ran {gil_share:.0%} of a core per wall second of decode and augment "
+            f"while the cores were {1 - util:.0%} idle: Python holds the GIL, so switch to "
+            "backend 'process' (or 'torch')."
         )
     if busy > cores and util > SATURATED:
         return "cpu oversubscribed", (
@@ -62,10 +64,11 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
             f"{stall:.0%} of the time: run fewer experiments at once or give each fewer workers."
         )
     stage, share = _top_stage(cpu, wall)
-    if stage == "read" and make_wall > 0 and make_cpu / make_wall < GIL_CPU_PER_WALL:
+    read_cpu, read_wall = cpu.get("read", 0.0), wall.get("read", 0.0)
+    if stage == "read" and read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL:
         advice = (
-            f"Reading waits on I/O ({share:.0%} of worker time at {make_cpu / make_wall:.0%} "
-            "CPU): more workers overlap the waits; threads are the cheapest way."
+            f"Reading waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
+            "CPU): more workers overlap the waits, and threads are the cheapest workers."
         )
     elif util < IDLE_CORES:
         advice = (

@@ -1,0 +1,73 @@
+"""A slow, optionally unreliable HTTP server for a folder of images, on loopback only.
+
+It reproduces the I/O-bound regime on one machine: each request waits ``latency +- jitter``
+ms; ``fail_rate`` answers a share of requests with HTTP 500 (for tests of retries).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from functools import partial
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class SlowHandler(SimpleHTTPRequestHandler):
+    latency_s = 0.0
+    jitter_s = 0.0
+    fail_rate = 0.0
+    rng = random.Random(0)
+    lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802 - the http.server naming
+        with self.lock:
+            delay = max(0.0, self.latency_s + self.rng.uniform(-self.jitter_s, self.jitter_s))
+            fail = self.rng.random() < self.fail_rate
+        time.sleep(delay)
+        if fail:
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, "injected failure (--fail-rate)")
+            return
+        super().do_GET()
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet by default
+        pass
+
+
+def make_server(root: str | Path, port: int = 0, latency_ms: float = 0.0, jitter_ms: float = 0.0,
+                fail_rate: float = 0.0, seed: int = 0) -> ThreadingHTTPServer:
+    """A ready (not yet serving) server on 127.0.0.1; ``port=0`` picks a free port."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{str(root)!r} is not a directory")
+    if latency_ms < 0 or jitter_ms < 0 or not 0 <= fail_rate <= 1:
+        raise ValueError("latency and jitter must be >= 0 and fail-rate in [0, 1]")
+    handler = type("Handler", (SlowHandler,), {
+        "latency_s": latency_ms / 1000, "jitter_s": jitter_ms / 1000, "fail_rate": fail_rate,
+        "rng": random.Random(seed), "lock": threading.Lock()})
+    server = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root)))
+    server.daemon_threads = True
+    return server
+
+
+class Served:
+    """``make_server`` running in a background thread: ``with Served(root, latency_ms=20) as s:``
+    then ``s.url``."""
+
+    def __init__(self, root: str | Path, **options):
+        self.server = make_server(root, **options)
+        host, port = self.server.server_address[:2]
+        self.url = f"http://{host}:{port}/"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                        name="augment-image-server")
+
+    def __enter__(self) -> Served:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
