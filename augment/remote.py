@@ -75,10 +75,13 @@ class HTTPImages:
             try:
                 response = self._pool().request("GET", url, retries=False, redirect=True,
                                                 timeout=urllib3.Timeout(total=self.timeout))
+            except urllib3.exceptions.NewConnectionError as exc:  # (a TimeoutError subclass)
+                cause = f"connection failed: {_reason(exc)}"
+                continue
             except urllib3.exceptions.TimeoutError:
                 cause = f"timed out after {self.timeout:g} s"
                 continue
-            except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS...
+            except urllib3.exceptions.HTTPError as exc:  # reset, protocol errors...
                 cause = f"connection failed: {_reason(exc)}"
                 continue
             if response.status == 200:

@@ -98,16 +98,16 @@ def _cpu_panel(ax, trace: Trace, origin: int) -> None:
             transform=ax.transAxes,
         )
         return
-    t = [(c["t_ns"] - origin) / 1e9 for c in trace.cpu]
     cores = len(trace.cpu[0]["cpu"])
+    t, values = [], []
+    for previous, sample in zip([None] + trace.cpu[:-1], trace.cpu):
+        if previous is not None and sample["t_ns"] - previous["t_ns"] > 0.5e9:
+            t.append((previous["t_ns"] - origin) / 1e9 + 0.1)  # no samples here: break the line
+            values.append([float("nan")] * cores)
+        t.append((sample["t_ns"] - origin) / 1e9)
+        values.append([sample["cpu"][i] if i < len(sample["cpu"]) else 0.0 for i in range(cores)])
     for i in range(cores):
-        ax.plot(
-            t,
-            [c["cpu"][i] if i < len(c["cpu"]) else 0 for c in trace.cpu],
-            linewidth=1,
-            label=f"core {i}",
-            drawstyle="steps-post",
-        )
+        ax.plot(t, [v[i] for v in values], linewidth=1, label=f"core {i}", drawstyle="steps-post")
     ax.set_ylim(0, 105)
     ax.set_ylabel("CPU %")
     ax.set_xlabel("seconds")
