@@ -151,7 +151,8 @@ def test_on_error_skip_lists_failed_fetches(folder):
         with augment.Loader(ds, augment.CenterCrop(32), batch_size=4, backend="thread",
                             on_error="skip") as loader:
             assert sum(len(x) for x, _ in loader) == 2
-        assert sorted(p.rsplit("/", 1)[-1] for p, _ in loader.skipped) == ["missing.jpg", "notes.jpg"]
+        skipped = sorted(p.rsplit("/", 1)[-1] for p, _ in loader.skipped)
+        assert skipped == ["missing.jpg", "notes.jpg"]
 
 
 def test_server_fail_rate_and_loopback_only(folder):
