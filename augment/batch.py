@@ -161,7 +161,7 @@ def make_batch(
             for slot, img in zip(out, images):
                 slot[...] = img.reshape(slot.shape)
             result.shape = shape
-            result.images = out if buffer is None else None
+            result.images = out  # the process backend drops it when it sits in shared memory
         else:
             result.images = np.zeros((0, 0, 0, 0), dtype=np.uint8)
     return result

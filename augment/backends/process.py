@@ -39,7 +39,7 @@ def _worker_main(worker: int, task, jobs, results) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
     _quiet_native_threads()
     attached: dict[str, shared_memory.SharedMemory] = {}
-    while (job := jobs.get()) is not None:
+    while (job := _next_job(jobs)) is not None:
         job_id, plan, slot_name, slot_size = job
         try:
             shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
@@ -63,6 +63,18 @@ def _worker_main(worker: int, task, jobs, results) -> None:
             for shm in attached.values():
                 shm.close()
             attached.clear()
+
+
+def _next_job(jobs):
+    """The next job, or None to stop: when told to, or when the consumer is gone (killed, say),
+    so no worker outlives it."""
+    parent = mp.parent_process()
+    while True:
+        try:
+            return jobs.get(timeout=_POLL_S * 5)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
 
 
 def _portable(exc: Exception) -> Exception:
