@@ -122,8 +122,9 @@ def make_batch(
     ds = task.dataset
     spans: list[Span] = []
     stage = _Stage(spans)
-    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), spans=spans, worker=worker,
-                         host=_HOST)
+    result = BatchResult(
+        plan, None, np.zeros(0), pid=os.getpid(), spans=spans, worker=worker, host=_HOST
+    )
     keep: list[int] = []
     blobs: list = []
     with stage("read"):

@@ -264,11 +264,17 @@ def serving(config: Config):
     from augment.serve import Served
 
     server = config.server
-    with Served(server.root, latency_ms=server.latency_ms, jitter_ms=server.jitter_ms,
-                fail_rate=server.fail_rate) as served:
+    with Served(
+        server.root,
+        latency_ms=server.latency_ms,
+        jitter_ms=server.jitter_ms,
+        fail_rate=server.fail_rate,
+    ) as served:
         print(f"serving {server.root} at {served.url} ({server.latency_ms:g} ms per request)")
-        yield [replace(e, data=served.url, names_from=server.root) if e.data == "server" else e
-               for e in config.experiments]
+        yield [
+            replace(e, data=served.url, names_from=server.root) if e.data == "server" else e
+            for e in config.experiments
+        ]
 
 
 __all__ = ["main"]

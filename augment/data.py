@@ -157,8 +157,9 @@ class ImageFolder:
 
 def _folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:
     # The class is the top-level folder (as torchvision's ImageFolder): b/sub/x.jpg is a "b".
-    folders = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "."
-               for p in paths]
+    folders = [
+        p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "." for p in paths
+    ]
     loose = [str(p) for p, f in zip(paths, folders) if f == "."]
     if loose:
         raise ValueError(
@@ -175,8 +176,10 @@ def _csv_labels(path: Path, images: Sequence[Path]) -> tuple[list[str], np.ndarr
     seen: dict[str, Path] = {}
     for p in images:
         if p.stem in seen:
-            raise ValueError(f"{str(seen[p.stem])!r} and {str(p)!r} share the name {p.stem!r}, so "
-                             f"one row of {str(path)!r} would label both: rename one")
+            raise ValueError(
+                f"{str(seen[p.stem])!r} and {str(p)!r} share the name {p.stem!r}, so "
+                f"one row of {str(path)!r} would label both: rename one"
+            )
         seen[p.stem] = p
     missing = [str(p) for p in images if p.stem not in tags_of]
     if missing:

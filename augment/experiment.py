@@ -141,7 +141,7 @@ def load_config(path: str | Path) -> Config:
     if len(set(names)) != len(names):
         raise ValueError(f"config {str(path)!r}: experiment names must be unique, got {names}")
     if server is None and any(e.data == "server" for e in experiments):
-        raise ValueError(f"config {str(path)!r}: data = \"server\" needs a [server] table")
+        raise ValueError(f'config {str(path)!r}: data = "server" needs a [server] table')
     return Config(experiments, concurrent, server)
 
 
@@ -152,8 +152,10 @@ def make_dataset(experiment: Experiment):
     labels = experiment.labels
     if experiment.data.startswith(("http://", "https://")):
         if not experiment.names_from:
-            raise ValueError(f"experiment {experiment.name!r}: an http data URL needs names_from "
-                             "(the folder whose files the server serves)")
+            raise ValueError(
+                f"experiment {experiment.name!r}: an http data URL needs names_from "
+                "(the folder whose files the server serves)"
+            )
         names = [p.name for p in ImageFolder(experiment.names_from, labels).paths]
         return HTTPImages(experiment.data, names, labels)
     if labels is None and (Path(experiment.data) / "labels.csv").exists():

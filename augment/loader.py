@@ -121,6 +121,7 @@ class Loader:
                 batch_size=self.batch_size,
                 epoch=plans[0].epoch if plans else 0,
             )
+        untraced = None  # the batch handed over whose step has not ended yet
         try:
             for plan in todo:
                 pending.append(backend.submit(plan))
@@ -134,13 +135,15 @@ class Loader:
                     break
                 received = _clock()
                 batch = self._deliver(result)
-                handed = _clock()
+                untraced = (result, asked, received, _clock())
                 if batch is not None:
                     yield batch
-                if self.tracer is not None:
-                    self._trace(result, asked, received, handed, _clock())
+                self._trace(*untraced, _clock())
+                untraced = None
             finished = True
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
+            if untraced is not None:  # its step ended when the loop let go of the loader
+                self._trace(*untraced, _clock())
             for handle in pending:
                 handle.cancel()
             raise
@@ -153,6 +156,8 @@ class Loader:
     def _trace(self, result: BatchResult, asked, received, handed, back) -> None:
         """Write one batch's spans: the worker's stages, then the consumer's transfer (the
         backend's own, or handing over as tensors), wait (the stall) and step."""
+        if self.tracer is None:
+            return
         plan = result.plan
         images = 0 if result.images is None else len(result.images)
         common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch, images=images)
@@ -165,8 +170,13 @@ class Loader:
             Span("step", handed[0], back[0], back[1] - handed[1]),
         ]
         self.tracer.write(
-            self.tracer.record(spans=result.spans, pid=result.pid, worker=result.worker,
-                               host=result.host or None, **common)
+            self.tracer.record(
+                spans=result.spans,
+                pid=result.pid,
+                worker=result.worker,
+                host=result.host or None,
+                **common,
+            )
             + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common)
         )
 

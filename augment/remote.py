@@ -29,8 +29,14 @@ class HTTPImages:
     ``timeout`` bounds each attempt (connect and read together), ``retries`` the extra
     attempts for transient failures."""
 
-    def __init__(self, base_url: str, names: Sequence[str], labels_csv: str | Path | None = None,
-                 timeout: float = 10.0, retries: int = 2):
+    def __init__(
+        self,
+        base_url: str,
+        names: Sequence[str],
+        labels_csv: str | Path | None = None,
+        timeout: float = 10.0,
+        retries: int = 2,
+    ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if not names:
@@ -47,8 +53,10 @@ class HTTPImages:
             stems = [Path(n).stem for n in self.names]
             missing = [n for n, s in zip(self.names, stems) if s not in tags_of]
             if missing:
-                raise ValueError(f"{len(missing)} name(s) have no row in {str(labels_csv)!r}, "
-                                 f"e.g. {missing[0]!r}")
+                raise ValueError(
+                    f"{len(missing)} name(s) have no row in {str(labels_csv)!r}, "
+                    f"e.g. {missing[0]!r}"
+                )
             self.classes, self.labels = multi_hot([tags_of[s] for s in stems])
         else:
             self.classes, self.labels = [], np.zeros((len(self.names), 0), dtype=np.float32)
@@ -73,8 +81,13 @@ class HTTPImages:
             if attempt:
                 time.sleep(BACKOFF_S * 2 ** (attempt - 1))
             try:
-                response = self._pool().request("GET", url, retries=False, redirect=True,
-                                                timeout=urllib3.Timeout(total=self.timeout))
+                response = self._pool().request(
+                    "GET",
+                    url,
+                    retries=False,
+                    redirect=True,
+                    timeout=urllib3.Timeout(total=self.timeout),
+                )
             except urllib3.exceptions.NewConnectionError as exc:  # (a TimeoutError subclass)
                 cause = f"connection failed: {_reason(exc)}"
                 continue

@@ -36,17 +36,31 @@ class SlowHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def make_server(root: str | Path, port: int = 0, latency_ms: float = 0.0, jitter_ms: float = 0.0,
-                fail_rate: float = 0.0, seed: int = 0) -> ThreadingHTTPServer:
+def make_server(
+    root: str | Path,
+    port: int = 0,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    fail_rate: float = 0.0,
+    seed: int = 0,
+) -> ThreadingHTTPServer:
     """A ready (not yet serving) server on 127.0.0.1; ``port=0`` picks a free port."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{str(root)!r} is not a directory")
     if latency_ms < 0 or jitter_ms < 0 or not 0 <= fail_rate <= 1:
         raise ValueError("latency and jitter must be >= 0 and fail-rate in [0, 1]")
-    handler = type("Handler", (SlowHandler,), {
-        "latency_s": latency_ms / 1000, "jitter_s": jitter_ms / 1000, "fail_rate": fail_rate,
-        "rng": random.Random(seed), "lock": threading.Lock()})
+    handler = type(
+        "Handler",
+        (SlowHandler,),
+        {
+            "latency_s": latency_ms / 1000,
+            "jitter_s": jitter_ms / 1000,
+            "fail_rate": fail_rate,
+            "rng": random.Random(seed),
+            "lock": threading.Lock(),
+        },
+    )
     server = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root)))
     server.daemon_threads = True
     return server
@@ -60,8 +74,9 @@ class Served:
         self.server = make_server(root, **options)
         host, port = self.server.server_address[:2]
         self.url = f"http://{host}:{port}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                        name="augment-image-server")
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, daemon=True, name="augment-image-server"
+        )
 
     def __enter__(self) -> Served:
         self._thread.start()

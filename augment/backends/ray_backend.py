@@ -85,14 +85,20 @@ class RayBackend(Backend):
         if self.workers == 0:
             return
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
             self._owns_ray = self.address is None
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < self.workers:
             self.close()
-            raise ValueError(f"ray backend: {self.workers} workers need {self.workers} CPUs, "
-                             f"the cluster has {cpus:g}")
+            raise ValueError(
+                f"ray backend: {self.workers} workers need {self.workers} CPUs, "
+                f"the cluster has {cpus:g}"
+            )
         actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         task_ref = ray.put(task)
         self._actors = [actor.remote(task_ref, lane) for lane in range(self.workers)]

@@ -13,6 +13,8 @@ from augment.trace import load, to_chrome
 from augment.trace.reader import Trace
 from augment.trace.recorder import CONSUMER_LANE, STAGES
 
+SAMPLE_PERIOD_NS = 100_000_000
+
 
 def summarize(trace: Trace) -> dict:
     """``{"experiments": [...], "machine": {...}}`` with the fields listed in README."""
@@ -90,7 +92,10 @@ def _figures(name, spans, info, workers, start, end) -> dict:
 
 
 def _utilization(samples: list[dict], start: int, end: int) -> float:
-    inside = [s["cpu"] for s in samples if start <= s["t_ns"] <= end and s["cpu"]]
+    # a sample covers the interval before it: widen by one period so short runs get one
+    inside = [
+        s["cpu"] for s in samples if start <= s["t_ns"] <= end + SAMPLE_PERIOD_NS and s["cpu"]
+    ]
     if not inside:
         return 0.0
     return round(sum(sum(c) / len(c) for c in inside) / len(inside) / 100.0, 4)

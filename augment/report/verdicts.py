@@ -70,6 +70,11 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
             f"Reading waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
             "CPU): more workers overlap the waits, and threads are the cheapest workers."
         )
+    elif backend == "serial":
+        advice = (
+            f"{stage} takes {share:.0%} of the time, all of it in the training loop: use backend "
+            f"'process' (or 'thread') with {cores} workers to make batches while the loop steps."
+        )
     elif util < IDLE_CORES:
         advice = (
             f"{stage} takes {share:.0%} of worker CPU and the cores are {1 - util:.0%} idle: "

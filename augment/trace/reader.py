@@ -54,22 +54,26 @@ def _read_lines(path: Path, required: tuple[str, ...]) -> list[dict]:
 
 def load(directory: str | Path) -> Trace:
     """Span records of every experiment in ``directory``, sorted by ``start_ns``, and the
-    CPU samples sorted by time."""
+    CPU samples sorted by time. Records are told apart by their keys, not by file names,
+    so any experiment name is safe."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"trace folder {str(directory)!r} does not exist")
     trace = Trace()
     for path in sorted(directory.glob("*.jsonl")):
-        if path.name.startswith("cpu."):
-            trace.cpu.extend(_read_lines(path, ("t_ns", "cpu")))
-        else:
-            for record in _read_lines(path, ()):
-                if "meta" in record:
-                    trace.meta.append(record["meta"])
-                elif all(k in record for k in SPAN_KEYS):
-                    trace.spans.append(record)
-                else:
-                    log.warning("%s: skipped a record without %s", path, ", ".join(SPAN_KEYS))
+        for record in _read_lines(path, ()):
+            if "meta" in record:
+                trace.meta.append(record["meta"])
+            elif all(k in record for k in SPAN_KEYS):
+                trace.spans.append(record)
+            elif "t_ns" in record and "cpu" in record:
+                trace.cpu.append(record)
+            else:
+                log.warning(
+                    "%s: skipped a record that is neither a span (%s) nor a CPU sample",
+                    path,
+                    ", ".join(SPAN_KEYS),
+                )
     trace.spans.sort(key=lambda s: (s["start_ns"], s["end_ns"]))
     trace.cpu.sort(key=lambda c: c["t_ns"])
     return trace

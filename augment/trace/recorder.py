@@ -24,7 +24,7 @@ class Tracer:
     """Records the spans of one experiment into ``out_dir``; pass it as ``Loader(tracer=...)``.
 
     ``sample_cpu`` starts a psutil sampler of every core (about every 100 ms) while a traced
-    loader runs, written to ``cpu.<host>.<pid>.jsonl`` in the same folder.
+    loader runs, written to ``cpu-samples.<host>.<pid>.jsonl`` in the same folder.
     """
 
     def __init__(

@@ -14,10 +14,10 @@ import psutil
 
 class CpuSampler:
     """Writes ``{"t_ns", "host", "cpu": [percent per core]}`` lines every ``interval_s``
-    to ``cpu.<host>.<pid>.jsonl`` while started."""
+    to ``cpu-samples.<host>.<pid>.jsonl`` while started."""
 
     def __init__(self, out_dir: Path, interval_s: float = 0.1):
-        self.path = Path(out_dir) / f"cpu.{socket.gethostname()}.{os.getpid()}.jsonl"
+        self.path = Path(out_dir) / f"cpu-samples.{socket.gethostname()}.{os.getpid()}.jsonl"
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

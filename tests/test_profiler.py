@@ -1,0 +1,361 @@
+"""scripts/profile_aug.py end to end: real runs of small copies of the shipped configs, flags
+without a config, redrawing a saved report, bad configs, and Ctrl-C.
+
+Every run is a real subprocess that starts its experiments as spawned OS processes (each
+imports torch: seconds), so each run happens once per module and several tests read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "profile_aug.py"
+DATA = ROOT / "data" / "sample"
+REPORT_FILES = ("timeline.png", "throughput.png", "trace.json", "summary.json", "summary.md")
+EXPERIMENT_KEYS = {"name", "backend", "workers", "batch_size", "images", "wall_s", "startup_s",
+                   "images_per_s", "stall_fraction", "stage_cpu_s", "stage_wall_s",
+                   "cpu_utilization", "concurrent_workers", "bottleneck", "advice", "start_ns",
+                   "end_ns"}
+BATCH_SIZE = 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def profiler(*args, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def dump_config(top: dict, experiments: list[dict]) -> str:
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+    for table in experiments:
+        lines += ["", "[[experiment]]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def small_copy(name: str, directory: Path, **changes) -> tuple[Path, dict, list[dict]]:
+    """``configs/<name>.toml`` with fewer, smaller batches, on data/sample by absolute path."""
+    config = tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text())
+    tables = config.pop("experiment")
+    for table in tables:
+        for key in changes:
+            table.pop(key, None)
+    config.update(data=str(DATA), labels=str(DATA / "labels.csv"), batch_size=BATCH_SIZE,
+                  **changes)
+    path = directory / f"{name}.toml"
+    path.write_text(dump_config(config, tables))
+    assert tomllib.loads(path.read_text())["experiment"] == tables  # the copy reads back
+    return path, config, tables
+
+
+def span_files(traces: Path) -> list[Path]:
+    return sorted(p for p in traces.glob("*.jsonl") if not p.name.startswith("cpu-samples."))
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["start_ns"] < b["end_ns"] and b["start_ns"] < a["end_ns"]
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+
+# The concurrent copy sleeps 250 ms per step: its experiments' processes import torch at the
+# same time and start their loaders up to about a second apart on 2 cores, so each must run
+# for longer than that for "at once" to be visible.
+CONFIGS = {"kaggle_amazon": dict(batches=10, step=250.0),
+           "compare_backends": dict(batches=3)}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def config_run(request, tmp_path_factory):
+    name = request.param
+    root = tmp_path_factory.mktemp(f"profile_{name}")
+    path, config, tables = small_copy(name, root, **CONFIGS[name])
+    out = root / "out"
+    done = profiler("--config", path, "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    return name, config, tables, out, done
+
+
+def test_config_run_writes_every_report_file(config_run):
+    _, _, tables, out, done = config_run
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    for name in ("timeline.png", "throughput.png"):
+        assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
+    chrome = json.loads((out / "trace.json").read_text())
+    assert any(e["ph"] == "X" for e in chrome["traceEvents"])
+    # one span file per experiment, each written by that experiment's own process
+    files = span_files(out / "traces")
+    stems = sorted(p.name.rsplit(".", 2)[0] for p in files)
+    assert stems == sorted(t["name"] for t in tables)
+    assert len({p.name.rsplit(".", 2)[1] for p in files}) == len(tables)  # distinct pids
+    assert list((out / "traces").glob("cpu-samples.*.jsonl"))
+    assert "| experiment | backend |" in done.stdout
+    assert str(out) in done.stdout
+
+
+def test_config_summary_lists_every_experiment(config_run):
+    _, config, tables, out, _ = config_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["machine"]) == {"cores", "concurrent_workers"}
+    exps = {e["name"]: e for e in summary["experiments"]}
+    assert set(exps) == {t["name"] for t in tables}
+    for table in tables:
+        e = exps[table["name"]]
+        assert set(e) >= EXPERIMENT_KEYS, EXPERIMENT_KEYS - set(e)
+        assert e["backend"] == table["backend"]
+        workers = table.get("workers", config.get("workers"))
+        assert e["workers"] == (0 if table["backend"] == "serial" else workers)
+        assert e["batch_size"] == BATCH_SIZE
+        assert e["images"] > 0 and e["images_per_s"] > 0
+        assert 0 <= e["stall_fraction"] <= 1 and 0 <= e["cpu_utilization"] <= 1
+        assert e["bottleneck"] and e["advice"]
+        assert e["start_ns"] < e["end_ns"]
+    md = (out / "summary.md").read_text()
+    for name in exps:
+        assert f"| {name} |" in md
+
+
+def test_config_experiments_run_at_once_or_in_turn(config_run):
+    name, config, tables, out, _ = config_run
+    exps = json.loads((out / "summary.json").read_text())["experiments"]
+    assert config.get("concurrent", False) == (name == "kaggle_amazon")
+    pairs = [(a, b) for i, a in enumerate(exps) for b in exps[i + 1:]]
+    if config.get("concurrent"):
+        for a, b in pairs:
+            assert overlap(a, b), (a["name"], b["name"], a["start_ns"], a["end_ns"],
+                                   b["start_ns"], b["end_ns"])
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["machine"]["concurrent_workers"] == sum(t["workers"] for t in tables)
+    else:
+        for a, b in pairs:
+            assert not overlap(a, b), (a["name"], b["name"])
+        order = [e["name"] for e in sorted(exps, key=lambda e: e["start_ns"])]
+        assert order == ["serial", "thread", "process", "torch"]  # the config's order
+
+
+def test_summary_counts_every_batch_the_experiment_ran(config_run):
+    """An experiment of ``batches`` batches delivers batches x batch_size images; the
+    summary of its trace should count them all (it is what the progress bar counted)."""
+    _, config, tables, out, _ = config_run
+    exps = {e["name"]: e for e in json.loads((out / "summary.json").read_text())["experiments"]}
+    got = {name: e["images"] for name, e in exps.items()}
+    expected = {t["name"]: config["batches"] * BATCH_SIZE for t in tables}
+    assert got == expected
+
+
+# --------------------------------------------------------------------------- flags
+
+
+@pytest.fixture(scope="module")
+def flags_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile_flags") / "out"
+    done = profiler("--backends", "thread,serial", "--workers", "1", "--batches", "2",
+                    "--batch-size", str(BATCH_SIZE), "--out", out, "--quiet")
+    assert done.returncode == 0, done.stderr
+    return out, done
+
+
+def test_flags_without_config_make_one_experiment_per_backend(flags_run):
+    out, done = flags_run
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    exps = {e["name"]: e for e in summary["experiments"]}
+    assert set(exps) == {"thread_1w", "serial_1w"}
+    assert exps["thread_1w"]["backend"] == "thread" and exps["thread_1w"]["workers"] == 1
+    assert exps["serial_1w"]["backend"] == "serial"
+    assert not overlap(exps["thread_1w"], exps["serial_1w"])  # one after another by default
+    assert sorted(p.name.rsplit(".", 2)[0] for p in span_files(out / "traces")) == \
+        ["serial_1w", "thread_1w"]
+    assert "thread_1w" in done.stdout and "serial_1w" in done.stdout
+
+
+def test_report_redraws_a_saved_folder(flags_run, tmp_path):
+    saved, _ = flags_run
+    folder = tmp_path / "saved"
+    shutil.copytree(saved, folder)
+    before = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.md").unlink()
+    (folder / "timeline.png").unlink()
+    done = profiler("report", folder, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "summary.md").is_file()
+    assert (folder / "timeline.png").read_bytes()[:8] == PNG_SIGNATURE
+    md = (folder / "summary.md").read_text()
+    for text in (md, done.stdout):
+        assert "| experiment | backend | workers | images/s | stall | CPU | bottleneck |" in text
+        assert "| thread_1w | thread | 1 |" in text
+        assert "| serial_1w | serial |" in text
+    assert json.loads((folder / "summary.json").read_text()) == before
+
+
+def test_report_of_a_folder_without_traces_fails_with_a_message(tmp_path):
+    done = profiler("report", tmp_path, timeout=120)
+    assert done.returncode != 0
+    assert "no spans" in done.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+# --------------------------------------------------------------------------- bad configs
+
+
+BAD_CONFIGS = {
+    "unknown_op": ('[[experiment]]\nname = "a"\ntransform = [{ op = "RandomBlur", radius = 2 }]\n',
+                   ["'RandomBlur'", "unknown", "RandomFlip"]),
+    "unknown_backend": ('[[experiment]]\nname = "a"\nbackend = "gpu"\n',
+                        ["unknown backend 'gpu'", "process"]),
+    "no_experiment": ('batches = 3\nworkers = 2\n', ["no [[experiment]]"]),
+    "unknown_key": ('[[experiment]]\nname = "a"\nworkerz = 2\n', ["workerz"]),
+    "not_toml": ('[[experiment]\nname = "a"\n', ["cannot read config"]),
+}
+
+
+def test_bad_configs_exit_with_a_message_naming_the_problem(tmp_path):
+    procs = {}
+    for name, (text, _) in BAD_CONFIGS.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        procs[name] = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--config", str(path), "--out", str(tmp_path / name),
+             "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    missing = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--config", str(tmp_path / "absent.toml"), "--out",
+         str(tmp_path / "absent"), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        results = {name: p.communicate(timeout=120) for name, p in procs.items()}
+        _, missing_err = missing.communicate(timeout=120)
+    finally:
+        for p in [*procs.values(), missing]:
+            if p.poll() is None:
+                p.kill()
+    for name, (_, words) in BAD_CONFIGS.items():
+        _, stderr = results[name]
+        assert procs[name].returncode not in (0, None), name
+        assert "Traceback" not in stderr, stderr
+        for word in words:
+            assert word in stderr, (name, word, stderr)
+        if name in ("no_experiment", "unknown_key", "not_toml"):  # errors of the file itself
+            assert f"{name}.toml" in stderr
+        assert not (tmp_path / name).exists()  # refused before running anything
+    assert missing.returncode != 0
+    assert "absent.toml" in missing_err and "Traceback" not in missing_err
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def psm_names() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+
+
+def mapped_by_others(names: set[str]) -> set[str]:
+    """The ones among ``names`` some living process maps: another program's, not a leak."""
+    mapped = set()
+    for pid in psutil.pids():
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        mapped |= {n for n in names if f"/dev/shm/{n}" in maps}
+    return mapped
+
+
+def in_session(sid: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def describe(procs) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            out.append(f"{p.pid}: {' '.join(p.cmdline())[:160]}")
+        except psutil.Error:
+            out.append(f"{p.pid}: (gone)")
+    return out
+
+
+def test_ctrl_c_stops_everything_and_reports_what_was_traced(tmp_path):
+    out = tmp_path / "interrupted"
+    traces = out / "traces"
+    shm_before = psm_names()
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--backends", "process", "--workers", "2", "--batches",
+         "200", "--step-ms", "50", "--batch-size", str(BATCH_SIZE), "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # a few batches traced: the experiment and its workers run
+            lines = sum(len(p.read_text().splitlines()) for p in span_files(traces)) \
+                if traces.is_dir() else 0
+            if lines >= 1 + 3 * 7:
+                break
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no batch traced within 120 s"
+            time.sleep(0.1)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        spawned = [p for p in family if "multiprocessing" in " ".join(p.cmdline())]
+        # the experiment process and its two workers (and the resource tracker)
+        assert sum("spawn_main" in " ".join(p.cmdline()) for p in spawned) >= 3, describe(family)
+        os.kill(proc.pid, signal.SIGINT)  # the profiler only, as a terminal's Ctrl-C would not
+        try:
+            stdout, stderr = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 15 s after Ctrl-C: {describe(in_session(proc.pid))}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    # the report of what was traced
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    [e] = summary["experiments"]
+    assert e["name"] == "process_2w" and e["backend"] == "process" and e["workers"] == 2
+    assert 0 < e["images"] < 200 * BATCH_SIZE
+    assert "| process_2w |" in stdout
+    # nothing of that run is left: no spawned process, nothing in /dev/shm
+    _, alive = psutil.wait_procs(family, timeout=5)
+    assert not alive, describe(alive)
+    assert not in_session(proc.pid), describe(in_session(proc.pid))
+    new = psm_names() - shm_before
+    leaked = new - mapped_by_others(new)
+    assert not leaked, leaked

@@ -1,0 +1,378 @@
+"""The report from crafted traces: each verdict, the summary's figures, and the report files.
+
+No loader runs here: each test writes a trace folder by hand (span records, a meta line and
+CPU samples, as the Tracer and its sampler write them) laid out so that the expected figures
+can be computed on paper, then reads it back with ``augment.trace.load``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+from PIL import Image
+
+from augment.report import summarize, write_report
+from augment.trace import load
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000  # an epoch in ns: any fixed wall clock will do
+HOST = "crafted"
+WORKER_STAGES = ("read", "decode", "augment", "collate")
+EXPERIMENT_KEYS = {"name", "backend", "workers", "batch_size", "images", "wall_s", "startup_s",
+                   "images_per_s", "stall_fraction", "stage_cpu_s", "stage_wall_s",
+                   "cpu_utilization", "concurrent_workers", "bottleneck", "advice"}
+
+
+@dataclass
+class Plan:
+    """One crafted experiment. Batch i's loop lane: ``wait`` (the transfer at its end), then
+    ``step``, back to back; its worker stages run one after another and end where the
+    transfer begins, on worker lane ``i % workers``. All times in ms."""
+
+    name: str
+    backend: str = "process"
+    workers: int = 2
+    batches: int = 10
+    batch_size: int = 16
+    first_wait: float = 40.0  # the first batch waits for worker start-up
+    wait: float = 40.0
+    step: float = 10.0
+    stages: dict = field(default_factory=lambda: {"read": (2, 2), "decode": (20, 20),
+                                                  "augment": (10, 10), "collate": (2, 2)})
+    transfer: tuple = (1.0, 1.0)  # (wall, cpu)
+    start_ms: float = 0.0  # offset from T0
+    pid: int = 1000
+
+    @property
+    def t0(self) -> int:
+        return T0 + int(self.start_ms * MS)
+
+    def asked(self, i: int) -> int:
+        if i == 0:
+            return self.t0
+        return self.t0 + int((self.first_wait + self.step + (i - 1) * (self.wait + self.step)) * MS)
+
+    def wait_ms(self, i: int) -> float:
+        return self.first_wait if i == 0 else self.wait
+
+    @property
+    def end(self) -> int:
+        last = self.batches - 1
+        return self.asked(last) + int((self.wait_ms(last) + self.step) * MS)
+
+    @property
+    def start(self) -> int:
+        made = sum(w for w, _ in self.stages.values()) + self.transfer[0]
+        return min(self.t0, self.t0 + int((self.first_wait - made) * MS))
+
+    def records(self) -> list[dict]:
+        out = []
+        for i in range(self.batches):
+            common = {"experiment": self.name, "backend": self.backend, "host": HOST, "batch": i,
+                      "epoch": 0, "images": self.batch_size}
+            asked = self.asked(i)
+            got = asked + int(self.wait_ms(i) * MS)
+            transfer_start = got - int(self.transfer[0] * MS)
+            lane = -1 if self.backend == "serial" or self.workers == 0 else i % self.workers
+            pid = self.pid if self.backend in ("serial", "thread") else self.pid + 1 + lane
+            t = transfer_start - int(sum(w for w, _ in self.stages.values()) * MS)
+            for stage in WORKER_STAGES:
+                wall, cpu = self.stages[stage]
+                out.append({**common, "pid": pid, "worker": lane, "stage": stage, "start_ns": t,
+                            "end_ns": t + int(wall * MS), "cpu_ns": int(cpu * MS)})
+                t += int(wall * MS)
+            loop = {**common, "pid": self.pid, "worker": -1}
+            out += [{**loop, "stage": "transfer", "start_ns": transfer_start, "end_ns": got,
+                     "cpu_ns": int(self.transfer[1] * MS)},
+                    {**loop, "stage": "wait", "start_ns": asked, "end_ns": got,
+                     "cpu_ns": int(self.transfer[1] * MS) + 50_000},
+                    {**loop, "stage": "step", "start_ns": got,
+                     "end_ns": got + int(self.step * MS), "cpu_ns": 100_000}]
+        return out
+
+    def meta(self) -> dict:
+        return {"meta": {"experiment": self.name, "host": HOST, "pid": self.pid,
+                         "backend": self.backend,
+                         "workers": 0 if self.backend == "serial" else self.workers,
+                         "batch_size": self.batch_size, "epoch": 0}}
+
+    # figures computed on paper
+    @property
+    def steady_s(self) -> float:
+        return (self.end - (self.t0 + int(self.first_wait * MS))) / 1e9
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.batches - 1) * self.batch_size / self.steady_s
+
+    @property
+    def stall(self) -> float:
+        return (self.batches - 1) * self.wait / 1000 / self.steady_s
+
+
+def write_trace(directory: Path, plans: list[Plan], cores: list[float] | None,
+                extra_cpu: bool = True) -> Path:
+    """Span files named as the Tracer names them, and a CPU sampler file: one sample every
+    100 ms over the whole run with ``cores`` percent per core, plus one idle sample long
+    before, which no experiment's interval contains."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for plan in plans:
+        lines = [plan.meta()] + plan.records()
+        (directory / f"{plan.name}.{plan.pid}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in lines))
+    if cores is not None:
+        first = min(p.start for p in plans)
+        last = max(p.end for p in plans)
+        samples = []
+        if extra_cpu:
+            samples.append({"t_ns": first - 10_000 * MS, "host": HOST, "cpu": [0.0] * len(cores)})
+        t = first + 50 * MS
+        while t < last:
+            samples.append({"t_ns": t, "host": HOST, "cpu": list(cores)})
+            t += 100 * MS
+        (directory / f"cpu-samples.{HOST}.999.jsonl").write_text(
+            "".join(json.dumps(s) + "\n" for s in samples))
+    return directory
+
+
+def report(directory: Path) -> dict:
+    return summarize(load(directory))
+
+
+def by_name(summary: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in summary["experiments"]}
+
+
+def assert_sentence(advice: str) -> None:
+    assert isinstance(advice, str) and len(advice) > 30, advice
+    assert advice[0].isalnum(), advice  # may open with a stage name: "decode takes..."
+    assert advice.rstrip().endswith("."), advice
+    assert "{" not in advice and "}" not in advice, advice  # no unformatted placeholder
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def test_training_step(tmp_path):
+    plan = Plan("slow_step", first_wait=1, wait=1, step=50)
+    e = report(write_trace(tmp_path, [plan], [50.0, 50.0]))["experiments"][0]
+    assert e["bottleneck"] == "training step"
+    assert e["stall_fraction"] < 0.10
+    assert_sentence(e["advice"])
+    assert "1 worker" in e["advice"]  # two workers: one would do
+
+
+def test_data_decode_with_idle_cores(tmp_path):
+    plan = Plan("decode_bound", stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4),
+                                        "collate": (1, 1)})
+    e = report(write_trace(tmp_path, [plan], [30.0, 35.0]))["experiments"][0]
+    assert e["bottleneck"] == "data: decode"
+    assert_sentence(e["advice"])
+    assert "add workers" in e["advice"] and "now 2" in e["advice"]
+
+
+def test_advice_for_a_serial_loader_names_a_parallel_backend(tmp_path):
+    """A serial loader runs every batch in the training loop whatever its ``workers``:
+    "add workers" changes nothing there; the remedy is a backend with workers."""
+    plan = Plan("serial_decode", backend="serial", workers=0,
+                stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4), "collate": (1, 1)})
+    e = report(write_trace(tmp_path, [plan], [50.0, 10.0]))["experiments"][0]
+    assert e["workers"] == 0
+    assert e["bottleneck"] == "data: decode"
+    assert_sentence(e["advice"])
+    assert "thread" in e["advice"] or "process" in e["advice"], e["advice"]
+
+
+def test_data_augment_with_busy_cores(tmp_path):
+    plan = Plan("augment_bound", stages={"read": (1, 1), "decode": (5, 5), "augment": (30, 30),
+                                         "collate": (1, 1)})
+    summary = report(write_trace(tmp_path, [plan], [95.0, 96.0, 94.0, 95.0]))
+    e = summary["experiments"][0]
+    assert summary["machine"]["cores"] == 4  # the sampled machine, not this one
+    assert e["bottleneck"] == "data: augment"
+    assert_sentence(e["advice"])
+    assert "cheaper transform" in e["advice"]
+
+
+def oversubscribed_plans(offset_ms: float) -> list[Plan]:
+    return [Plan(f"exp{k}", start_ms=k * offset_ms, pid=1000 + 10 * k) for k in range(3)]
+
+
+def test_cpu_oversubscribed(tmp_path):
+    plans = oversubscribed_plans(20)  # three experiments at once, 2 workers each
+    summary = report(write_trace(tmp_path, plans, [99.0, 100.0]))
+    assert summary["machine"] == {"cores": 2, "concurrent_workers": 6}
+    for e in summary["experiments"]:
+        assert e["concurrent_workers"] == 6
+        assert e["bottleneck"] == "cpu oversubscribed", e
+        assert_sentence(e["advice"])
+        assert "fewer" in e["advice"]
+        assert e["cpu_utilization"] == pytest.approx(0.995, abs=1e-3)
+
+
+def test_same_experiments_one_after_another_are_not_oversubscribed(tmp_path):
+    plans = oversubscribed_plans(2000)  # each ends before the next starts
+    assert all(a.end < b.start for a, b in zip(plans, plans[1:]))
+    summary = report(write_trace(tmp_path, plans, [99.0, 100.0]))
+    assert summary["machine"]["concurrent_workers"] == 2
+    for e in summary["experiments"]:
+        assert e["concurrent_workers"] == 2
+        assert e["bottleneck"] == "data: decode", e
+        assert "pre-decoded" in e["advice"]
+
+
+# a third of a CPU-second per wall-second in every worker stage
+THREAD_STARVED = {"read": (2, 0.6), "decode": (20, 6), "augment": (10, 3), "collate": (2, 0.6)}
+
+
+def test_gil_contention(tmp_path):
+    plan = Plan("threads", backend="thread",
+                stages=THREAD_STARVED)
+    e = report(write_trace(tmp_path, [plan], [40.0, 42.0]))["experiments"][0]
+    assert e["bottleneck"] == "gil contention"
+    assert_sentence(e["advice"])
+    assert "process" in e["advice"]
+
+
+def test_the_same_cpu_share_on_processes_is_not_gil_contention(tmp_path):
+    plan = Plan("processes", backend="process",
+                stages=THREAD_STARVED)
+    e = report(write_trace(tmp_path, [plan], [40.0, 42.0]))["experiments"][0]
+    assert e["bottleneck"] != "gil contention"
+    assert e["bottleneck"].startswith("data: ")
+
+
+def test_transfer(tmp_path):
+    plan = Plan("big_batches", stages={"read": (1, 1), "decode": (3, 3), "augment": (3, 3),
+                                       "collate": (1, 1)}, transfer=(30, 30))
+    e = report(write_trace(tmp_path, [plan], [60.0, 60.0]))["experiments"][0]
+    assert e["bottleneck"] == "transfer"
+    assert_sentence(e["advice"])
+    assert "thread" in e["advice"]
+
+
+def test_data_read_waiting_on_io(tmp_path):
+    plan = Plan("over_http", stages={"read": (30, 1), "decode": (3, 3), "augment": (2, 2),
+                                     "collate": (1, 1)})
+    e = report(write_trace(tmp_path, [plan], [15.0, 20.0]))["experiments"][0]
+    assert e["bottleneck"] == "data: read"
+    assert_sentence(e["advice"])
+    assert "I/O" in e["advice"] and "thread" in e["advice"]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_summary_figures_match_the_crafted_trace(tmp_path):
+    # a slow start (workers starting, 2 s) that the rates must leave out
+    plan = Plan("figures", batches=12, batch_size=8, first_wait=2000, wait=30, step=20)
+    summary = report(write_trace(tmp_path, [plan], [50.0, 70.0]))
+    e = summary["experiments"][0]
+    assert set(e) >= EXPERIMENT_KEYS
+    assert e["name"] == "figures" and e["backend"] == "process"
+    assert e["workers"] == 2 and e["batch_size"] == 8
+    assert e["images"] == 12 * 8
+    assert e["wall_s"] == pytest.approx((plan.end - plan.start) / 1e9, abs=1e-4)
+    assert e["startup_s"] == pytest.approx(2.0, abs=1e-4)
+    # steady state: 11 batches after the first one arrived, over 20 + 11 x 50 ms
+    assert plan.steady_s == pytest.approx(0.57)
+    assert e["images_per_s"] == pytest.approx(11 * 8 / 0.57, abs=0.01)
+    assert e["stall_fraction"] == pytest.approx(11 * 0.030 / 0.57, abs=1e-4)
+    assert e["stage_cpu_s"]["decode"] == pytest.approx(12 * 0.020, abs=1e-4)
+    assert e["stage_cpu_s"]["augment"] == pytest.approx(12 * 0.010, abs=1e-4)
+    assert e["stage_cpu_s"]["read"] == pytest.approx(12 * 0.002, abs=1e-4)
+    assert e["stage_cpu_s"]["transfer"] == pytest.approx(12 * 0.001, abs=1e-4)
+    assert e["stage_wall_s"]["step"] == pytest.approx(12 * 0.020, abs=1e-4)
+    assert e["stage_wall_s"]["wait"] == pytest.approx(2.0 + 11 * 0.030, abs=1e-4)
+    # the mean of both cores over the samples inside the run; the idle one before is not
+    assert e["cpu_utilization"] == pytest.approx(0.60, abs=1e-4)
+    assert e["concurrent_workers"] == 2
+    assert e["start_ns"] == plan.start and e["end_ns"] == plan.end
+    assert summary["machine"] == {"cores": 2, "concurrent_workers": 2}
+
+
+def test_rates_of_a_fast_start_match_too(tmp_path):
+    plan = Plan("even", batches=5, batch_size=10, first_wait=40, wait=40, step=10)
+    e = report(write_trace(tmp_path, [plan], [50.0, 50.0]))["experiments"][0]
+    assert e["images"] == 50
+    assert e["images_per_s"] == pytest.approx(plan.images_per_s, abs=0.01)
+    assert e["images_per_s"] == pytest.approx(40 / 0.21, abs=0.01)
+    assert e["stall_fraction"] == pytest.approx(plan.stall, abs=1e-4)
+
+
+def test_experiments_are_listed_in_start_order(tmp_path):
+    plans = [Plan("late", start_ms=500, pid=1), Plan("early", start_ms=0, pid=2),
+             Plan("middle", start_ms=250, pid=3)]
+    summary = report(write_trace(tmp_path, plans, [50.0, 50.0]))
+    assert [e["name"] for e in summary["experiments"]] == ["early", "middle", "late"]
+
+
+def test_a_serial_experiment_counts_as_one_busy_worker(tmp_path):
+    plans = [Plan("serial", backend="serial", pid=1), Plan("procs", start_ms=10, pid=2)]
+    summary = report(write_trace(tmp_path, plans, [50.0, 50.0]))
+    exps = by_name(summary)
+    assert exps["serial"]["workers"] == 0
+    assert exps["serial"]["concurrent_workers"] == 3
+    assert summary["machine"]["concurrent_workers"] == 3
+
+
+def test_without_cpu_samples_the_cores_are_this_machines(tmp_path):
+    summary = report(write_trace(tmp_path, [Plan("nocpu")], None))
+    assert summary["machine"]["cores"] == psutil.cpu_count()
+    assert summary["experiments"][0]["cpu_utilization"] == 0.0
+
+
+# --------------------------------------------------------------------------- report files
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_report_writes_every_file(tmp_path):
+    traces = write_trace(tmp_path / "traces", oversubscribed_plans(20), [99.0, 100.0])
+    out = tmp_path / "report"
+    summary = write_report(traces, out)
+    for name in ("summary.json", "summary.md", "trace.json", "timeline.png", "throughput.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert set(saved) == {"experiments", "machine"}
+    assert set(saved["machine"]) == {"cores", "concurrent_workers"}
+    assert [e["name"] for e in saved["experiments"]] == ["exp0", "exp1", "exp2"]
+    for e in saved["experiments"]:
+        assert set(e) >= EXPERIMENT_KEYS
+        assert e["bottleneck"] == "cpu oversubscribed"
+    md = (out / "summary.md").read_text()
+    assert "| experiment | backend | workers | images/s | stall | CPU | bottleneck |" in md
+    for e in saved["experiments"]:
+        assert f"| {e['name']} | process | 2 |" in md
+        assert e["advice"] in md
+    assert "2 cores" in md
+    chrome = json.loads((out / "trace.json").read_text())
+    spans = [ev for ev in chrome["traceEvents"] if ev["ph"] == "X"]
+    assert len(spans) == 3 * 10 * 7
+    for name in ("timeline.png", "throughput.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE, name
+        with Image.open(out / name) as im:
+            im.verify()
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.width > 500 and im.height > 200, (name, im.size)
+
+
+def test_write_report_without_cpu_samples(tmp_path):
+    traces = write_trace(tmp_path / "traces", [Plan("nocpu")], None)
+    write_report(traces, tmp_path / "report")
+    with Image.open(tmp_path / "report" / "timeline.png") as im:
+        assert im.width > 500
+
+
+def test_write_report_of_a_folder_without_spans_is_a_value_error(tmp_path):
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "cpu-samples.h.1.jsonl").write_text('{"t_ns": 1, "cpu": [1.0]}\n')
+    with pytest.raises(ValueError, match="no spans"):
+        write_report(tmp_path / "traces", tmp_path / "report")
