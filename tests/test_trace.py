@@ -142,7 +142,8 @@ def traced(request, dataset, tmp_path_factory) -> Traced:
 
 def test_trace_file_is_named_after_experiment_and_pid(traced):
     assert traced.path == traced.directory / f"{traced.experiment}.{os.getpid()}.jsonl"
-    span_files = [p.name for p in traced.directory.glob("*.jsonl") if not p.name.startswith("cpu-samples.")]
+    span_files = [p.name for p in traced.directory.glob("*.jsonl")
+                  if not p.name.startswith("cpu-samples.")]
     assert span_files == [traced.path.name]
     assert traced.delivered == EPOCHS * N_IMAGES
 
