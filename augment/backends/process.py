@@ -34,6 +34,20 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     return shared_memory.SharedMemory(name=name)
 
 
+class _Slot:
+    """The batch buffer a worker fills: the shared-memory slot when the batch fits, else a
+    private array that goes back pickled (the consumer then grows the slot)."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, size: int):
+        self.shm, self.size, self.used = shm, size, False
+
+    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        if math.prod(shape) <= self.size:
+            self.used = True
+            return np.ndarray(shape, dtype=np.uint8, buffer=self.shm.buf)
+        return np.empty(shape, dtype=np.uint8)
+
+
 def _worker_main(worker: int, task, jobs, results) -> None:
     """Loop of one worker: make batches until told to stop (None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
@@ -44,18 +58,10 @@ def _worker_main(worker: int, task, jobs, results) -> None:
         try:
             shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
 
-            def buffer(shape, shm=shm, slot_size=slot_size):
-                if math.prod(shape) <= slot_size:
-                    return np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
-                return np.empty(shape, dtype=np.uint8)  # too big for the slot: sent pickled
-
-            result = make_batch(task, plan, buffer, worker=worker)
-            if (
-                result.images is not None
-                and result.images.base is not None
-                and math.prod(result.shape) <= slot_size
-            ):
-                result.images = None  # it sits in the slot
+            slot = _Slot(shm, slot_size)
+            result = make_batch(task, plan, slot.buffer, worker=worker)
+            if slot.used and result.images is not None and result.images.size:
+                result.images = None  # it sits in the slot; the consumer copies it out
             results.put((job_id, "ok", result))
         except Exception as exc:  # noqa: BLE001 - everything goes back to the consumer
             results.put((job_id, "error", _portable(exc)))

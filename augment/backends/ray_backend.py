@@ -68,6 +68,16 @@ class _Handle:
             pass
 
 
+def _free_cpus(wanted: int, patience_s: float = 10.0) -> float:
+    """Free CPUs, waiting a little for actors killed just before (Ray frees them async)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        free = ray.available_resources().get("CPU", 0)
+        if free >= wanted or time.monotonic() > deadline:
+            return free
+        time.sleep(0.1)
+
+
 @register
 class RayBackend(Backend):
     name = "ray"
@@ -93,11 +103,12 @@ class RayBackend(Backend):
             )
             self._owns_ray = self.address is None
         cpus = ray.cluster_resources().get("CPU", 0)
-        if cpus < self.workers:
+        free = _free_cpus(self.workers) if cpus >= self.workers else 0
+        if free < self.workers:
             self.close()
             raise ValueError(
-                f"ray backend: {self.workers} workers need {self.workers} CPUs, "
-                f"the cluster has {cpus:g}"
+                f"ray backend: {self.workers} workers need {self.workers} CPUs, the cluster has "
+                f"{cpus:g} ({free:g} free; other loaders' workers hold the rest)"
             )
         actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         task_ref = ray.put(task)
