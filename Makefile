@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py all
+	$(PY) scripts/benchmark.py all --write-readme
 
 lint: $(STAMP)
 	$(PY) -m ruff check augment scripts tests

@@ -4,6 +4,7 @@
     python scripts/benchmark.py ops        # per-image time of the Kaggle pipeline, per kernel
     python scripts/benchmark.py pipeline   # end-to-end images/s, every backend vs DataLoader
     python scripts/benchmark.py decoders   # JPEG decoders: same pixels? how fast?
+    python scripts/benchmark.py tracing    # the cost of tracing every stage of every batch
     python scripts/benchmark.py all --write-readme
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -178,13 +179,15 @@ def bench_pipeline(args) -> str:
     import torch
 
     torch.set_num_threads(1)
+    _one_thread(0)  # serial and thread backends run OpenCV in this process: one thread each
     folder = bench_dataset(args.images)
     dataset = augment.ImageFolder(folder, folder / "labels.csv")
     transform = augment.kaggle_pipeline(crop=args.crop)
     batch = 64
     loaders: dict[str, object] = {}
     for backend in augment.backends.names():
-        for workers in (1, 2):
+        # Ray runs at 2 workers only: two Ray loaders at once would need 3 of the 2 CPUs.
+        for workers in (2,) if backend == "ray" else (1, 2):
             loaders[f"augment {backend}, {workers} worker{'s' * (workers > 1)}"] = augment.Loader(
                 dataset, transform, batch_size=batch, backend=backend, workers=workers
             )
@@ -232,6 +235,12 @@ def bench_pipeline(args) -> str:
         " (target >= 1.8x)",
         f"best / decode-only floor: {ours[best] / floor:.0%} (target >= 60%)",
     ]
+    if "augment ray, 2 workers" in ours:
+        checks.append(
+            f"ray / process at 2 workers: "
+            f"{ours['augment ray, 2 workers'] / ours['augment process, 2 workers']:.2f}x"
+            " (target >= 0.7x)"
+        )
     table = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks)
     print(
         f"{len(dataset)} JPEG tiles 256x256 in the page cache -> uint8 NCHW batches of {batch}, "
@@ -246,6 +255,53 @@ def _one_thread(_worker_id: int) -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+
+def bench_tracing(args) -> str:
+    """The same loader with and without a Tracer, alternated: what tracing costs."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    _one_thread(0)
+    folder = bench_dataset(args.images)
+    dataset = augment.ImageFolder(folder, folder / "labels.csv")
+    rows = []
+    with tempfile.TemporaryDirectory() as trace_dir:
+        for backend in ("thread", "process"):
+            tracer = augment.Tracer(trace_dir, experiment=f"bench_{backend}")
+            loaders = {
+                "off": augment.Loader(
+                    dataset, augment.kaggle_pipeline(), batch_size=64, backend=backend, workers=2
+                ),
+                "on": augment.Loader(
+                    dataset,
+                    augment.kaggle_pipeline(),
+                    batch_size=64,
+                    backend=backend,
+                    workers=2,
+                    tracer=tracer,
+                ),
+            }
+            try:
+                medians = race(
+                    {k: (lambda ld=ld: sum(len(x) for x, _ in ld)) for k, ld in loaders.items()},
+                    args.rounds,
+                )
+            finally:
+                for loader in loaders.values():
+                    loader.close()
+                tracer.close()
+            rows.append((backend, len(dataset) / medians["off"], len(dataset) / medians["on"]))
+    lines = [
+        "| backend, 2 workers | tracing off, images/s | tracing on | on / off |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {b} | {off:.0f} | {on:.0f} | {on / off:.3f} |" for b, off, on in rows]
+    table = "\n".join(lines) + "\n\n- target: on / off >= 0.98"
+    print(f"{len(dataset)} tiles per epoch, median of {args.rounds} alternated epochs:\n{table}")
+    return table
 
 
 def bench_decoders(args) -> str:
@@ -317,10 +373,19 @@ def main(argv: list[str] | None = None) -> None:
     dec.add_argument("--images", type=int, default=64)
     dec.add_argument("--rounds", type=int, default=9)
     dec.add_argument("--write-readme", action="store_true")
-    every = sub.add_parser("all", help="ops, decoders and pipeline with their defaults")
+    tracing = sub.add_parser("tracing", help="throughput with tracing on vs off")
+    tracing.add_argument("--images", type=int, default=512)
+    tracing.add_argument("--rounds", type=int, default=9)
+    tracing.add_argument("--write-readme", action="store_true")
+    every = sub.add_parser("all", help="every benchmark with its defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
-    runs = {"ops": bench_ops, "pipeline": bench_pipeline, "decoders": bench_decoders}
+    runs = {
+        "ops": bench_ops,
+        "decoders": bench_decoders,
+        "pipeline": bench_pipeline,
+        "tracing": bench_tracing,
+    }
     chosen = list(runs) if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
