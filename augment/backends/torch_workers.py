@@ -3,12 +3,16 @@ with torch's own shared-memory transfer, order and worker-death watchdog."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from augment.backends.base import Backend, Done, register
 from augment.backends.process import _quiet_native_threads
 from augment.batch import BatchPlan, BatchResult, make_batch
+
+log = logging.getLogger("augment")
 
 
 class _Plans(Dataset):
@@ -122,7 +126,18 @@ class TorchBackend(Backend):
         return result
 
     def _abandon(self) -> None:
-        self._iter = None  # the DataLoader iterator drops its outstanding batches
+        """The loop stopped early: schedule nothing more and collect what is in flight, so the
+        workers are idle when they are next reset or shut down (shutting down workers in the
+        middle of a batch made some abort on exit)."""
+        it, self._iter = self._iter, None
+        if it is None:
+            return
+        self._sampler.plans.clear()  # the DataLoader's sampler iterator runs dry
+        try:
+            for _ in it:
+                pass
+        except Exception as exc:  # noqa: BLE001 - nobody wants these batches any more
+            log.debug("torch backend: a batch abandoned with the epoch failed: %s", exc)
 
     def worker_pids(self) -> list[int]:
         it = getattr(self._loader, "_iterator", None)
@@ -132,4 +147,7 @@ class TorchBackend(Backend):
         loader, self._loader, self._iter = self._loader, None, None
         it = getattr(loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()
+            try:
+                it._shutdown_workers()
+            except RuntimeError as exc:  # a worker that dies on its way out lost nothing
+                log.warning("torch backend: %s", exc)
