@@ -359,3 +359,52 @@ def test_ctrl_c_stops_everything_and_reports_what_was_traced(tmp_path):
     new = psm_names() - shm_before
     leaked = new - mapped_by_others(new)
     assert not leaked, leaked
+
+
+# --------------------------------------------------------------------------- the seed's regimes
+
+
+@pytest.fixture(scope="module")
+def regimes_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("regimes")
+    path, _, tables = small_copy("seed_regimes", root, batches=4)
+    out = root / "out"
+    done = profiler("--config", path, "--out", out, "--quiet", timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert "serving" in done.stdout  # the profiler started the image server itself
+    summary = json.loads((out / "summary.json").read_text())
+    return tables, {e["name"]: e for e in summary["experiments"]}
+
+
+def test_regimes_config_runs_every_experiment(regimes_run):
+    tables, by_name = regimes_run
+    assert sorted(by_name) == sorted(t["name"] for t in tables)
+    assert all(e["images"] == 4 * BATCH_SIZE for e in by_name.values())
+
+
+def test_images_over_http_are_an_io_bound_read(regimes_run):
+    _, by_name = regimes_run
+    for name in ("http_thread_1", "http_thread_2", "http_thread_4", "http_process_1"):
+        e = by_name[name]
+        assert e["bottleneck"] == "data: read", (name, e["bottleneck"], e["advice"])
+        assert "I/O" in e["advice"]
+        read = e["stage_wall_s"]["read"]
+        assert e["stage_cpu_s"]["read"] < 0.5 * read  # waiting, not computing
+
+
+def test_threads_overlap_http_waits(regimes_run):
+    _, by_name = regimes_run
+    # 4 threads wait on 4 requests at once: far more than 1 thread (20 ms per request)
+    assert by_name["http_thread_4"]["images_per_s"] > 2 * by_name["http_thread_1"]["images_per_s"]
+
+
+def test_python_transform_starves_thread_workers_of_cpu(regimes_run):
+    _, by_name = regimes_run
+
+    def cpu_per_wall(e):
+        return e["stage_cpu_s"]["augment"] / e["stage_wall_s"]["augment"]
+
+    # threads share one GIL: at 4 workers each gets a fraction of a core; processes do not
+    assert cpu_per_wall(by_name["gil_thread_4"]) < 0.6
+    assert cpu_per_wall(by_name["gil_thread_4"]) < cpu_per_wall(by_name["gil_process_2"])
+    assert by_name["gil_thread_4"]["bottleneck"] in ("gil contention", "cpu oversubscribed")

@@ -40,16 +40,47 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple]]:
     return lanes
 
 
+class _Clock:
+    """Seconds on the plot: time since the first span, with the idle gaps between
+    experiments run one after another cut down to ``GAP_S`` (marked by dashed lines)."""
+
+    GAP_S = 0.3
+
+    def __init__(self, summary: dict, origin: int):
+        busy = sorted((e["start_ns"], e["end_ns"]) for e in summary["experiments"])
+        merged: list[list[int]] = []
+        for start, end in busy:
+            if merged and start <= merged[-1][1] + self.GAP_S * 1e9:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.cuts = []  # (where the gap starts, ns removed from everything after it)
+        removed = 0
+        for (_, end), (start, _) in zip(merged, merged[1:]):
+            removed += start - end - int(self.GAP_S * 1e9)
+            self.cuts.append((end, removed))
+        self.origin = origin
+
+    def __call__(self, t_ns: int) -> float:
+        removed = 0
+        for gap_start, total in self.cuts:
+            if t_ns > gap_start:
+                removed = total
+        return (t_ns - self.origin - removed) / 1e9
+
+    def breaks(self) -> list[float]:
+        return [self(gap_start) + self.GAP_S / 2 for gap_start, _ in self.cuts]
+
+
 def timeline(trace: Trace, summary: dict, path: Path) -> None:
     lanes = _lanes(trace, summary)
-    origin = min(s["start_ns"] for s in trace.spans)
+    clock = _Clock(summary, min(s["start_ns"] for s in trace.spans))
     row = {key: i for i, (_, key) in enumerate(lanes)}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
         key = (s["experiment"], s["host"], s["pid"], s["worker"])
-        bars[(row[key], s["stage"])].append(
-            ((s["start_ns"] - origin) / 1e9, max(s["end_ns"] - s["start_ns"], 1) / 1e9)
-        )
+        start = clock(s["start_ns"])
+        bars[(row[key], s["stage"])].append((start, max(clock(s["end_ns"]) - start, 1e-9)))
     height = max(3.0, 0.35 * len(lanes) + 1.5)
     fig, (ax, cpu_ax) = plt.subplots(
         2, 1, sharex=True, figsize=(13, height + 2.2), gridspec_kw={"height_ratios": [height, 2.0]}
@@ -81,13 +112,18 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
         bbox_to_anchor=(0.5, -0.02),
         frameon=False,
     )
-    _cpu_panel(cpu_ax, trace, origin)
+    _cpu_panel(cpu_ax, trace, clock)
+    for x in clock.breaks():
+        for axis in (ax, cpu_ax):
+            axis.axvline(x, color="#888888", linestyle="--", linewidth=0.8)
+    if clock.cuts:
+        cpu_ax.set_xlabel("seconds (idle time between experiments cut at the dashed lines)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _cpu_panel(ax, trace: Trace, origin: int) -> None:
+def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
     if not trace.cpu:
         ax.text(
             0.5,
@@ -102,9 +138,9 @@ def _cpu_panel(ax, trace: Trace, origin: int) -> None:
     t, values = [], []
     for previous, sample in zip([None] + trace.cpu[:-1], trace.cpu):
         if previous is not None and sample["t_ns"] - previous["t_ns"] > 0.5e9:
-            t.append((previous["t_ns"] - origin) / 1e9 + 0.1)  # no samples here: break the line
+            t.append(clock(previous["t_ns"]) + 0.1)  # no samples here: break the line
             values.append([float("nan")] * cores)
-        t.append((sample["t_ns"] - origin) / 1e9)
+        t.append(clock(sample["t_ns"]))
         values.append([sample["cpu"][i] if i < len(sample["cpu"]) else 0.0 for i in range(cores)])
     for i in range(cores):
         ax.plot(t, [v[i] for v in values], linewidth=1, label=f"core {i}", drawstyle="steps-post")
