@@ -12,7 +12,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[opencv,ray,bench,dev]'
+	$(PY) -m pip install --quiet -e '.[fast,ray,bench,dev]'
 	touch $(STAMP)
 
 profile: $(STAMP)

@@ -20,6 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 log = logging.getLogger("augment")
 
 try:
+    import simplejpeg as _simplejpeg
+except ImportError:
+    _simplejpeg = None
+try:
     import cv2 as _cv2
 except ImportError:
     _cv2 = None
@@ -45,8 +49,8 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
     Grayscale, palette, RGBA (alpha dropped), 16-bit and CMYK are converted; EXIF
     orientation is applied. Pillow reads every format. A plain, complete RGB JPEG goes to
-    OpenCV when it is installed: the same libjpeg-turbo pixels, about twice as fast as
-    Pillow's decode and copy (``scripts/benchmark.py decoders``).
+    simplejpeg or OpenCV when installed (``augment[fast]``): the same libjpeg-turbo pixels,
+    up to twice as fast as Pillow's decode and copy (``scripts/benchmark.py decoders``).
     """
     if not data:
         raise BadImageError(source, "the file is empty (0 bytes)")
@@ -76,13 +80,21 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
 
 
 def _fast_jpeg(im: Image.Image, data: bytes) -> np.ndarray | None:
-    """OpenCV's decode of a complete RGB JPEG with no EXIF rotation, else None. Truncated
-    files are left to Pillow, which refuses them where OpenCV would pad them with grey."""
-    if _cv2 is None or im.format != "JPEG" or im.mode != "RGB":
+    """A complete RGB JPEG with no EXIF rotation, decoded by simplejpeg or OpenCV (the
+    faster first, by ``scripts/benchmark.py decoders``), else None. Truncated files are left
+    to Pillow, which refuses them where OpenCV would pad them with grey."""
+    if im.format != "JPEG" or im.mode != "RGB":
         return None
     if not data.rstrip(b"\0").endswith(b"\xff\xd9") or im.getexif().get(0x0112, 1) != 1:
         return None
-    pixels = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_COLOR_RGB)
+    pixels = None
+    if _simplejpeg is not None:
+        try:
+            pixels = _simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError:
+            return None
+    elif _cv2 is not None:
+        pixels = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_COLOR_RGB)
     if pixels is None or pixels.shape[:2] != (im.height, im.width):
         return None
     return pixels

@@ -372,3 +372,23 @@ def test_bad_image_error_survives_pickling(tmp_path):
     assert (copy.source, copy.cause) == (info.value.source, info.value.cause)
     assert str(copy) == str(info.value)
     assert isinstance(copy, ValueError)
+
+
+@pytest.mark.parametrize("fast", ["simplejpeg", "opencv", "pillow only"])
+def test_fast_jpeg_decoders_give_pillows_pixels(monkeypatch, fast):
+    import augment.data as data
+
+    if fast != "simplejpeg":
+        monkeypatch.setattr(data, "_simplejpeg", None)
+    if fast == "pillow only":
+        monkeypatch.setattr(data, "_cv2", None)
+    if fast == "simplejpeg" and data._simplejpeg is None:
+        pytest.skip("simplejpeg is not installed (pip install 'augment[fast]')")
+    sample = sorted((Path(__file__).parent.parent / "data" / "sample").glob("*.jpg"))[:12]
+    for path in sample:
+        expected = np.asarray(Image.open(path).convert("RGB"))
+        got = data.decode_image(path.read_bytes(), str(path))
+        assert got.dtype == np.uint8 and np.array_equal(got, expected), path
+    truncated = sample[0].read_bytes()[:4000]
+    with pytest.raises(augment.BadImageError, match="truncated"):
+        data.decode_image(truncated, "cut.jpg")

@@ -61,6 +61,6 @@ def get(name: str | None = None) -> WarpFn:
         raise ValueError(f"unknown kernel {name!r}; accepted: {', '.join(PREFERENCE)}")
     fn = _load(name)
     if fn is None:
-        hint = " (pip install 'augment[opencv]')" if name == "opencv" else ""
+        hint = " (pip install 'augment[fast]')" if name == "opencv" else ""
         raise ValueError(f"kernel {name!r} is not available: its package is not installed{hint}")
     return fn
