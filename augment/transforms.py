@@ -178,40 +178,41 @@ class RandomScale(GeometricTransform):
         return geometry.resize(shape, params["out_shape"]), params["out_shape"]
 
 
-class RandomCrop(GeometricTransform):
+class _Crop(GeometricTransform):
+    """A window of ``size`` (int or (h, w)); subclasses choose where."""
+
+    resamples = False
+
+    def __init__(self, size: int | Sequence[int]):
+        self.size = _crop_size(size)
+
+    def make_params(self, shape, rng):
+        (h, w), (ch, cw) = shape, self.size
+        if ch > h or cw > w:
+            raise ValueError(
+                f"{type(self).__name__} size {ch}x{cw} is larger than the {h}x{w} image"
+            )
+        return self.place(h - ch, w - cw, rng)
+
+    def place(self, spare_h: int, spare_w: int, rng) -> dict:
+        raise NotImplementedError
+
+    def geometry(self, shape, params):
+        return geometry.crop(params["top"], params["left"]), self.size
+
+
+class RandomCrop(_Crop):
     """A window of ``size`` (int or (h, w)) at a uniformly random position."""
 
-    resamples = False
-
-    def __init__(self, size: int | Sequence[int]):
-        self.size = _crop_size(size)
-
-    def make_params(self, shape, rng):
-        (h, w), (ch, cw) = shape, self.size
-        if ch > h or cw > w:
-            raise ValueError(f"RandomCrop size {ch}x{cw} is larger than the {h}x{w} image")
-        return {"top": int(rng.integers(0, h - ch + 1)), "left": int(rng.integers(0, w - cw + 1))}
-
-    def geometry(self, shape, params):
-        return geometry.crop(params["top"], params["left"]), self.size
+    def place(self, spare_h, spare_w, rng):
+        return {"top": int(rng.integers(0, spare_h + 1)), "left": int(rng.integers(0, spare_w + 1))}
 
 
-class CenterCrop(GeometricTransform):
+class CenterCrop(_Crop):
     """The centred window of ``size`` (int or (h, w))."""
 
-    resamples = False
-
-    def __init__(self, size: int | Sequence[int]):
-        self.size = _crop_size(size)
-
-    def make_params(self, shape, rng):
-        (h, w), (ch, cw) = shape, self.size
-        if ch > h or cw > w:
-            raise ValueError(f"CenterCrop size {ch}x{cw} is larger than the {h}x{w} image")
-        return {"top": (h - ch) // 2, "left": (w - cw) // 2}
-
-    def geometry(self, shape, params):
-        return geometry.crop(params["top"], params["left"]), self.size
+    def place(self, spare_h, spare_w, rng):
+        return {"top": spare_h // 2, "left": spare_w // 2}
 
 
 class RandomRowJitter(Transform):
