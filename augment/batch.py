@@ -135,14 +135,9 @@ def make_batch(
     out: np.ndarray | None = None
     kept: list[int] = []
     for index in plan.indices:
-        try:
-            data = ds.read(index)
-            clock.lap("read")
-            img = ds.decode(data, index)
-            clock.lap("decode")
-        except BadImageError as exc:
-            clock.lap("decode")
-            if _bad(task, result, exc):
+        img = _load(task, index, clock, result)
+        if img is None:
+            if result.error is not None:
                 break
             continue
         img = np.asarray(task.transform(img, sample_rng(task.seed, plan.epoch, index)))
@@ -166,18 +161,34 @@ def make_batch(
     return result
 
 
+def _load(task: BatchTask, index: int, clock: _StageClock, result: BatchResult):
+    """Read and decode one sample, each stage on its own clock; None for a bad image (which
+    ``_bad`` records)."""
+    stage = "read"
+    try:
+        data = task.dataset.read(index)
+        clock.lap(stage)
+        stage = "decode"
+        img = task.dataset.decode(data, index)
+        clock.lap(stage)
+        return img
+    except BadImageError as exc:
+        clock.lap(stage)
+        _bad(task, result, exc)
+        return None
+
+
 def _batch_buffer(img: np.ndarray, n: int, buffer) -> np.ndarray:
     shape = (n, *img.shape) if img.ndim == 3 else (n, *img.shape, 1)
     return buffer(shape) if buffer is not None else np.empty(shape, dtype=np.uint8)
 
 
-def _bad(task: BatchTask, result: BatchResult, exc: BadImageError) -> bool:
-    """Record a bad image; True when the batch must stop here."""
+def _bad(task: BatchTask, result: BatchResult, exc: BadImageError) -> None:
+    """Record a bad image: the batch's error (on_error="raise") or one more skipped."""
     if task.on_error == "raise":
         result.error = exc
-        return True
-    result.skipped.append((exc.source, exc.cause))
-    return False
+    else:
+        result.skipped.append((exc.source, exc.cause))
 
 
 def _check_sample(img: np.ndarray, out: np.ndarray, ds, first: int, index: int) -> None:
