@@ -386,10 +386,13 @@ def test_images_over_http_are_an_io_bound_read(regimes_run):
     _, by_name = regimes_run
     for name in ("http_thread_1", "http_thread_2", "http_thread_4", "http_process_1"):
         e = by_name[name]
+        assert e["stage_cpu_s"]["read"] < 0.5 * e["stage_wall_s"]["read"]  # waiting, not computing
+    # With 4 batches in all, a loader of 2+ workers has them all in flight before the first
+    # arrives, so the loop never waits afterwards: only 1-worker loaders show a steady state.
+    for name in ("http_thread_1", "http_process_1"):
+        e = by_name[name]
         assert e["bottleneck"] == "data: read", (name, e["bottleneck"], e["advice"])
         assert "I/O" in e["advice"]
-        read = e["stage_wall_s"]["read"]
-        assert e["stage_cpu_s"]["read"] < 0.5 * read  # waiting, not computing
 
 
 def test_threads_overlap_http_waits(regimes_run):
