@@ -4,7 +4,7 @@ training step that stands for the GPU. Built from TOML tables or command-line fl
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tomllib
@@ -63,9 +63,6 @@ class Experiment:
                 f'{where}: step must be milliseconds >= 0 or "model", got {self.step!r}'
             )
         build_transform(self.transform, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def build_transform(spec: list[dict], where: str = "transform") -> transforms.Compose:
@@ -198,14 +195,11 @@ class TrainingStep:
 
     def __call__(self, images, labels) -> None:
         if self.step == "model":
+            from torch.nn.functional import one_hot
+
             x = images.float().div_(255)
-            target = (
-                labels.float()
-                if labels.ndim == 2
-                else __import__("torch")
-                .nn.functional.one_hot(labels, self.model[-1].out_features)
-                .float()
-            )
+            classes = self.model[-1].out_features
+            target = labels.float() if labels.ndim == 2 else one_hot(labels, classes).float()
             loss = self.loss(self.model(x), target)
             self.optimizer.zero_grad()
             loss.backward()

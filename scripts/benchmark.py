@@ -18,6 +18,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -307,9 +308,7 @@ def bench_tracing(args) -> str:
 def bench_decoders(args) -> str:
     """Every JPEG decoder that is installed, on the sample tiles: identical pixels? speed?"""
     blobs = [f.read_bytes() for f in sorted(SAMPLE.glob("*.jpg"))[: args.images]]
-    decoders = {
-        "Pillow": lambda b: np.asarray(Image.open(__import__("io").BytesIO(b)).convert("RGB"))
-    }
+    decoders = {"Pillow": lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))}
     try:
         import cv2
 

@@ -18,8 +18,9 @@ from augment.serve import make_server
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dir", type=Path)
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=20.0)
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        server = make_server(args.dir, args.port, args.latency_ms, args.jitter_ms, args.fail_rate,
-                             args.seed)
+        server = make_server(
+            args.dir, args.port, args.latency_ms, args.jitter_ms, args.fail_rate, args.seed
+        )
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     host, port = server.server_address[:2]

@@ -64,8 +64,11 @@ def main(argv: list[str] | None = None) -> None:
                 if step % 10 == 0 or step == args.steps:
                     loss_avg = sum(window) / len(window)
                     rate = step * args.batch_size / (time.perf_counter() - start)
-                    print(f"step {step:4d}  epoch {loader.epoch - 1}  loss {loss_avg:.4f}  "
-                          f"{rate:.0f} img/s", flush=True)
+                    print(
+                        f"step {step:4d}  epoch {loader.epoch - 1}  loss {loss_avg:.4f}  "
+                        f"{rate:.0f} img/s",
+                        flush=True,
+                    )
                     window.clear()
                 if step >= args.steps:
                     break

@@ -69,9 +69,6 @@ class Backend(ABC):
     def close(self) -> None:
         """Stop workers and free what they hold. Safe to call twice."""
 
-    def describe_worker(self, pid: int) -> str:
-        return f"pid {pid}"
-
 
 def register(cls: type[Backend]) -> type[Backend]:
     if not cls.name:
