@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[fast,ray,bench,dev]'
+	# torch named in the same command as everything that depends on it (lightning), so
+	# nothing upgrades it to a CUDA build
+	$(PY) -m pip install --quiet $(TORCH) -e '.[fast,ray,bench,dev]'
 	touch $(STAMP)
 
 profile: $(STAMP)
