@@ -128,26 +128,12 @@ BENCH_DATA = ROOT / "runs" / "bench_data"
 
 
 def bench_dataset(n: int) -> Path:
-    """A set of ``n`` sample-like tiles outside git, made once by scripts/make_dataset.py."""
+    """A set of ``n`` sample-like tiles outside git, made once (augment.sample_data)."""
+    from augment.sample_data import write_dataset
+
     folder = BENCH_DATA / f"n{n}"
     if not (folder / "labels.csv").exists():
-        import subprocess
-
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "make_dataset.py"),
-                "--out",
-                str(folder),
-                "--n",
-                str(n),
-                "--size",
-                "256",
-                "--seed",
-                "1",
-            ],
-            check=True,
-        )
+        write_dataset(folder, n=n, size=256, seed=1)
     return folder
 
 
