@@ -1,12 +1,13 @@
-"""The unit of work: turn one batch plan into pixels and labels, in whatever process.
+"""The unit of work: turn one batch plan into pixels and targets, in whatever process.
 
 ``make_batch`` runs in a worker (or in the consumer for the serial backend). It takes each
-sample through ``read`` (bytes), ``decode``, ``augment`` and ``collate`` (a copy into the
-batch buffer, which may be shared memory) before the next, so the decoded image is still in
-cache when it is augmented (14% faster than stage by stage over the batch). Each stage's time
-is summed over the batch and reported as one span per stage, the spans laid end to end in
-stage order from the batch's start. A sample's randomness comes from (seed, epoch, index)
-only, so the output never depends on which worker ran it.
+sample through loading (``read`` and ``decode`` for a staged dataset, ``load`` for a
+map-style one, see ``augment.samples``), ``augment`` and ``collate`` (a copy into the batch
+buffer, which may be shared memory) before the next, so the decoded image is still in cache
+when it is augmented (14% faster than stage by stage over the batch). Each stage's time is
+summed over the batch and reported as one span per stage, the spans laid end to end in stage
+order from the batch's start. A sample's randomness comes from (seed, epoch, index) only, so
+the output never depends on which worker ran it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from augment.data import BadImageError
+from augment.samples import MapStyle, Staged, as_image
+from augment.trace.schema import CONSUMER_LANE
 
 ON_ERROR = ("raise", "skip")
-WORKER_STAGES = ("read", "decode", "augment", "collate")
 _HOST = socket.gethostname()
 
 
@@ -50,14 +52,15 @@ class Span:
 @dataclass
 class BatchResult:
     plan: BatchPlan
-    images: np.ndarray | None  # N x H x W x C uint8; None while it sits in shared memory
-    labels: np.ndarray
+    images: np.ndarray | None  # N x H x W x C; None while it sits in shared memory
+    targets: list = field(default_factory=list)  # per sample: a tuple or a dict (see samples)
     shape: tuple[int, ...] = ()
+    dtype: str = "uint8"
     skipped: list[tuple[str, str]] = field(default_factory=list)
     error: BadImageError | None = None
     spans: list[Span] = field(default_factory=list)  # made by the worker
     pid: int = 0
-    worker: int = -1  # lane index of the worker; -1 is the consumer (the training loop)
+    worker: int = CONSUMER_LANE  # lane index of the worker that made it
     host: str = ""  # the machine that made it
     transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
 
@@ -73,11 +76,12 @@ def order_rng(seed: int, epoch: int) -> np.random.Generator:
 class _StageClock:
     """Sums the wall and thread-CPU time of each stage over a batch's samples."""
 
-    __slots__ = ("wall", "cpu", "t0", "c0", "start")
+    __slots__ = ("stages", "wall", "cpu", "t0", "c0", "start")
 
-    def __init__(self):
-        self.wall = dict.fromkeys(WORKER_STAGES, 0)
-        self.cpu = dict.fromkeys(WORKER_STAGES, 0)
+    def __init__(self, stages: tuple[str, ...]):
+        self.stages = stages
+        self.wall = dict.fromkeys(stages, 0)
+        self.cpu = dict.fromkeys(stages, 0)
         self.start = time.time_ns()
         self.t0, self.c0 = time.perf_counter_ns(), time.thread_time_ns()
 
@@ -90,7 +94,7 @@ class _StageClock:
 
     def spans(self) -> list[Span]:
         spans, start = [], self.start
-        for stage in WORKER_STAGES:
+        for stage in self.stages:
             spans.append(Span(stage, start, start + self.wall[stage], self.cpu[stage]))
             start += self.wall[stage]
         return spans
@@ -98,89 +102,101 @@ class _StageClock:
 
 @dataclass
 class BatchTask:
-    """Everything a worker needs, sent to it once: dataset, transform, seed, error policy."""
+    """Everything a worker needs, sent to it once: where samples come from (``source``, a
+    ``samples.Staged`` or ``samples.MapStyle``), the transform ``(img, rng) -> img`` or None,
+    the seed and the error policy."""
 
-    dataset: object
-    transform: Callable
+    source: Staged | MapStyle
+    transform: Callable | None
     seed: int = 0
     on_error: str = "raise"
 
-    def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one transformed sample (the first readable one): sizes shared memory."""
+    @property
+    def dataset(self):
+        return self.source.dataset
+
+    def sample_layout(self) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of one transformed sample (the first readable one): sizes shared
+        memory."""
+        clock = _StageClock(self.source.stages)
         for index in range(len(self.dataset)):
             try:
-                img = self.dataset.decode(self.dataset.read(index), index)
+                img, _ = self.source.load(index, clock)
             except BadImageError:
                 continue
-            return np.asarray(self.transform(img, sample_rng(self.seed, 0, index))).shape
+            img = self.augment(img, 0, index)
+            return img.shape, img.dtype
         raise ValueError("no image of the dataset could be read")
+
+    def augment(self, img: np.ndarray, epoch: int, index: int) -> np.ndarray:
+        if self.transform is None:
+            return img
+        out = self.transform(img, sample_rng(self.seed, epoch, index))
+        return as_image(out, f"the transform's output for {self.source.name(index)}")
 
 
 def make_batch(
     task: BatchTask,
     plan: BatchPlan,
-    buffer: Callable[[tuple[int, ...]], np.ndarray] | None = None,
-    worker: int = -1,
+    buffer: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+    worker: int = CONSUMER_LANE,
 ) -> BatchResult:
-    """Read, decode, augment and collate the samples of ``plan``.
+    """Load, augment and collate the samples of ``plan``.
 
-    ``buffer(shape)`` provides the batch array to fill (shared memory for the process
+    ``buffer(shape, dtype)`` provides the batch array to fill (shared memory for the process
     backend); by default a new array. ``worker`` is the lane the spans are drawn on. A bad
     image either ends the batch with ``error`` set (on_error="raise") or is left out and
-    listed in ``skipped``.
+    listed in ``skipped``. Any other exception propagates, with a note naming the sample.
     """
-    ds = task.dataset
-    clock = _StageClock()
-    result = BatchResult(plan, None, np.zeros(0), pid=os.getpid(), worker=worker, host=_HOST)
+    source = task.source
+    clock = _StageClock(source.stages)
+    result = BatchResult(plan, None, pid=os.getpid(), worker=worker, host=_HOST)
     out: np.ndarray | None = None
-    kept: list[int] = []
+    first = 0
     for index in plan.indices:
-        img = _load(task, index, clock, result)
-        if img is None:
+        try:
+            img, targets = source.load(index, clock)
+        except BadImageError as exc:
+            _bad(task, result, exc)
             if result.error is not None:
                 break
             continue
-        img = np.asarray(task.transform(img, sample_rng(task.seed, plan.epoch, index)))
+        except Exception as exc:
+            _add_note(exc, f"while loading {source.name(index)} (sample {index})")
+            raise
+        try:
+            img = task.augment(img, plan.epoch, index)
+        except Exception as exc:
+            _add_note(exc, f"while transforming {source.name(index)} (sample {index})")
+            raise
         clock.lap("augment")
         if out is None:
             out = _batch_buffer(img, len(plan.indices), buffer)
             first = index
-        _check_sample(img, out, ds, first, index)
-        out[len(kept)] = img.reshape(out.shape[1:])
-        kept.append(index)
+        _check_sample(img, out, source, first, index)
+        out[len(result.targets)] = img.reshape(out.shape[1:])
+        result.targets.append(targets)
         clock.lap("collate")
     if result.error is None:
-        result.labels = np.stack([np.asarray(ds.label(i)) for i in kept]) if kept else np.zeros(0)
         if out is None:
             result.images = np.zeros((0, 0, 0, 0), dtype=np.uint8)
         else:
-            result.images = out[: len(kept)]  # the process backend drops it when in shared memory
-            result.shape = result.images.shape
+            kept = len(result.targets)
+            result.images = out[:kept]  # the process backend drops it when in shared memory
+            result.shape, result.dtype = result.images.shape, result.images.dtype.str
     clock.lap("collate")
     result.spans = clock.spans()
     return result
 
 
-def _load(task: BatchTask, index: int, clock: _StageClock, result: BatchResult):
-    """Read and decode one sample, each stage on its own clock; None for a bad image (which
-    ``_bad`` records)."""
-    stage = "read"
-    try:
-        data = task.dataset.read(index)
-        clock.lap(stage)
-        stage = "decode"
-        img = task.dataset.decode(data, index)
-        clock.lap(stage)
-        return img
-    except BadImageError as exc:
-        clock.lap(stage)
-        _bad(task, result, exc)
-        return None
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):  # Python >= 3.11; notes survive pickling to the consumer
+        exc.add_note(note)
 
 
 def _batch_buffer(img: np.ndarray, n: int, buffer) -> np.ndarray:
     shape = (n, *img.shape) if img.ndim == 3 else (n, *img.shape, 1)
-    return buffer(shape) if buffer is not None else np.empty(shape, dtype=np.uint8)
+    return buffer(shape, img.dtype) if buffer is not None else np.empty(shape, dtype=img.dtype)
 
 
 def _bad(task: BatchTask, result: BatchResult, exc: BadImageError) -> None:
@@ -191,17 +207,17 @@ def _bad(task: BatchTask, result: BatchResult, exc: BadImageError) -> None:
         result.skipped.append((exc.source, exc.cause))
 
 
-def _check_sample(img: np.ndarray, out: np.ndarray, ds, first: int, index: int) -> None:
-    if img.dtype != np.uint8:
+def _check_sample(img: np.ndarray, out: np.ndarray, source, first: int, index: int) -> None:
+    if img.dtype != out.dtype:
         raise ValueError(
-            f"the transform returned {img.dtype} for {ds.source(index)}; the "
-            "loader batches uint8 images"
+            f"images of one batch must share a dtype, but {source.name(first)} is {out.dtype} "
+            f"and {source.name(index)} is {img.dtype}"
         )
     if img.reshape(img.shape if img.ndim == 3 else (*img.shape, 1)).shape != out.shape[1:]:
         size = out.shape[1:] if out.shape[-1] != 1 else out.shape[1:-1]
         raise ValueError(
-            f"images of one batch must share a shape, but {ds.source(first)} is "
-            f"{'x'.join(map(str, size))} and {ds.source(index)} is "
+            f"images of one batch must share a shape, but {source.name(first)} is "
+            f"{'x'.join(map(str, size))} and {source.name(index)} is "
             f"{'x'.join(map(str, img.shape))}: end the transform with a crop or resize "
             "to a fixed size"
         )

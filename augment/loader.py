@@ -1,11 +1,18 @@
-"""Loader: epochs, order, seeds, batching and in-order delivery on a pluggable backend.
+"""Loader: epochs, order, seeds, sharding, batching and in-order delivery on a pluggable
+backend.
 
 Invariants:
 - every sample's randomness comes from (seed, epoch, index), and the order of an epoch from
   (seed, epoch): the same seed gives the same batches, bit for bit, on every backend and
   with any number of workers;
+- with ``world_size`` ranks, each rank takes every ``world_size``-th sample of the epoch's
+  order (``DistributedSampler``'s split): the ranks' shares are disjoint and together hold
+  every sample of the epoch;
+- an epoch is taken when its first batch is taken (``iter()`` alone takes nothing), and
+  ``state_dict()`` records how many of its batches were delivered, so a run resumed from it
+  yields the batches the uninterrupted run would have;
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
-  yielded (bounded memory);
+  yielded (bounded memory); one epoch runs at a time;
 - workers start on the first epoch and live until ``close()`` (or garbage collection, or the
   end of the ``with`` block); an error or Ctrl-C during an epoch closes them.
 """
@@ -13,7 +20,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
+import sys
 import time
 import weakref
 from collections import deque
@@ -21,29 +30,39 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from augment import backends
+from augment.backends import worker
 from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, Span, order_rng
-from augment.trace.recorder import CONSUMER_LANE, tracer_from_env
+from augment.samples import as_sample_transform, source_for
+from augment.trace.recorder import tracer_from_env
+from augment.trace.schema import CONSUMER_LANE
 
 log = logging.getLogger("augment")
+STATE_VERSION = 1
 
 
 class Loader:
     """Batches of augmented images for a PyTorch training loop.
 
-    Iterating runs one epoch and yields ``(images, labels)``: ``images`` a ``torch.uint8``
-    tensor N x C x H x W (channels-last in memory: no transpose copy), ``labels`` a tensor.
-    Iterating again runs the next epoch. ``backend`` is one of ``augment.backends.names()``;
-    its extra options (``start_method`` for "process", ``timeout`` for "torch") go in
-    ``backend_options``. ``tracer`` (an ``augment.Tracer``; by default one from
-    ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch.
+    Iterating runs one epoch. A staged dataset (``ImageFolder``, ``HTTPImages``) yields
+    ``(images, labels)``; a map-style dataset yields its samples' structure batched: an
+    image alone gives ``images``, a tuple ``(images, *targets)``, a dict the same dict.
+    ``images`` is a tensor N x C x H x W of the samples' dtype (uint8 or float32; channels-last
+    in memory: no transpose copy); targets are batched by ``default_collate``.
+    ``transform`` is None or any ``(img, rng) -> img`` or ``(img) -> img``. ``backend`` is
+    one of ``augment.backends.names()``; its extra options (``start_method`` for "process"
+    and "torch", ``timeout`` for "torch") go in ``backend_options``. ``rank`` and
+    ``world_size`` shard every epoch for data-parallel training (by default those of an
+    initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
+    from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch.
     """
 
     def __init__(
         self,
         dataset,
-        transform: Callable,
+        transform: Callable | None = None,
         batch_size: int = 64,
         backend: str = "serial",
         workers: int = 2,
@@ -54,6 +73,8 @@ class Loader:
         on_error: str = "raise",
         tracer=None,
         backend_options: dict | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ):
         _check_int(batch_size, "batch_size", 1)
         _check_int(workers, "workers", 0)
@@ -65,10 +86,11 @@ class Loader:
             raise ValueError(
                 f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
             )
-        if not callable(transform):
-            raise ValueError(f"transform must be callable (img, rng) -> img, got {transform!r}")
+        self._source = source_for(dataset)
+        self._transform = as_sample_transform(transform)
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
+        self._sharding = _Sharding(rank, world_size)
         self.dataset, self.transform = dataset, transform
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
@@ -76,40 +98,118 @@ class Loader:
         self.tracer = tracer if tracer is not None else tracer_from_env()
         self._owns_tracer = tracer is None and self.tracer is not None
         self.backend_name = backend
-        self.epoch = 0
+        self._backend_options = dict(backend_options or {})
         self.skipped: list[tuple[str, str]] = []
         self._logged: set[str] = set()
-        self._backend = backends.create(backend, workers, self.capacity, **(backend_options or {}))
-        self._started = False
-        self._finalizer = weakref.finalize(self, self._backend.close)
+        self._next_epoch, self._resume_at = 0, 0  # what the next iteration runs
+        self._progress: list[int] | None = None  # [epoch, batches delivered] of the running one
+        self._running = None  # the generator of the epoch in progress
+        self._closed_by: str | None = None
+        self._backend = None
+        self._open_backend()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration runs (or resumes)."""
+        return self._next_epoch
 
     @property
     def capacity(self) -> int:
         """Batches that may be in flight at once: prefetch x workers (at least 1)."""
         return self.prefetch * max(self.workers, 1)
 
+    @property
+    def rank(self) -> int:
+        return self._sharding.resolve()[0]
+
+    @property
+    def world_size(self) -> int:
+        return self._sharding.resolve()[1]
+
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = self._sharding.share(len(self.dataset), self.drop_last)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Run ``epoch`` on the next iteration, from its first batch (as
+        ``DistributedSampler.set_epoch``)."""
+        _check_int(epoch, "epoch", 0)
+        self._next_epoch, self._resume_at = int(epoch), 0
+
     def plan_epoch(self, epoch: int) -> list[BatchPlan]:
-        """The batches of ``epoch``: which samples, in which order."""
+        """The batches of ``epoch`` on this rank: which samples, in which order."""
         n = len(self.dataset)
         order = order_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n)
+        order = self._sharding.take(order, self.drop_last)
         plans = []
         for number in range(len(self)):
             chunk = order[number * self.batch_size : (number + 1) * self.batch_size]
             plans.append(BatchPlan(epoch, number, tuple(int(i) for i in chunk)))
         return plans
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        return self._run(self.plan_epoch(epoch))
+    def state_dict(self) -> dict:
+        """Where the loader stands: the epoch the next batch comes from and how many of its
+        batches were delivered, with the seed, sharding and batching they depend on."""
+        if self._progress is not None and self._progress[1] < len(self):
+            epoch, delivered = self._progress
+        else:
+            epoch, delivered = self._next_epoch, self._resume_at
+        rank, world_size = self._sharding.resolve()
+        return {
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "batches": delivered,
+            "seed": self.seed,
+            "rank": rank,
+            "world_size": world_size,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "samples": len(self.dataset),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()``: the next iteration yields the rest of its epoch.
+
+        Resuming mid-epoch needs the same samples, batching and sharding (else the batches
+        already delivered cannot be told apart): a ``ValueError`` names what differs."""
+        missing = {"epoch", "batches", "seed"} - set(state)
+        if missing:
+            raise ValueError(f"not a Loader state: it lacks {', '.join(sorted(missing))}")
+        if state["batches"]:
+            now = self.state_dict()
+            differ = [
+                f"{key} {state[key]!r} (now {now[key]!r})"
+                for key in ("samples", "batch_size", "shuffle", "drop_last", "world_size", "rank")
+                if key in state and state[key] != now[key]
+            ]
+            if differ:
+                raise ValueError(
+                    f"cannot resume epoch {state['epoch']} after batch {state['batches']}: the "
+                    f"saved state had {', '.join(differ)}"
+                )
+        if state["seed"] != self.seed:
+            self.seed = state["seed"]
+            self._reopen_backend()  # workers hold the seed they were started with
+        self._next_epoch, self._resume_at = int(state["epoch"]), int(state["batches"])
+        self._progress = None
+
+    def __iter__(self) -> Iterator:
+        return _Epoch(self)
+
+    def _begin_epoch(self):
+        """The first batch is asked for: take the next epoch, and end any other in progress."""
+        if self._running is not None:
+            self._running.close()
+        epoch, skip = self._next_epoch, self._resume_at
+        self._next_epoch, self._resume_at = epoch + 1, 0
+        self._progress = [epoch, skip]
+        self._running = self._run(self.plan_epoch(epoch)[skip:])
+        return self._running
 
     def _run(self, plans: list[BatchPlan]):
         backend = self._ensure_started()
-        if hasattr(backend, "set_epoch_plans"):
-            backend.set_epoch_plans(plans)
+        backend.set_epoch_plans(plans)
         pending: deque = deque()
         todo = iter(plans)
         finished = False
@@ -117,7 +217,7 @@ class Loader:
             self.tracer.start()
             self.tracer.write_meta(
                 backend=self.backend_name,
-                workers=0 if self.backend_name == "serial" else self.workers,
+                workers=backend.workers,
                 batch_size=self.batch_size,
                 epoch=plans[0].epoch if plans else 0,
             )
@@ -136,6 +236,7 @@ class Loader:
                 received = _clock()
                 batch = self._deliver(result)
                 untraced = (result, asked, received, _clock())
+                self._progress[1] += 1
                 if batch is not None:
                     yield batch
                 self._trace(*untraced, _clock())
@@ -150,8 +251,10 @@ class Loader:
         finally:
             if self.tracer is not None:
                 self.tracer.stop()
-            if not finished and not _exiting_normally():
-                self.close()
+            reason = None if finished else _closing_reason()
+            if reason is not None:
+                self._running = None  # this generator: it cannot close itself
+                self._close(reason)
 
     def _trace(self, result: BatchResult, asked, received, handed, back) -> None:
         """Write one batch's spans: the worker's stages, then the consumer's transfer (the
@@ -190,22 +293,48 @@ class Loader:
                 log.warning("skipped %s: %s", source, reason)
         if result.images is None or len(result.images) == 0:
             return None
-        images = torch.from_numpy(result.images).permute(0, 3, 1, 2)
-        return images, torch.from_numpy(np.asarray(result.labels))
+        return _assemble(torch.from_numpy(result.images).permute(0, 3, 1, 2), result.targets)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running workers (empty before the first epoch, and for
+        backends whose workers are threads)."""
+        return [] if self._backend is None else self._backend.worker_pids()
+
+    def _open_backend(self) -> None:
+        self._backend = backends.create(
+            self.backend_name, self.workers, self.capacity, **self._backend_options
+        )
+        self._started = False
+        self._finalizer = weakref.finalize(self, self._backend.close)
+
+    def _reopen_backend(self) -> None:
+        if self._backend is not None and self._started:
+            self._finalizer()
+            self._open_backend()
 
     def _ensure_started(self):
         if self._backend is None:
-            raise RuntimeError("this Loader is closed")
+            raise RuntimeError(f"this Loader is closed: {self._closed_by}")
         if not self._started:
-            self._backend.start(BatchTask(self.dataset, self.transform, self.seed, self.on_error))
+            if getattr(mp.current_process(), "_inheriting", False):
+                worker.refuse_reimported_main()
+            task = BatchTask(self._source, self._transform, self.seed, self.on_error)
+            self._backend.start(task)
             self._started = True
         return self._backend
 
     def close(self) -> None:
         """Stop the workers and free shared memory. The loader cannot be used afterwards."""
+        self._close("close() was called")
+
+    def _close(self, reason: str) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            running.close()
         if self._backend is not None:
             self._finalizer()
             self._backend = None
+            self._closed_by = reason
         if self._owns_tracer:
             self.tracer.close()
 
@@ -222,15 +351,106 @@ class Loader:
         )
 
 
+class _Epoch:
+    """``iter(loader)``: takes its epoch when the first batch is asked for, so a framework
+    that calls ``iter()`` to check the loader (Lightning does) uses up nothing."""
+
+    def __init__(self, loader: Loader):
+        self._loader, self._batches = loader, None
+
+    def __iter__(self) -> _Epoch:
+        return self
+
+    def __next__(self):
+        if self._batches is None:
+            self._batches = self._loader._begin_epoch()
+        return next(self._batches)
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+
+
+class _Sharding:
+    """Which share of every epoch this rank takes: ``rank`` and ``world_size`` as given, or
+    else those of an initialised ``torch.distributed`` (looked up when an epoch is planned,
+    since frameworks initialise it after the loader is built), or else the whole epoch.
+
+    As ``DistributedSampler``: every rank gets the same number of samples; an epoch that does
+    not divide evenly is padded with its first samples (``drop_last=False``) or loses its
+    last few (``drop_last=True``)."""
+
+    def __init__(self, rank: int | None, world_size: int | None):
+        if (rank is None) != (world_size is None):
+            raise ValueError(
+                f"give rank and world_size together (or neither, to take them from "
+                f"torch.distributed); got rank={rank!r}, world_size={world_size!r}"
+            )
+        if world_size is not None:
+            _check_int(world_size, "world_size", 1)
+            _check_int(rank, "rank", 0)
+            if rank >= world_size:
+                raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+            _warn_if_unsharded(world_size)
+        self.given = None if rank is None else (int(rank), int(world_size))
+
+    def resolve(self) -> tuple[int, int]:
+        if self.given is not None:
+            return self.given
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def share(self, n: int, drop_last: bool) -> int:
+        world_size = self.resolve()[1]
+        return n // world_size if drop_last else -(-n // world_size)
+
+    def take(self, order: np.ndarray, drop_last: bool) -> np.ndarray:
+        rank, world_size = self.resolve()
+        if world_size == 1:
+            return order
+        total = self.share(len(order), drop_last) * world_size
+        order = order[:total] if drop_last else np.resize(order, total)  # resize repeats
+        return order[rank::world_size]
+
+
+def _warn_if_unsharded(world_size: int) -> None:
+    dist = torch.distributed
+    if world_size == 1 and dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            log.warning(
+                "world_size=1 under a process group of %d ranks: every rank loads every "
+                "sample (leave rank and world_size unset to shard)",
+                dist.get_world_size(),
+            )
+
+
+def _assemble(images: torch.Tensor, targets: list):
+    """The batch in the samples' structure: images alone, (images, *targets) or a dict."""
+    if isinstance(targets[0], dict):
+        return {"image": images, **default_collate(targets)}
+    if not targets[0]:
+        return images
+    return (images, *default_collate(targets))
+
+
 def _clock() -> tuple[int, int]:
     return time.time_ns(), time.thread_time_ns()
 
 
-def _exiting_normally() -> bool:
-    import sys
-
+def _closing_reason() -> str | None:
+    """Why an epoch that did not finish closes the loader; None when it should not (the loop
+    let go of it early, or a new epoch replaced it)."""
     exc = sys.exc_info()[1]
-    return exc is None or isinstance(exc, GeneratorExit)
+    if exc is None or isinstance(exc, GeneratorExit):
+        return None
+    if isinstance(exc, KeyboardInterrupt):
+        return (
+            "a KeyboardInterrupt (Ctrl-C, or a notebook's stop button) during an epoch "
+            "closed it and its workers; make a new Loader"
+        )
+    return f"an error during an epoch closed it: {type(exc).__name__}: {exc}"
 
 
 def _check_int(value, name: str, low: int) -> None:

@@ -13,6 +13,7 @@ from PIL import Image
 
 import augment
 from augment.backends import ray_backend
+from augment.trace.schema import CONSUMER_STAGES, STAGED_STAGES
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
@@ -77,7 +78,7 @@ def test_ray_spans_come_from_ray_workers(cluster, folder, tmp_path):
     per_batch = {}
     for s in spans:
         per_batch.setdefault(s["batch"], set()).add(s["stage"])
-    assert all(stages == set(augment.trace.STAGES) for stages in per_batch.values())
+    assert all(stages == set(STAGED_STAGES + CONSUMER_STAGES) for stages in per_batch.values())
 
 
 def test_ray_bad_images_raise_or_skip(cluster, folder, tmp_path):

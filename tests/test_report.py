@@ -21,7 +21,8 @@ from augment.trace import load
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000  # an epoch in ns: any fixed wall clock will do
 HOST = "crafted"
-WORKER_STAGES = ("read", "decode", "augment", "collate")
+from augment.trace.schema import STAGED_STAGES as WORKER_STAGES  # noqa: E402
+
 EXPERIMENT_KEYS = {"name", "backend", "workers", "batch_size", "images", "wall_s", "startup_s",
                    "images_per_s", "stall_fraction", "stage_cpu_s", "stage_wall_s",
                    "cpu_utilization", "concurrent_workers", "bottleneck", "advice"}

@@ -12,12 +12,14 @@ A new backend is a subclass with a ``name`` and ``@register``::
     class MyBackend(Backend):
         name = "mine"
         def submit(self, plan):
-            return Done(make_batch(self.task, plan))
+            return Deferred(lambda: make_batch(self.task, plan))
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Protocol
 
 from augment.batch import BatchPlan, BatchResult, BatchTask, make_batch
@@ -32,29 +34,42 @@ class Handle(Protocol):
 
 
 class Done:
-    """A handle whose result is already there (or computed when asked, with ``lazy``)."""
+    """A handle whose result is already there."""
 
-    def __init__(self, result: BatchResult | None = None, lazy=None):
-        self._result, self._lazy = result, lazy
+    def __init__(self, result: BatchResult):
+        self._result = result
 
     def result(self) -> BatchResult:
-        if self._result is None:
-            self._result = self._lazy()
         return self._result
 
     def cancel(self) -> None:
-        self._lazy = None
+        pass
+
+
+class Deferred:
+    """A handle that makes its result when asked for it (in the consumer, as late as the
+    loop wants the batch); a cancelled one makes nothing."""
+
+    def __init__(self, make: Callable[[], BatchResult]):
+        self._make: Callable[[], BatchResult] | None = make
+
+    def result(self) -> BatchResult:
+        if self._make is None:
+            raise RuntimeError("this batch was cancelled")
+        return self._make()
+
+    def cancel(self) -> None:
+        self._make = None
 
 
 class Backend(ABC):
     """Runs batch plans. ``workers`` is how many run at once; ``capacity`` how many may be
-    submitted and not yet collected (the Loader's prefetch x workers)."""
+    submitted and not yet collected (the Loader's prefetch x workers). The keyword arguments
+    of a subclass's ``__init__`` are its options (``backend_options``)."""
 
     name: str = ""
 
-    def __init__(self, workers: int, capacity: int, **options):
-        if options:
-            raise ValueError(f"backend {self.name!r} takes no options {sorted(options)}")
+    def __init__(self, workers: int, capacity: int):
         self.workers, self.capacity = workers, capacity
         self.task: BatchTask | None = None
 
@@ -65,6 +80,14 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, plan: BatchPlan) -> Handle:
         """Begin making ``plan``; the handle's ``result()`` waits for it."""
+
+    def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
+        """The plans of the epoch about to be submitted, before the first ``submit`` (for a
+        backend whose workers pull their work, as torch's)."""
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (none for a backend whose workers are threads)."""
+        return []
 
     def close(self) -> None:
         """Stop workers and free what they hold. Safe to call twice."""
@@ -83,10 +106,27 @@ def names() -> list[str]:
 
 
 def create(name: str, workers: int, capacity: int, **options) -> Backend:
+    """Backend ``name`` with ``workers`` workers; with none, batches are made in the loop
+    (the serial backend) whatever the name, after checking ``options`` against it."""
     _load_builtin()
     if name not in _REGISTRY:
         raise ValueError(f"unknown backend {name!r}; accepted: {', '.join(names())}")
-    return _REGISTRY[name](workers, capacity, **options)
+    cls = _REGISTRY[name]
+    accepted = [
+        p.name
+        for p in list(inspect.signature(cls.__init__).parameters.values())[3:]
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"backend {name!r} has no option {', '.join(map(repr, unknown))}; accepted: "
+            f"{', '.join(accepted) or 'none'}"
+        )
+    backend = cls(workers, capacity, **options)
+    if workers == 0:
+        return _REGISTRY["serial"](0, capacity)
+    return backend
 
 
 def _load_builtin() -> None:
@@ -99,4 +139,4 @@ def _load_builtin() -> None:
         pass
 
 
-__all__ = ["Backend", "Handle", "Done", "register", "names", "create", "make_batch"]
+__all__ = ["Backend", "Handle", "Done", "Deferred", "register", "names", "create", "make_batch"]

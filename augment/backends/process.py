@@ -4,9 +4,17 @@ Invariants:
 - workers start once per backend (once per loader), not per epoch;
 - each submitted batch owns one shared-memory slot until the consumer has copied it out,
   so at most ``capacity`` slots exist and memory stays bounded;
-- slots belong to the consumer, which creates and unlinks them; workers only attach;
+- slots belong to the consumer, which creates and unlinks them; workers only attach, and
+  share the consumer's resource tracker whatever the start method, so nothing else unlinks;
+- the task goes to workers by value (cloudpickle): what a notebook or the main script
+  defines runs there too;
 - while waiting, the consumer checks every 0.2 s that all workers live: a dead worker is a
-  ``RuntimeError`` naming it, never a hang.
+  ``RuntimeError`` naming it and, where the worker could say, why; never a hang.
+
+Start methods: "spawn" (the default) starts clean interpreters, safe with any threads in the
+consumer; "forkserver" forks them from a clean server process, faster to start after the
+first; "fork" starts fastest but copies the consumer as it is, which can deadlock when the
+consumer already runs native threads (OpenCV, torch intra-op, a BLAS).
 """
 
 from __future__ import annotations
@@ -17,19 +25,21 @@ import queue
 import signal
 import time
 import traceback
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from augment.backends.base import Backend, Done, register
+from augment.backends import worker as worker_setup
+from augment.backends.base import Backend, register
 from augment.batch import BatchResult, Span, make_batch
 
 _POLL_S = 0.2
 _JOIN_S = 2.0
+_FATAL = -1  # the job id of a worker's last word
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
-    # Workers share the consumer's resource tracker (spawn and forkserver pass it on), so
+    # Workers share the consumer's resource tracker (started before them: see start), so
     # attaching registers nothing new and the consumer's unlink stays the only one.
     return shared_memory.SharedMemory(name=name)
 
@@ -41,17 +51,22 @@ class _Slot:
     def __init__(self, shm: shared_memory.SharedMemory, size: int):
         self.shm, self.size, self.used = shm, size, False
 
-    def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
-        if math.prod(shape) <= self.size:
+    def buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if math.prod(shape) * np.dtype(dtype).itemsize <= self.size:
             self.used = True
-            return np.ndarray(shape, dtype=np.uint8, buffer=self.shm.buf)
-        return np.empty(shape, dtype=np.uint8)
+            return np.ndarray(shape, dtype=dtype, buffer=self.shm.buf)
+        return np.empty(shape, dtype=dtype)
 
 
-def _worker_main(worker: int, task, jobs, results) -> None:
-    """Loop of one worker: make batches until told to stop (None)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
-    _quiet_native_threads()
+def _worker_main(worker: int, packed_task: bytes, jobs, results) -> None:
+    """Loop of one worker: make batches until told to stop (None). A task that cannot be
+    loaded goes back to the consumer as the worker's last message."""
+    worker_setup.set_up()
+    try:
+        task = worker_setup.unpack(packed_task)
+    except worker_setup.WorkerSetupError as exc:
+        results.put((_FATAL, "error", (worker, _portable(exc))))
+        return
     attached: dict[str, shared_memory.SharedMemory] = {}
     while (job := _next_job(jobs)) is not None:
         job_id, plan, slot_name, slot_size = job
@@ -84,23 +99,17 @@ def _next_job(jobs):
 
 
 def _portable(exc: Exception) -> Exception:
+    """``exc`` with the worker's traceback as a note, in a form that survives pickling."""
     import pickle
 
+    where = "".join(traceback.format_exception(exc))
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
+        copy = pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001
-        return RuntimeError("".join(traceback.format_exception(exc)))
-
-
-def _quiet_native_threads() -> None:
-    """One native thread per worker: the workers are the parallelism."""
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
+        return RuntimeError(where)
+    if hasattr(copy, "add_note"):
+        copy.add_note(f"in the worker process:\n{where}")
+    return copy
 
 
 def _exit_reason(code: int | None) -> str:
@@ -142,10 +151,10 @@ class ProcessBackend(Backend):
 
     def start(self, task):
         super().start(task)
-        if self.workers == 0:
-            return
         ctx = mp.get_context(self.start_method)
-        self._sample_nbytes = math.prod(task.sample_shape())
+        shape, dtype = task.sample_layout()
+        self._sample_nbytes = math.prod(shape) * dtype.itemsize
+        resource_tracker.ensure_running()  # before forking, so workers share it
         self._jobs, self._results = ctx.Queue(), ctx.Queue()
         self._slots = [None] * self.capacity
         self._free = list(range(self.capacity))
@@ -154,7 +163,7 @@ class ProcessBackend(Backend):
         self._procs = [
             ctx.Process(
                 target=_worker_main,
-                args=(i, task, self._jobs, self._results),
+                args=(i, worker_setup.pack(task), self._jobs, self._results),
                 name=f"augment-worker-{i}",
                 daemon=True,
             )
@@ -164,8 +173,6 @@ class ProcessBackend(Backend):
             p.start()
 
     def submit(self, plan):
-        if self.workers == 0:
-            return Done(lazy=lambda: make_batch(self.task, plan))
         if not self._free:
             raise RuntimeError("process backend: more batches submitted than its capacity")
         slot = self._free.pop()
@@ -191,12 +198,12 @@ class ProcessBackend(Backend):
             result: BatchResult = payload
             if result.images is None:
                 t0, c0 = time.time_ns(), time.thread_time_ns()
-                view = np.ndarray(result.shape, dtype=np.uint8, buffer=self._slots[slot].buf)
+                view = np.ndarray(result.shape, dtype=result.dtype, buffer=self._slots[slot].buf)
                 result.images = view.copy()
                 del view
                 result.transfer = Span("transfer", t0, time.time_ns(), time.thread_time_ns() - c0)
             elif result.shape and result.images.size:  # the sample size grew: next time it fits
-                self._sample_nbytes = max(self._sample_nbytes, math.prod(result.shape[1:]))
+                self._sample_nbytes = max(self._sample_nbytes, result.images[0].nbytes)
             return result
         finally:
             self._free.append(slot)
@@ -206,13 +213,25 @@ class ProcessBackend(Backend):
             try:
                 message = self._results.get(timeout=_POLL_S)
             except queue.Empty:
+                message = None
+            if message is None:
                 self._check_workers()
-                continue
-            self._arrived[message[0]] = message
+            elif message[0] == _FATAL:
+                worker, exc = message[2]
+                raise RuntimeError(
+                    f"process backend: worker {worker} could not start: {exc}; the loader is closed"
+                ) from exc
+            else:
+                self._arrived[message[0]] = message
         return self._arrived.pop(job)
 
     def _check_workers(self) -> None:
         for i, p in enumerate(self._procs):
+            if p.exitcode == worker_setup.REIMPORTED_MAIN_EXIT:
+                raise RuntimeError(
+                    f"process backend: worker {i} (pid {p.pid}) stopped because "
+                    + worker_setup.REIMPORTED_MAIN.format(method=self.start_method)
+                )
             if p.exitcode is not None:
                 raise RuntimeError(
                     f"process backend: worker {i} (pid {p.pid}) "

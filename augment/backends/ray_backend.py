@@ -12,10 +12,11 @@ Invariants:
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
-from augment.backends.base import Backend, Done, register
+from augment.backends.base import Backend, register
 from augment.batch import BatchResult, Span, make_batch
 
 try:
@@ -31,9 +32,9 @@ class _Worker:
     """One Ray actor: makes batches of the task it was started with."""
 
     def __init__(self, task, lane: int):
-        from augment.backends.process import _quiet_native_threads
+        from augment.backends import worker
 
-        _quiet_native_threads()
+        worker.set_up(ignore_sigint=False)
         self.task, self.lane = task, lane
 
     def ready(self) -> int:
@@ -56,8 +57,7 @@ class _Handle:
         # out of the read-only object store
         if result.images is not None and not result.images.flags.writeable:
             result.images = result.images.copy()
-        if not result.labels.flags.writeable:
-            result.labels = result.labels.copy()
+        result.targets = copy.deepcopy(result.targets)
         result.transfer = Span("transfer", t0, time.time_ns(), time.thread_time_ns() - c0)
         return result
 
@@ -92,8 +92,6 @@ class RayBackend(Backend):
 
     def start(self, task):
         super().start(task)
-        if self.workers == 0:
-            return
         if not ray.is_initialized():
             ray.init(
                 address=self.address,
@@ -120,8 +118,6 @@ class RayBackend(Backend):
             raise RuntimeError(f"ray backend: workers did not start: {exc}") from exc
 
     def submit(self, plan):
-        if self.workers == 0:
-            return Done(lazy=lambda: make_batch(self.task, plan))
         lane = plan.number % self.workers
         return _Handle(self, self._actors[lane].make.remote(plan), lane)
 

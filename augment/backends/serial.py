@@ -1,8 +1,9 @@
-"""In the consumer: each batch is made when the training loop asks for it."""
+"""In the consumer: each batch is made when the training loop asks for it. Also what any
+backend becomes with ``workers=0``."""
 
 from __future__ import annotations
 
-from augment.backends.base import Backend, Done, register
+from augment.backends.base import Backend, Deferred, register
 from augment.batch import make_batch
 
 
@@ -10,5 +11,8 @@ from augment.batch import make_batch
 class SerialBackend(Backend):
     name = "serial"
 
+    def __init__(self, workers, capacity):
+        super().__init__(0, capacity)
+
     def submit(self, plan):
-        return Done(lazy=lambda: make_batch(self.task, plan))
+        return Deferred(lambda: make_batch(self.task, plan))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from augment.backends.base import Backend, Done, register
+from augment.backends.base import Backend, register
 from augment.batch import make_batch
 
 
@@ -22,12 +22,9 @@ class ThreadBackend(Backend):
 
     def start(self, task):
         super().start(task)
-        if self.workers > 0:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="augment")
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="augment")
 
     def submit(self, plan):
-        if self.workers == 0:
-            return Done(lazy=lambda: make_batch(self.task, plan))
         return self._pool.submit(_in_worker_thread, self.task, plan)
 
     def close(self):

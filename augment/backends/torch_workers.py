@@ -8,8 +8,8 @@ import logging
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from augment.backends.base import Backend, Done, register
-from augment.backends.process import _quiet_native_threads
+from augment.backends import worker as worker_setup
+from augment.backends.base import Backend, register
 from augment.batch import BatchPlan, BatchResult, make_batch
 
 log = logging.getLogger("augment")
@@ -17,17 +17,24 @@ log = logging.getLogger("augment")
 
 class _Plans(Dataset):
     """A dataset whose items are batch plans: DataLoader's sampler hands a worker the plan
-    itself, so every epoch can bring new plans to the same persistent workers."""
+    itself, so every epoch can bring new plans to the same persistent workers. The task
+    travels by value (cloudpickle bytes) and is unpacked in the worker on first use, so a
+    failure to load it reaches the loop as torch re-raises a worker's exception."""
 
     def __init__(self, task):
-        self.task = task
+        self.packed, self.size, self._task = worker_setup.pack(task), len(task.dataset), None
+
+    def __getstate__(self):
+        return {"packed": self.packed, "size": self.size, "_task": None}
 
     def __getitem__(self, plan: BatchPlan) -> BatchResult:
+        if self._task is None:
+            self._task = worker_setup.unpack(self.packed)
         info = torch.utils.data.get_worker_info()
-        return make_batch(self.task, plan, worker=info.id if info is not None else -1)
+        return make_batch(self._task, plan, worker=info.id if info is not None else -1)
 
     def __len__(self) -> int:
-        return len(self.task.dataset)
+        return self.size
 
 
 class _EpochPlans(torch.utils.data.Sampler):
@@ -49,8 +56,7 @@ def _to_tensors(result: BatchResult) -> BatchResult:
 
 
 def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)
-    _quiet_native_threads()
+    worker_setup.set_up()
 
 
 class _Handle:
@@ -68,16 +74,19 @@ class _Handle:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, workers, capacity, timeout: float = 0):
+    def __init__(self, workers, capacity, timeout: float = 0, start_method: str = "spawn"):
         super().__init__(workers, capacity)
-        self.timeout = timeout
+        if start_method not in torch.multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start_method must be one of {torch.multiprocessing.get_all_start_methods()}, "
+                f"got {start_method!r}"
+            )
+        self.timeout, self.start_method = timeout, start_method
         self._loader: DataLoader | None = None
         self._iter = None
 
     def start(self, task):
         super().start(task)
-        if self.workers == 0:
-            return
         self._sampler = _EpochPlans()
         prefetch = max(1, self.capacity // self.workers)
         self._loader = DataLoader(
@@ -90,14 +99,12 @@ class TorchBackend(Backend):
             persistent_workers=True,
             worker_init_fn=_worker_init,
             timeout=self.timeout,
-            # fork deadlocks once OpenCV's or torch's threads exist
-            multiprocessing_context="spawn",
+            # spawn by default: fork can deadlock once OpenCV's or torch's threads exist
+            multiprocessing_context=self.start_method,
         )
         self._pending: list[BatchPlan] = []
 
     def submit(self, plan):
-        if self.workers == 0:
-            return Done(lazy=lambda: make_batch(self.task, plan))
         # The DataLoader pulls plans from the sampler itself; queue them for the next epoch.
         if self._iter is None:
             self._pending.append(plan)
@@ -105,8 +112,6 @@ class TorchBackend(Backend):
 
     def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
         """The Loader hands over an epoch's plans before submitting them."""
-        if self.workers == 0:
-            return
         self._sampler.plans = list(plans)
         self._iter = iter(self._loader)
 
@@ -115,6 +120,11 @@ class TorchBackend(Backend):
             result = next(self._iter)
         except RuntimeError as exc:
             if "worker" in str(exc) and ("exited unexpectedly" in str(exc) or "killed" in str(exc)):
+                if worker_setup.REIMPORTED_MAIN_EXIT in self._exit_codes():
+                    raise RuntimeError(
+                        "torch backend: a DataLoader worker stopped because "
+                        + worker_setup.REIMPORTED_MAIN.format(method=self.start_method)
+                    ) from None
                 raise RuntimeError(f"torch backend: a DataLoader worker died: {exc}") from exc
             raise
         if result.plan != plan:
@@ -140,8 +150,16 @@ class TorchBackend(Backend):
             log.debug("torch backend: a batch abandoned with the epoch failed: %s", exc)
 
     def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers()]
+
+    def _exit_codes(self) -> list[int | None]:
+        for w in self._workers():
+            w.join(0.5)  # a worker that just died may not be reaped yet
+        return [w.exitcode for w in self._workers()]
+
+    def _workers(self) -> list:
         it = getattr(self._loader, "_iterator", None)
-        return [w.pid for w in getattr(it, "_workers", [])]
+        return list(getattr(it, "_workers", []))
 
     def close(self):
         loader, self._loader, self._iter = self._loader, None, None

@@ -13,9 +13,10 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from augment.trace.chrome import lane_name  # noqa: E402
 from augment.trace.reader import Trace  # noqa: E402
-from augment.trace.recorder import CONSUMER_LANE  # noqa: E402
+from augment.trace.schema import CONSUMER_LANE, WORKER_STAGES  # noqa: E402
 
 COLORS = {
+    "load": "#636363",
     "read": "#8c6d31",
     "decode": "#e6550d",
     "augment": "#3182bd",
@@ -24,7 +25,6 @@ COLORS = {
     "wait": "#d62728",
     "step": "#bdbdbd",
 }
-WORKER_STAGES = ("read", "decode", "augment", "collate")
 
 
 def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple]]:

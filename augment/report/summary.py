@@ -11,7 +11,7 @@ import psutil
 from augment.report.verdicts import verdict
 from augment.trace import load, to_chrome
 from augment.trace.reader import Trace
-from augment.trace.recorder import CONSUMER_LANE, STAGES
+from augment.trace.schema import CONSUMER_LANE, STAGES
 
 SAMPLE_PERIOD_NS = 100_000_000
 

@@ -6,8 +6,9 @@ The rules, checked in this order (thresholds are the constants below):
 2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
    time above the workers' CPU time).
 3. ``gil contention``: thread workers got less than 0.7 CPU-seconds per wall-second of
-   their compute stages (decode, augment, collate: ``read`` may wait on I/O), those stages
-   took longer than reading, and the machine's cores were less than 75% busy.
+   their compute stages (decode, augment, collate: ``read`` and a dataset's own ``load`` may
+   wait on I/O), those stages took longer than reading or loading, and the machine's cores
+   were less than 75% busy.
 4. ``cpu oversubscribed``: more busy workers (all experiments at once) than cores, and the
    cores more than 85% busy.
 5. ``data: <stage>``: otherwise the loop waits for data, and <stage> is the stage that takes
@@ -16,13 +17,13 @@ The rules, checked in this order (thresholds are the constants below):
 
 from __future__ import annotations
 
+from augment.trace.schema import COMPUTE_STAGES, IO_STAGES, WORKER_STAGES
+
 STALL_LOW = 0.10
 GIL_CPU_PER_WALL = 0.7
 IO_CPU_PER_WALL = 0.5
 IDLE_CORES = 0.75
 SATURATED = 0.85
-WORKER_STAGES = ("read", "decode", "augment", "collate")
-COMPUTE_STAGES = ("decode", "augment", "collate")
 
 RULES = __doc__
 
@@ -51,7 +52,8 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
     compute_cpu = sum(cpu.get(s, 0.0) for s in COMPUTE_STAGES)
     compute_wall = sum(wall.get(s, 0.0) for s in COMPUTE_STAGES)
     gil_share = compute_cpu / compute_wall if compute_wall > 0 else 1.0
-    computing = compute_wall >= wall.get("read", 0.0)  # else the workers mostly wait on I/O
+    io_wall = sum(wall.get(s, 0.0) for s in IO_STAGES)
+    computing = compute_wall >= io_wall  # else the workers mostly wait on I/O
     if backend == "thread" and computing and gil_share < GIL_CPU_PER_WALL and util < IDLE_CORES:
         return "gil contention", (
             f"Thread workers ran {gil_share:.0%} of a core per wall second of decode and augment "
@@ -64,10 +66,11 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
             f"{stall:.0%} of the time: run fewer experiments at once or give each fewer workers."
         )
     stage, share = _top_stage(cpu, wall)
-    read_cpu, read_wall = cpu.get("read", 0.0), wall.get("read", 0.0)
-    if stage == "read" and read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL:
+    read_cpu, read_wall = cpu.get(stage, 0.0), wall.get(stage, 0.0)
+    if stage in IO_STAGES and read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL:
+        what = "Reading" if stage == "read" else "The dataset's __getitem__ (load)"
         advice = (
-            f"Reading waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
+            f"{what} waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
             "CPU): more workers overlap the waits, and threads are the cheapest workers."
         )
     elif backend == "serial":

@@ -6,6 +6,7 @@ back; ``to_chrome`` exports it for ui.perfetto.dev or chrome://tracing.
 
 from augment.trace.chrome import to_chrome
 from augment.trace.reader import Trace, load
-from augment.trace.recorder import STAGES, Tracer, tracer_from_env
+from augment.trace.recorder import Tracer, tracer_from_env
+from augment.trace.schema import STAGES
 
 __all__ = ["Tracer", "tracer_from_env", "load", "Trace", "to_chrome", "STAGES"]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from augment.trace.reader import Trace, load
-from augment.trace.recorder import CONSUMER_LANE
+from augment.trace.schema import CONSUMER_LANE
 
 
 def lane_name(span: dict) -> str:

@@ -7,21 +7,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger("augment")
+from augment.trace.schema import SPAN_KEYS
 
-SPAN_KEYS = (
-    "experiment",
-    "backend",
-    "host",
-    "pid",
-    "worker",
-    "batch",
-    "epoch",
-    "stage",
-    "start_ns",
-    "end_ns",
-    "cpu_ns",
-)
+log = logging.getLogger("augment")
 
 
 @dataclass

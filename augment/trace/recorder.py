@@ -14,10 +14,7 @@ import sys
 from pathlib import Path
 
 from augment.trace.sampler import CpuSampler
-
-# Worker stages, then the consumer's: ``wait`` is the data stall, ``step`` the training step.
-STAGES = ("read", "decode", "augment", "collate", "transfer", "wait", "step")
-CONSUMER_LANE = -1
+from augment.trace.schema import CONSUMER_LANE, STAGES  # noqa: F401 - re-exported
 
 
 class Tracer:

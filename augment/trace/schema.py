@@ -1,0 +1,35 @@
+"""The span vocabulary, in one place: which stages exist, who makes them, which lane is the
+training loop, and the keys of a span record. Writers, readers and the report import it.
+
+A staged dataset (``read``, ``decode``, ``label``) is timed per stage; a map-style dataset
+(``__getitem__``) is timed as one ``load`` stage. ``augment`` and ``collate`` follow either.
+"""
+
+from __future__ import annotations
+
+STAGED_STAGES = ("read", "decode", "augment", "collate")
+MAP_STAGES = ("load", "augment", "collate")
+# Every stage a worker may report, in the order they happen in one sample.
+WORKER_STAGES = ("load", "read", "decode", "augment", "collate")
+# Stages that compute (hold a core) rather than wait on I/O: reading and a dataset's own
+# ``__getitem__`` may wait on disks or networks.
+COMPUTE_STAGES = ("decode", "augment", "collate")
+IO_STAGES = ("read", "load")
+# The training loop's stages: ``wait`` is the data stall, ``step`` the training step.
+CONSUMER_STAGES = ("transfer", "wait", "step")
+STAGES = WORKER_STAGES + CONSUMER_STAGES
+CONSUMER_LANE = -1  # the ``worker`` of spans made by the training loop
+
+SPAN_KEYS = (
+    "experiment",
+    "backend",
+    "host",
+    "pid",
+    "worker",
+    "batch",
+    "epoch",
+    "stage",
+    "start_ns",
+    "end_ns",
+    "cpu_ns",
+)
