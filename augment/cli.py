@@ -1,10 +1,14 @@
 """augment-profile: run experiments side by side or one after another, trace them, and
 report where the CPU time goes.
 
-    augment-profile                               # both shipped configs on data/sample
-    augment-profile --config configs/kaggle_amazon.toml
-    augment-profile --backends thread,process --workers 1,2 --step-ms 20
+    augment-profile                               # both shipped configs on the sample data
+    augment-profile --config kaggle_amazon        # a shipped config, by name
+    augment-profile --config my.toml              # a config file (its paths: from its folder)
+    augment-profile --backends thread,process --workers 1,2 --step-ms 20 --data DIR
     augment-profile report runs/DIR               # redraw the report from a trace folder
+
+Reports go to ./runs/<timestamp>/ in the current folder. Without data, experiments run on
+the sample dataset, made on first use in $AUGMENT_CACHE (default ~/.cache/augment).
 """
 
 from __future__ import annotations
@@ -22,10 +26,18 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from augment.experiment import Config, Experiment, load_config
+from augment.experiment import (
+    Config,
+    Experiment,
+    check_folder,
+    config_path,
+    load_config,
+    prepare,
+    uses_sample,
+)
+from augment.sample_data import sample_path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ("configs/kaggle_amazon.toml", "configs/compare_backends.toml")
+SHIPPED = ("kaggle_amazon", "compare_backends")  # what runs without arguments
 STOP_GRACE_S = 4.0
 
 
@@ -214,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config",
         action="append",
-        type=Path,
-        help="TOML file of [[experiment]] tables (repeatable)",
+        help="TOML file of [[experiment]] tables, or the name of a shipped one: "
+        f"{', '.join(SHIPPED)}, seed_regimes (repeatable)",
     )
-    parser.add_argument("--data", default=str(ROOT / "data" / "sample"))
+    parser.add_argument("--data", help="a folder of images (default: the sample dataset)")
     parser.add_argument("--labels", default=None, help="labels CSV (default: DATA/labels.csv)")
     parser.add_argument("--backends", default="thread,process")
     parser.add_argument("--workers", default="2", help="comma-separated counts, e.g. 1,2")
@@ -235,15 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         for a in argv
         if not a.startswith("--out=")
     )
-    out = args.out or ROOT / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        if args.config:
-            jobs = [(path.stem, load_config(path)) for path in args.config]
-        elif flags_given:
-            jobs = [("flags", Config(experiments_from_flags(args), args.concurrent))]
-        else:  # no arguments: the shipped configs
-            jobs = [(Path(p).stem, load_config(ROOT / p)) for p in SHIPPED]
-    except ValueError as exc:
+        jobs = load_jobs(args, flags_given)
+    except (ValueError, OSError) as exc:
         raise SystemExit(f"augment-profile: {exc}") from None
     code = 0
     for name, config in jobs:
@@ -253,6 +260,21 @@ def main(argv: list[str] | None = None) -> int:
         if code == 130:
             break
     return code
+
+
+def load_jobs(args, flags_given: bool) -> list[tuple[str, Config]]:
+    """(name, config) to run, every path checked and the sample dataset made if one needs it:
+    a wrong argument fails here, before any experiment starts."""
+    if flags_given and not args.config:
+        if args.data is not None:
+            check_folder(args.data, "--data")
+        configs = [("flags", Config(experiments_from_flags(args), args.concurrent), "flags")]
+    else:  # the configs named, or with no arguments the shipped ones
+        paths = [(text, config_path(text)) for text in args.config or SHIPPED]
+        configs = [(p.stem, load_config(p), f"config {text!r}") for text, p in paths]
+    if not args.quiet and any(uses_sample(c) for _, c, _ in configs) and not sample_path().is_dir():
+        print(f"making the sample dataset in {sample_path()} (once)")
+    return [(name, prepare(config, where)) for name, config, where in configs]
 
 
 @contextlib.contextmanager

@@ -1,16 +1,23 @@
 """Experiments for the profiler: what to load, how to augment, where to run it, and a
-training step that stands for the GPU. Built from TOML tables or command-line flags."""
+training step that stands for the GPU. Built from TOML tables or command-line flags.
+
+A config is a TOML file, or the name of one shipped in ``augment/configs``. Paths in it
+resolve against its own folder; an experiment without ``data`` (a server without ``root``)
+uses the sample dataset, made on first use (``augment.sample_data``)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import tomllib
 
 from augment import backends, transforms
-from augment.data import ImageFolder
+from augment.data import IMAGE_SUFFIXES, ImageFolder
+from augment.sample_data import sample_dataset
+
+CONFIGS = Path(__file__).parent / "configs"  # the shipped configs, package data
 
 OPS = {
     name: getattr(transforms, name)
@@ -35,7 +42,7 @@ class Experiment:
     milliseconds of sleep standing for GPU compute, or "model" for a small CNN on the CPU."""
 
     name: str
-    data: str = "data/sample"
+    data: str | None = None  # a folder, an http(s) URL, "server"; None: the sample dataset
     labels: str | None = None
     transform: list[dict] = field(default_factory=lambda: [dict(t) for t in KAGGLE_TRANSFORM])
     batch_size: int = 32
@@ -89,7 +96,7 @@ class Server:
     """A ``[server]`` table: serve ``root`` over HTTP on loopback while the experiments run;
     experiments with ``data = "server"`` fetch their images from it."""
 
-    root: str
+    root: str | None = None  # None: the sample dataset
     latency_ms: float = 20.0
     jitter_ms: float = 0.0
     fail_rate: float = 0.0
@@ -102,11 +109,39 @@ class Config:
     server: Server | None = None
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    return sorted(p.stem for p in CONFIGS.glob("*.toml"))
+
+
+def config_path(text: str | Path) -> Path:
+    """``--config`` argument to a file: a bare name (no folder, no suffix) is a shipped
+    config; anything else is a path."""
+    path = Path(text)
+    if path.suffix or len(path.parts) != 1:
+        return path
+    if path.name not in shipped_configs():
+        raise ValueError(
+            f"no shipped config named {path.name!r}; accepted: {', '.join(shipped_configs())}, "
+            "or the path of a TOML file"
+        )
+    return CONFIGS / f"{path.name}.toml"
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    """A path given in a config, taken from the config's folder; URLs and "server" as is."""
+    if value is None or value == "server" or value.startswith(("http://", "https://")):
+        return value
+    return str(base / Path(value).expanduser())  # an absolute path stays as it is
+
+
 def load_config(path: str | Path) -> Config:
     """Experiments of a TOML file (``[[experiment]]`` tables), whether they run at once
     (top-level ``concurrent = true``) and an optional ``[server]``. Other top-level keys are
-    defaults for every experiment."""
+    defaults for every experiment. ``data``, ``labels``, ``names_from`` and the server's
+    ``root`` are relative to the file's folder, whatever the current folder."""
     path = Path(path)
+    base = path.resolve().parent
     try:
         config = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -133,31 +168,91 @@ def load_config(path: str | Path) -> Config:
                 f"config {str(path)!r}: experiment {i} has unknown keys {sorted(bad)}; "
                 f"accepted: {', '.join(sorted(known))}"
             )
-        experiments.append(Experiment(**{**config, **table}))
+        e = Experiment(**{**config, **table})
+        experiments.append(
+            replace(
+                e,
+                data=_resolve(e.data, base),
+                labels=_resolve(e.labels, base),
+                names_from=_resolve(e.names_from, base),
+            )
+        )
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ValueError(f"config {str(path)!r}: experiment names must be unique, got {names}")
     if server is None and any(e.data == "server" for e in experiments):
         raise ValueError(f'config {str(path)!r}: data = "server" needs a [server] table')
+    if server is not None:
+        server.root = _resolve(server.root, base)
     return Config(experiments, concurrent, server)
 
 
+def check_folder(path: str | Path, what: str) -> None:
+    """Refuse a data folder that cannot load, naming it as ``what``: before anything runs."""
+    folder = Path(path)
+    if not folder.is_dir():
+        problem = "does not exist" if not folder.exists() else "is not a folder"
+    elif not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*")):
+        problem = "has no images"
+    else:
+        return
+    raise ValueError(
+        f"{what} {str(folder)!r} {problem}; accepted: a folder of images "
+        f"({', '.join(IMAGE_SUFFIXES)})"
+    )
+
+
+def uses_sample(config: Config) -> bool:
+    """Whether an experiment (or the server) of ``config`` gives no data: the sample's."""
+    server_without_root = config.server is not None and config.server.root is None
+    return server_without_root or any(e.data is None for e in config.experiments)
+
+
+def prepare(config: Config, where: str) -> Config:
+    """``config`` ready to run: no data (no server root) means the sample dataset, made here
+    once rather than by experiments starting at once; every local folder and labels file
+    is checked, so a wrong path fails before any experiment starts. ``where`` names the
+    config in errors."""
+    sample = str(sample_dataset()) if uses_sample(config) else None
+    server = config.server
+    if server is not None:
+        server = replace(server, root=server.root or sample)
+        check_folder(server.root, f"{where}: [server] root")
+    experiments = []
+    for e in config.experiments:
+        e = replace(e, data=e.data or sample)
+        what = f"{where}: experiment {e.name!r}"
+        if e.data != "server" and not e.data.startswith(("http://", "https://")):
+            check_folder(e.data, f"{what}: data")
+        if e.names_from is not None:
+            check_folder(e.names_from, f"{what}: names_from")
+        if e.labels is not None and not Path(e.labels).is_file():
+            raise ValueError(
+                f"{what}: labels {e.labels!r} is not a file; accepted: a CSV of image_name,tags"
+            )
+        experiments.append(e)
+    return replace(config, experiments=experiments, server=server)
+
+
 def make_dataset(experiment: Experiment):
-    """ImageFolder for a folder, HTTPImages for an http(s) URL (names from ``names_from``)."""
+    """ImageFolder for a folder (None: the sample dataset), HTTPImages for an http(s) URL
+    (names from ``names_from``). Labels default to ``labels.csv`` in that folder if any."""
     from augment.remote import HTTPImages
 
+    data = experiment.data or str(sample_dataset())
+    remote = data.startswith(("http://", "https://"))
+    if remote and not experiment.names_from:
+        raise ValueError(
+            f"experiment {experiment.name!r}: an http data URL needs names_from "
+            "(the folder whose files the server serves)"
+        )
+    folder = Path(experiment.names_from if remote else data)
     labels = experiment.labels
-    if experiment.data.startswith(("http://", "https://")):
-        if not experiment.names_from:
-            raise ValueError(
-                f"experiment {experiment.name!r}: an http data URL needs names_from "
-                "(the folder whose files the server serves)"
-            )
-        names = [p.name for p in ImageFolder(experiment.names_from, labels).paths]
-        return HTTPImages(experiment.data, names, labels)
-    if labels is None and (Path(experiment.data) / "labels.csv").exists():
-        labels = str(Path(experiment.data) / "labels.csv")
-    return ImageFolder(experiment.data, labels)
+    if labels is None and (folder / "labels.csv").exists():
+        labels = str(folder / "labels.csv")
+    if remote:
+        return HTTPImages(data, [p.name for p in ImageFolder(folder, labels).paths], labels)
+    return ImageFolder(folder, labels)
 
 
 def small_cnn(classes: int):

@@ -20,6 +20,8 @@ import psutil
 import pytest
 import tomllib
 
+from augment.experiment import config_path
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "profile_aug.py"
 DATA = ROOT / "data" / "sample"
@@ -59,14 +61,17 @@ def dump_config(top: dict, experiments: list[dict]) -> str:
 
 
 def small_copy(name: str, directory: Path, **changes) -> tuple[Path, dict, list[dict]]:
-    """``configs/<name>.toml`` with fewer, smaller batches, on data/sample by absolute path."""
-    config = tomllib.loads((ROOT / "configs" / f"{name}.toml").read_text())
+    """The shipped config ``name`` with fewer, smaller batches, on data/sample by absolute
+    path (served from there too)."""
+    config = tomllib.loads(config_path(name).read_text())
     tables = config.pop("experiment")
     for table in tables:
         for key in changes:
             table.pop(key, None)
     config.update(data=str(DATA), labels=str(DATA / "labels.csv"), batch_size=BATCH_SIZE,
                   **changes)
+    if "server" in config:
+        config["server"]["root"] = str(DATA)
     path = directory / f"{name}.toml"
     path.write_text(dump_config(config, tables))
     assert tomllib.loads(path.read_text())["experiment"] == tables  # the copy reads back
@@ -178,7 +183,7 @@ def test_summary_counts_every_batch_the_experiment_ran(config_run):
 def flags_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("profile_flags") / "out"
     done = profiler("--backends", "thread,serial", "--workers", "1", "--batches", "2",
-                    "--batch-size", str(BATCH_SIZE), "--out", out, "--quiet")
+                    "--batch-size", str(BATCH_SIZE), "--data", DATA, "--out", out, "--quiet")
     assert done.returncode == 0, done.stderr
     return out, done
 
@@ -316,7 +321,8 @@ def test_ctrl_c_stops_everything_and_reports_what_was_traced(tmp_path):
     shm_before = psm_names()
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--backends", "process", "--workers", "2", "--batches",
-         "200", "--step-ms", "50", "--batch-size", str(BATCH_SIZE), "--out", str(out)],
+         "200", "--step-ms", "50", "--batch-size", str(BATCH_SIZE), "--data", str(DATA),
+         "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)
     try:
