@@ -26,17 +26,37 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "profile_aug.py"
 DATA = ROOT / "data" / "sample"
 REPORT_FILES = ("timeline.png", "throughput.png", "trace.json", "summary.json", "summary.md")
-EXPERIMENT_KEYS = {"name", "backend", "workers", "batch_size", "images", "wall_s", "startup_s",
-                   "images_per_s", "stall_fraction", "stage_cpu_s", "stage_wall_s",
-                   "cpu_utilization", "concurrent_workers", "bottleneck", "advice", "start_ns",
-                   "end_ns"}
+EXPERIMENT_KEYS = {
+    "name",
+    "backend",
+    "workers",
+    "batch_size",
+    "images",
+    "wall_s",
+    "startup_s",
+    "images_per_s",
+    "stall_fraction",
+    "stage_cpu_s",
+    "stage_wall_s",
+    "cpu_utilization",
+    "concurrent_workers",
+    "bottleneck",
+    "advice",
+    "start_ns",
+    "end_ns",
+}
 BATCH_SIZE = 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def profiler(*args, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def toml_value(value) -> str:
@@ -68,8 +88,7 @@ def small_copy(name: str, directory: Path, **changes) -> tuple[Path, dict, list[
     for table in tables:
         for key in changes:
             table.pop(key, None)
-    config.update(data=str(DATA), labels=str(DATA / "labels.csv"), batch_size=BATCH_SIZE,
-                  **changes)
+    config.update(data=str(DATA), labels=str(DATA / "labels.csv"), batch_size=BATCH_SIZE, **changes)
     if "server" in config:
         config["server"]["root"] = str(DATA)
     path = directory / f"{name}.toml"
@@ -92,8 +111,7 @@ def overlap(a: dict, b: dict) -> bool:
 # The concurrent copy sleeps 250 ms per step: its experiments' processes import torch at the
 # same time and start their loaders up to about a second apart on 2 cores, so each must run
 # for longer than that for "at once" to be visible.
-CONFIGS = {"kaggle_amazon": dict(batches=10, step=250.0),
-           "compare_backends": dict(batches=3)}
+CONFIGS = {"kaggle_amazon": dict(batches=10, step=250.0), "compare_backends": dict(batches=3)}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -152,11 +170,17 @@ def test_config_experiments_run_at_once_or_in_turn(config_run):
     name, config, tables, out, _ = config_run
     exps = json.loads((out / "summary.json").read_text())["experiments"]
     assert config.get("concurrent", False) == (name == "kaggle_amazon")
-    pairs = [(a, b) for i, a in enumerate(exps) for b in exps[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(exps) for b in exps[i + 1 :]]
     if config.get("concurrent"):
         for a, b in pairs:
-            assert overlap(a, b), (a["name"], b["name"], a["start_ns"], a["end_ns"],
-                                   b["start_ns"], b["end_ns"])
+            assert overlap(a, b), (
+                a["name"],
+                b["name"],
+                a["start_ns"],
+                a["end_ns"],
+                b["start_ns"],
+                b["end_ns"],
+            )
         summary = json.loads((out / "summary.json").read_text())
         assert summary["machine"]["concurrent_workers"] == sum(t["workers"] for t in tables)
     else:
@@ -182,8 +206,21 @@ def test_summary_counts_every_batch_the_experiment_ran(config_run):
 @pytest.fixture(scope="module")
 def flags_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("profile_flags") / "out"
-    done = profiler("--backends", "thread,serial", "--workers", "1", "--batches", "2",
-                    "--batch-size", str(BATCH_SIZE), "--data", DATA, "--out", out, "--quiet")
+    done = profiler(
+        "--backends",
+        "thread,serial",
+        "--workers",
+        "1",
+        "--batches",
+        "2",
+        "--batch-size",
+        str(BATCH_SIZE),
+        "--data",
+        DATA,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     return out, done
 
@@ -198,8 +235,10 @@ def test_flags_without_config_make_one_experiment_per_backend(flags_run):
     assert exps["thread_1w"]["backend"] == "thread" and exps["thread_1w"]["workers"] == 1
     assert exps["serial_1w"]["backend"] == "serial"
     assert not overlap(exps["thread_1w"], exps["serial_1w"])  # one after another by default
-    assert sorted(p.name.rsplit(".", 2)[0] for p in span_files(out / "traces")) == \
-        ["serial_1w", "thread_1w"]
+    assert sorted(p.name.rsplit(".", 2)[0] for p in span_files(out / "traces")) == [
+        "serial_1w",
+        "thread_1w",
+    ]
     assert "thread_1w" in done.stdout and "serial_1w" in done.stdout
 
 
@@ -233,11 +272,15 @@ def test_report_of_a_folder_without_traces_fails_with_a_message(tmp_path):
 
 
 BAD_CONFIGS = {
-    "unknown_op": ('[[experiment]]\nname = "a"\ntransform = [{ op = "RandomBlur", radius = 2 }]\n',
-                   ["'RandomBlur'", "unknown", "RandomFlip"]),
-    "unknown_backend": ('[[experiment]]\nname = "a"\nbackend = "gpu"\n',
-                        ["unknown backend 'gpu'", "process"]),
-    "no_experiment": ('batches = 3\nworkers = 2\n', ["no [[experiment]]"]),
+    "unknown_op": (
+        '[[experiment]]\nname = "a"\ntransform = [{ op = "RandomBlur", radius = 2 }]\n',
+        ["'RandomBlur'", "unknown", "RandomFlip"],
+    ),
+    "unknown_backend": (
+        '[[experiment]]\nname = "a"\nbackend = "gpu"\n',
+        ["unknown backend 'gpu'", "process"],
+    ),
+    "no_experiment": ("batches = 3\nworkers = 2\n", ["no [[experiment]]"]),
     "unknown_key": ('[[experiment]]\nname = "a"\nworkerz = 2\n', ["workerz"]),
     "not_toml": ('[[experiment]\nname = "a"\n', ["cannot read config"]),
 }
@@ -249,12 +292,35 @@ def test_bad_configs_exit_with_a_message_naming_the_problem(tmp_path):
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
         procs[name] = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--config", str(path), "--out", str(tmp_path / name),
-             "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--config",
+                str(path),
+                "--out",
+                str(tmp_path / name),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     missing = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--config", str(tmp_path / "absent.toml"), "--out",
-         str(tmp_path / "absent"), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--config",
+            str(tmp_path / "absent.toml"),
+            "--out",
+            str(tmp_path / "absent"),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         results = {name: p.communicate(timeout=120) for name, p in procs.items()}
         _, missing_err = missing.communicate(timeout=120)
@@ -320,16 +386,38 @@ def test_ctrl_c_stops_everything_and_reports_what_was_traced(tmp_path):
     traces = out / "traces"
     shm_before = psm_names()
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--backends", "process", "--workers", "2", "--batches",
-         "200", "--step-ms", "50", "--batch-size", str(BATCH_SIZE), "--data", str(DATA),
-         "--out", str(out)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--backends",
+            "process",
+            "--workers",
+            "2",
+            "--batches",
+            "200",
+            "--step-ms",
+            "50",
+            "--batch-size",
+            str(BATCH_SIZE),
+            "--data",
+            str(DATA),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # a few batches traced: the experiment and its workers run
-            lines = sum(len(p.read_text().splitlines()) for p in span_files(traces)) \
-                if traces.is_dir() else 0
+            lines = (
+                sum(len(p.read_text().splitlines()) for p in span_files(traces))
+                if traces.is_dir()
+                else 0
+            )
             if lines >= 1 + 3 * 7:
                 break
             assert proc.poll() is None, proc.communicate()
@@ -389,8 +477,10 @@ def regimes_run(tmp_path_factory):
 def test_regimes_config_runs_every_experiment(regimes_run):
     tables, by_name = regimes_run
     assert sorted(by_name) == sorted(t["name"] for t in tables)
-    assert all(e["images"] == next(t.get("batches", 4) for t in tables if t["name"] == name)
-               * BATCH_SIZE for name, e in by_name.items())
+    assert all(
+        e["images"] == next(t.get("batches", 4) for t in tables if t["name"] == name) * BATCH_SIZE
+        for name, e in by_name.items()
+    )
 
 
 def test_images_over_http_are_an_io_bound_read(regimes_run):
