@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import (
+    alive,
+    hang_guard,
+    leaked_psm,
+    live_children,
+    mapped_psm,
+    noise_image,
+    psm_names,
+)
 
 import augment
 from augment import ImageFolder, Loader
@@ -53,116 +61,10 @@ def transform():
 # --------------------------------------------------------------------------- helpers
 
 
-class Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def hang_guard(seconds: float = 60):
-    """Fail instead of hanging forever: SIGALRM raises ``Hang`` in the main thread. Child
-    processes started inside and still alive after a hang are killed, so that one hung
-    worker cannot keep the rest of the session (or its output pipes) waiting."""
-
-    def alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    children = live_children()
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except Hang:
-        for pid in live_children() - children:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        raise
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of ``pid`` from /proc, None when it does not exist."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
-
-
-def alive(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def live_children(parent: int | None = None) -> set[int]:
-    """Living children of ``parent`` (default: this process), the multiprocessing resource
-    tracker left out (it lives as long as the interpreter, by design)."""
-    parent = os.getpid() if parent is None else parent
-    out = set()
-    for pid in _all_pids():
-        stat = _proc_stat(pid)
-        if stat is None or stat[1] != parent or stat[0] in ("Z", "X"):
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"resource_tracker" not in cmdline:
-            out.add(pid)
-    return out
-
-
-def _descendants(root: int) -> set[int]:
-    parents = {pid: stat[1] for pid in _all_pids() if (stat := _proc_stat(pid))}
-    found, grew = {root}, True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in found} - found
-        found |= more
-        grew = bool(more)
-    return found
-
-
-def psm_names() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
-
-
-def mapped_psm(pid: int) -> set[str]:
-    """Names of /dev/shm/psm_* segments that ``pid`` has mapped."""
-    try:
-        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    except OSError:
-        return set()
-    return {line.split("/dev/shm/")[1].split()[0] for line in lines if "/dev/shm/psm_" in line}
-
-
-def leaked_psm(before: set[str]) -> set[str]:
-    """psm_ entries new since ``before`` that no process outside this process tree maps
-    (those belong to someone else running at the same time)."""
-    new = psm_names() - before
-    if not new:
-        return new
-    ours = _descendants(os.getpid())
-    for pid in set(_all_pids()) - ours:
-        new -= mapped_psm(pid)
-    return new
-
-
 def same(a: list, b: list) -> bool:
     return len(a) == len(b) and all(
         torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(a, b)
     )
-
-
-def _noise_image(seed: int, h: int = 64, w: int = 64) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)  # blocky: JPEG-friendly
-    return Image.fromarray(np.kron(small, np.ones((8, 8, 1), np.uint8)))
 
 
 # --------------------------------------------------------------------------- data
@@ -174,7 +76,7 @@ def sample_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("loader_images")
     rows = []
     for i in range(N_IMAGES):
-        _noise_image(i).save(root / f"img_{i:02d}.jpg", quality=90)
+        noise_image(i).save(root / f"img_{i:02d}.jpg", quality=90)
         tags = [f"t{b}" for b in range(N_TAGS) if (i + 1) >> b & 1]
         rows.append(f"img_{i:02d},{' '.join(tags)}\n")
     (root / "labels.csv").write_text("image_name,tags\n" + "".join(rows))
@@ -365,9 +267,9 @@ def bad_dir(tmp_path_factory) -> tuple[Path, int, dict[str, str]]:
     root = tmp_path_factory.mktemp("bad_images")
     for i in range(10):
         (root / ("cat" if i % 2 else "dog")).mkdir(exist_ok=True)
-        _noise_image(100 + i).save(root / ("cat" if i % 2 else "dog") / f"{i}.jpg")
+        noise_image(100 + i).save(root / ("cat" if i % 2 else "dog") / f"{i}.jpg")
     buf = io.BytesIO()
-    _noise_image(999).save(buf, format="JPEG", quality=95)
+    noise_image(999).save(buf, format="JPEG", quality=95)
     bad = {
         root / "cat" / "zero.jpg": (b"", "empty"),
         root / "dog" / "text.jpg": (b"this is not an image\n" * 10, "not an image"),
@@ -426,7 +328,7 @@ def wide_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("wide_images")
     (root / "a").mkdir()
     for i in range(12):
-        _noise_image(200 + i, h=48, w=64).save(root / "a" / f"{i:02d}.png")
+        noise_image(200 + i, h=48, w=64).save(root / "a" / f"{i:02d}.png")
     return root
 
 

@@ -1,0 +1,118 @@
+"""What several test files share: a hang guard, child-process and shared-memory checks,
+and small JPEG-friendly noise images."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: float = 60):
+    """Fail instead of hanging forever: SIGALRM raises ``Hang`` in the main thread. Child
+    processes started inside and still alive after a hang are killed, so that one hung
+    worker cannot keep the rest of the session (or its output pipes) waiting."""
+
+    def alarm(signum, frame):
+        raise Hang(f"still running after {seconds} s")
+
+    children = live_children()
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except Hang:
+        for pid in live_children() - children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of ``pid`` from /proc, None when it does not exist."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def live_children(parent: int | None = None) -> set[int]:
+    """Living children of ``parent`` (default: this process), the multiprocessing resource
+    tracker left out (it lives as long as the interpreter, by design)."""
+    parent = os.getpid() if parent is None else parent
+    out = set()
+    for pid in _all_pids():
+        stat = _proc_stat(pid)
+        if stat is None or stat[1] != parent or stat[0] in ("Z", "X"):
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            out.add(pid)
+    return out
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {pid: stat[1] for pid in _all_pids() if (stat := _proc_stat(pid))}
+    found, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def psm_names() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+
+
+def mapped_psm(pid: int) -> set[str]:
+    """Names of /dev/shm/psm_* segments that ``pid`` has mapped."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {line.split("/dev/shm/")[1].split()[0] for line in lines if "/dev/shm/psm_" in line}
+
+
+def leaked_psm(before: set[str]) -> set[str]:
+    """psm_ entries new since ``before`` that no process outside this process tree maps
+    (those belong to someone else running at the same time)."""
+    new = psm_names() - before
+    if not new:
+        return new
+    ours = _descendants(os.getpid())
+    for pid in set(_all_pids()) - ours:
+        new -= mapped_psm(pid)
+    return new
+
+
+def noise_image(seed: int, h: int = 64, w: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)  # blocky: JPEG-friendly
+    return Image.fromarray(np.kron(small, np.ones((8, 8, 1), np.uint8)))
