@@ -115,19 +115,6 @@ class BatchTask:
     def dataset(self):
         return self.source.dataset
 
-    def sample_layout(self) -> tuple[tuple[int, ...], np.dtype]:
-        """Shape and dtype of one transformed sample (the first readable one): sizes shared
-        memory."""
-        clock = _StageClock(self.source.stages)
-        for index in range(len(self.dataset)):
-            try:
-                img, _ = self.source.load(index, clock)
-            except BadImageError:
-                continue
-            img = self.augment(img, 0, index)
-            return img.shape, img.dtype
-        raise ValueError("no image of the dataset could be read")
-
     def augment(self, img: np.ndarray, epoch: int, index: int) -> np.ndarray:
         if self.transform is None:
             return img

@@ -48,11 +48,11 @@ class _Slot:
     """The batch buffer a worker fills: the shared-memory slot when the batch fits, else a
     private array that goes back pickled (the consumer then grows the slot)."""
 
-    def __init__(self, shm: shared_memory.SharedMemory, size: int):
+    def __init__(self, shm: shared_memory.SharedMemory | None, size: int):
         self.shm, self.size, self.used = shm, size, False
 
     def buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        if math.prod(shape) * np.dtype(dtype).itemsize <= self.size:
+        if self.shm is not None and math.prod(shape) * np.dtype(dtype).itemsize <= self.size:
             self.used = True
             return np.ndarray(shape, dtype=dtype, buffer=self.shm.buf)
         return np.empty(shape, dtype=dtype)
@@ -71,8 +71,9 @@ def _worker_main(worker: int, packed_task: bytes, jobs, results) -> None:
     while (job := _next_job(jobs)) is not None:
         job_id, plan, slot_name, slot_size = job
         try:
-            shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
-
+            shm = None
+            if slot_name is not None:
+                shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
             slot = _Slot(shm, slot_size)
             result = make_batch(task, plan, slot.buffer, worker=worker)
             if slot.used and result.images is not None and result.images.size:
@@ -152,8 +153,10 @@ class ProcessBackend(Backend):
     def start(self, task):
         super().start(task)
         ctx = mp.get_context(self.start_method)
-        shape, dtype = task.sample_layout()
-        self._sample_nbytes = math.prod(shape) * dtype.itemsize
+        # Sized by the first batches, which come back pickled: nothing runs the dataset or
+        # the transform in the consumer (where OpenCV's thread pool would then deadlock the
+        # workers of a later fork).
+        self._sample_nbytes = self._largest = 0
         resource_tracker.ensure_running()  # before forking, so workers share it
         self._jobs, self._results = ctx.Queue(), ctx.Queue()
         self._slots = [None] * self.capacity
@@ -176,13 +179,18 @@ class ProcessBackend(Backend):
         if not self._free:
             raise RuntimeError("process backend: more batches submitted than its capacity")
         slot = self._free.pop()
-        shm = self._slot(slot, len(plan.indices) * self._sample_nbytes)
+        # sized for the largest batch yet, so a short last batch does not shrink a slot
+        self._largest = max(self._largest, len(plan.indices))
+        shm = self._slot(slot, self._largest * self._sample_nbytes)
         job, self._next_job = self._next_job, self._next_job + 1
-        self._jobs.put((job, plan, shm.name, shm.size))
+        self._jobs.put((job, plan, shm and shm.name, shm and shm.size))
         return _Handle(self, job, slot)
 
-    def _slot(self, slot: int, nbytes: int) -> shared_memory.SharedMemory:
+    def _slot(self, slot: int, nbytes: int) -> shared_memory.SharedMemory | None:
+        """Slot ``slot`` with room for ``nbytes``; None until the sample size is known."""
         shm = self._slots[slot]
+        if nbytes == 0:
+            return shm
         if shm is None or shm.size < nbytes:
             if shm is not None:
                 shm.close()
@@ -196,7 +204,7 @@ class ProcessBackend(Backend):
             if kind == "error":
                 raise payload
             result: BatchResult = payload
-            if result.images is None:
+            if result.images is None and result.shape:  # in the slot (None with an error)
                 t0, c0 = time.time_ns(), time.thread_time_ns()
                 view = np.ndarray(result.shape, dtype=result.dtype, buffer=self._slots[slot].buf)
                 result.images = view.copy()
