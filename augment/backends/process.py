@@ -36,6 +36,7 @@ from augment.batch import BatchResult, Span, make_batch
 _POLL_S = 0.2
 _JOIN_S = 2.0
 _FATAL = -1  # the job id of a worker's last word
+_READY = -2  # the job id of a worker's first: it has its task
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -67,6 +68,7 @@ def _worker_main(worker: int, packed_task: bytes, jobs, results) -> None:
     except worker_setup.WorkerSetupError as exc:
         results.put((_FATAL, "error", (worker, _portable(exc))))
         return
+    results.put((_READY, "ok", worker))
     attached: dict[str, shared_memory.SharedMemory] = {}
     while (job := _next_job(jobs)) is not None:
         job_id, plan, slot_name, slot_size = job
@@ -162,6 +164,7 @@ class ProcessBackend(Backend):
         self._slots = [None] * self.capacity
         self._free = list(range(self.capacity))
         self._arrived: dict[int, tuple] = {}
+        self._ready: set[int] = set()
         self._next_job = 0
         self._procs = [
             ctx.Process(
@@ -224,6 +227,8 @@ class ProcessBackend(Backend):
                 message = None
             if message is None:
                 self._check_workers()
+            elif message[0] == _READY:
+                self._ready.add(message[2])
             elif message[0] == _FATAL:
                 worker, exc = message[2]
                 raise RuntimeError(
@@ -241,9 +246,18 @@ class ProcessBackend(Backend):
                     + worker_setup.REIMPORTED_MAIN.format(method=self.start_method)
                 )
             if p.exitcode is not None:
+                early = ""
+                if i not in self._ready:
+                    early = " before it started (see its error above"
+                    if self.start_method != "fork":
+                        early += (
+                            f"; the {self.start_method!r} start method first imports the main "
+                            "script in each worker"
+                        )
+                    early += ")"
                 raise RuntimeError(
                     f"process backend: worker {i} (pid {p.pid}) "
-                    f"{_exit_reason(p.exitcode)}; the loader is closed"
+                    f"{_exit_reason(p.exitcode)}{early}; the loader is closed"
                 )
 
     def worker_pids(self) -> list[int]:
