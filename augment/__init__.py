@@ -1,8 +1,9 @@
 """augment: image augmentation for PyTorch training whose CPU cost can be seen and compared."""
 
-from augment import functional, geometry, kernels
+from augment import adapters, functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.remote import HTTPImages
+from augment.samples import StagedDataset
 from augment.trace import Tracer
 from augment.transforms import (
     CenterCrop,
@@ -26,6 +27,8 @@ __all__ = [
     "ImageFolder",
     "HTTPImages",
     "BadImageError",
+    "StagedDataset",
+    "adapters",
     "functional",
     "geometry",
     "kernels",

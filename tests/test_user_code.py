@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ import augment
 from augment import Loader
 
 N = 10
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 BACKENDS = [("serial", 0), ("thread", 2), ("process", 2), ("torch", 2)]
 
 
@@ -379,3 +381,26 @@ def test_rank_without_world_size_is_refused(jpegs):
         Loader(PilDataset(jpegs), rank=0)
     with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\)"):
         Loader(PilDataset(jpegs), rank=2, world_size=2)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_the_built_in_datasets_follow_the_staged_protocol(jpegs):
+    sample = augment.ImageFolder(SAMPLE, SAMPLE / "labels.csv")
+    http = augment.HTTPImages("http://127.0.0.1:9", ["a.jpg"])
+    assert isinstance(sample, augment.StagedDataset) and isinstance(http, augment.StagedDataset)
+    assert not isinstance(PilDataset(jpegs), augment.StagedDataset)
+
+
+def test_an_albumentations_transform_given_as_it_is_is_made_reproducible(jpegs):
+    A = pytest.importorskip("albumentations")
+    pipeline = A.Compose([A.HorizontalFlip(p=0.5), A.RandomCrop(32, 32)])
+    out = {}
+    for backend, workers in [("serial", 0), ("thread", 2)]:
+        with Loader(
+            PilDataset(jpegs), pipeline, batch_size=5, backend=backend, workers=workers
+        ) as loader:
+            out[backend] = epoch(loader)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(out["serial"], out["thread"]))
+    assert loader.transform is pipeline  # as given; the adapter is internal
