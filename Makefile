@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: profile test benchmark lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml setup.py augment-trace.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch named in the same command as everything that depends on it (lightning), so
 	# nothing upgrades it to a CUDA build
 	$(PY) -m pip install --quiet $(TORCH) -e '.[fast,ray,bench,dev]'
+	# an editable install leaves out the start-up hook that a wheel puts in site-packages
+	$(PY) -c "import shutil, sysconfig; shutil.copy('augment-trace.pth', sysconfig.get_paths()['purelib'])"
 	touch $(STAMP)
 
 profile: $(STAMP)

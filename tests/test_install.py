@@ -57,7 +57,7 @@ def venv(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("install")
     source = tmp / "source"  # build from a copy: nothing written into the checkout
     source.mkdir()
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    for name in ("setup.cfg", "setup.py", "augment-trace.pth", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(
         ROOT / "augment", source / "augment", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -333,3 +333,46 @@ def test_write_dataset_checks_its_arguments_and_is_deterministic(tmp_path):
     assert (tmp_path / "a" / "train_0.jpg").read_bytes() != (
         tmp_path / "c" / "train_0.jpg"
     ).read_bytes()
+
+
+PLAIN_DATALOADER = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class Squares(Dataset):
+    def __len__(self):
+        return 12
+    def __getitem__(self, i):
+        return torch.full((2,), i)
+
+if __name__ == "__main__":
+    print(sum(len(b) for b in DataLoader(Squares(), batch_size=4, num_workers=1)))
+"""
+
+
+def test_the_environment_traces_a_dataloader_script_in_the_installed_package(venv, tmp_path):
+    python, purelib = venv
+    assert (purelib / "augment-trace.pth").is_file()  # the start-up hook the wheel brings
+    script = tmp_path / "train.py"
+    script.write_text(PLAIN_DATALOADER)
+    out = tmp_path / "traced"
+    done = subprocess.run(
+        [python, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(AUGMENT_TRACE_DIR=str(out), AUGMENT_EXPERIMENT="plain"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "12"
+    stages = [
+        json.loads(line).get("stage")
+        for f in out.glob("plain.*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
+    assert stages.count("load") == stages.count("wait") == 3
+    untraced = subprocess.run(
+        [python, str(script)], capture_output=True, text=True, timeout=120, env=clean_env()
+    )
+    assert untraced.stdout.strip() == "12" and not any(tmp_path.glob("runs"))

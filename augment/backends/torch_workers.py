@@ -102,6 +102,7 @@ class TorchBackend(Backend):
             # spawn by default: fork can deadlock once OpenCV's or torch's threads exist
             multiprocessing_context=self.start_method,
         )
+        self._loader._augment_trace = False  # traced as the Loader's batches, not as a DataLoader
         self._pending: list[BatchPlan] = []
 
     def submit(self, plan):

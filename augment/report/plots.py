@@ -95,6 +95,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
             linewidth=0,
             zorder=3 if thin else 2,
         )
+    drawn = {stage for _, stage in bars}
     ax.set_yticks(range(len(lanes)), [label for label, _ in lanes], fontsize=8)
     ax.set_ylim(len(lanes) - 0.5, -0.5)
     previous = None
@@ -105,7 +106,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
     ax.legend(
-        handles=[Patch(color=c, label=s) for s, c in COLORS.items()],
+        handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn],
         ncol=7,
         fontsize=8,
         loc="upper center",
