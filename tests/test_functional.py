@@ -36,8 +36,10 @@ def images(h, w, dtype, seed=0):
 def smooth_image(h, w, c=3, dtype=np.uint8):
     """Slowly varying content (periods ~30 px): interpolation errors stay well under a level."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
-              for k in range(c)]
+    planes = [
+        127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
+        for k in range(c)
+    ]
     img = np.stack(planes, axis=-1)
     return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
@@ -90,11 +92,12 @@ def test_crop_matches_slicing(hw, dtype):
         windows = [(0, 0, h, w), (h - 1, w - 1, 1, 1), (0, w - 1, h, 1), (h - 1, 0, 1, w)]
         for _ in range(10):
             ch, cw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
-            windows.append((int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)),
-                            ch, cw))
+            windows.append(
+                (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+            )
         for top, left, ch, cw in windows:
             out = F.crop(img, top, left, ch, cw)
-            assert np.array_equal(out, img[top:top + ch, left:left + cw])
+            assert np.array_equal(out, img[top : top + ch, left : left + cw])
             check_new_array(out, img, before)
 
 
@@ -112,7 +115,7 @@ def test_center_crop_is_centred_window(hw, dtype):
                 top, left = (h - ch) // 2, (w - cw) // 2
                 bottom, right = h - ch - top, w - cw - left
                 assert top <= bottom <= top + 1 and left <= right <= left + 1
-                assert np.array_equal(out, img[top:top + ch, left:left + cw])
+                assert np.array_equal(out, img[top : top + ch, left : left + cw])
                 check_new_array(out, img, before)
         assert np.array_equal(F.center_crop(img, h, w), img)
 
@@ -229,8 +232,9 @@ def test_rotate_accepts_read_only_and_non_contiguous_input(name):
     expected = F.rotate(base, 25, kernel=name)
     assert np.array_equal(F.rotate(ro, 25, kernel=name), expected)
     view = base[:, :, 1:4]
-    assert np.array_equal(F.rotate(view, 25, kernel=name),
-                          F.rotate(np.ascontiguousarray(view), 25, kernel=name))
+    assert np.array_equal(
+        F.rotate(view, 25, kernel=name), F.rotate(np.ascontiguousarray(view), 25, kernel=name)
+    )
 
 
 # --------------------------------------------------------------------------- scale
@@ -332,42 +336,46 @@ def test_dtype_error_says_what_is_accepted():
 IMG = np.zeros((6, 8, 3), np.uint8)
 
 
-@pytest.mark.parametrize("call, pattern", [
-    (lambda: F.crop(IMG, 0, 0, 7, 1), "outside"),
-    (lambda: F.crop(IMG, 0, 0, 1, 9), "outside"),
-    (lambda: F.crop(IMG, -1, 0, 2, 2), "outside"),
-    (lambda: F.crop(IMG, 0, -1, 2, 2), "outside"),
-    (lambda: F.crop(IMG, 5, 0, 2, 2), "outside"),
-    (lambda: F.crop(IMG, 0, 7, 2, 2), "outside"),
-    (lambda: F.crop(IMG, 0, 0, 0, 2), "height"),
-    (lambda: F.crop(IMG, 0, 0, 2, -1), "width"),
-    (lambda: F.crop(IMG, 0.5, 0, 2, 2), "top"),
-    (lambda: F.crop(IMG, 0, "1", 2, 2), "left"),
-    (lambda: F.crop(IMG, 0, 0, 2.0, 2), "height"),
-    (lambda: F.center_crop(IMG, 7, 8), "larger"),
-    (lambda: F.center_crop(IMG, 6, 9), "larger"),
-    (lambda: F.center_crop(IMG, 0, 3), "height"),
-    (lambda: F.rot90(IMG, 1.5), "k must be"),
-    (lambda: F.rot90(IMG, True), "k must be"),
-    (lambda: F.rotate(IMG, float("nan")), "finite"),
-    (lambda: F.rotate(IMG, float("inf")), "finite"),
-    (lambda: F.rotate(IMG, -float("inf")), "finite"),
-    (lambda: F.rotate(IMG, "ten"), "angle"),
-    (lambda: F.scale(IMG, float("nan")), "finite"),
-    (lambda: F.scale(IMG, float("inf")), "finite"),
-    (lambda: F.scale(IMG, 0), "> 0"),
-    (lambda: F.scale(IMG, -1.5), "> 0"),
-    (lambda: F.scale(IMG, 0.01), "shrinks"),
-    (lambda: F.scale(np.zeros((1, 1), np.uint8), 0.4), "shrinks"),
-    (lambda: F.scale(IMG, 2, interpolation="cubic"), "interpolation"),
-    (lambda: F.rotate(IMG, 10, interpolation="bicubic"), "interpolation"),
-    (lambda: F.rotate(IMG, 10, border="wrap"), "border"),
-    (lambda: F.rotate(IMG, 10, border="constant", fill=256), "fill"),
-    (lambda: F.rotate(IMG, 10, border="constant", fill=-1), "fill"),
-    (lambda: F.rotate(IMG, 10, border="constant", fill=float("nan")), "fill"),
-    (lambda: F.rotate(IMG, 10, kernel="nope"), "nope"),
-    (lambda: F.scale(IMG, 2, kernel="nope"), "nope"),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda: F.crop(IMG, 0, 0, 7, 1), "outside"),
+        (lambda: F.crop(IMG, 0, 0, 1, 9), "outside"),
+        (lambda: F.crop(IMG, -1, 0, 2, 2), "outside"),
+        (lambda: F.crop(IMG, 0, -1, 2, 2), "outside"),
+        (lambda: F.crop(IMG, 5, 0, 2, 2), "outside"),
+        (lambda: F.crop(IMG, 0, 7, 2, 2), "outside"),
+        (lambda: F.crop(IMG, 0, 0, 0, 2), "height"),
+        (lambda: F.crop(IMG, 0, 0, 2, -1), "width"),
+        (lambda: F.crop(IMG, 0.5, 0, 2, 2), "top"),
+        (lambda: F.crop(IMG, 0, "1", 2, 2), "left"),
+        (lambda: F.crop(IMG, 0, 0, 2.0, 2), "height"),
+        (lambda: F.center_crop(IMG, 7, 8), "larger"),
+        (lambda: F.center_crop(IMG, 6, 9), "larger"),
+        (lambda: F.center_crop(IMG, 0, 3), "height"),
+        (lambda: F.rot90(IMG, 1.5), "k must be"),
+        (lambda: F.rot90(IMG, True), "k must be"),
+        (lambda: F.rotate(IMG, float("nan")), "finite"),
+        (lambda: F.rotate(IMG, float("inf")), "finite"),
+        (lambda: F.rotate(IMG, -float("inf")), "finite"),
+        (lambda: F.rotate(IMG, "ten"), "angle"),
+        (lambda: F.scale(IMG, float("nan")), "finite"),
+        (lambda: F.scale(IMG, float("inf")), "finite"),
+        (lambda: F.scale(IMG, 0), "> 0"),
+        (lambda: F.scale(IMG, -1.5), "> 0"),
+        (lambda: F.scale(IMG, 0.01), "shrinks"),
+        (lambda: F.scale(np.zeros((1, 1), np.uint8), 0.4), "shrinks"),
+        (lambda: F.scale(IMG, 2, interpolation="cubic"), "interpolation"),
+        (lambda: F.rotate(IMG, 10, interpolation="bicubic"), "interpolation"),
+        (lambda: F.rotate(IMG, 10, border="wrap"), "border"),
+        (lambda: F.rotate(IMG, 10, border="constant", fill=256), "fill"),
+        (lambda: F.rotate(IMG, 10, border="constant", fill=-1), "fill"),
+        (lambda: F.rotate(IMG, 10, border="constant", fill=float("nan")), "fill"),
+        (lambda: F.rotate(IMG, 10, kernel="nope"), "nope"),
+        (lambda: F.scale(IMG, 2, kernel="nope"), "nope"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_bad_arguments_are_rejected(call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call()
@@ -386,18 +394,21 @@ def test_fill_outside_uint8_range_is_fine_for_float32():
     assert out.max() == pytest.approx(300.0)
 
 
-@pytest.mark.parametrize("matrix, pattern", [
-    (np.eye(3), "2x3"),
-    (np.eye(2), "2x3"),
-    ([1.0, 0, 0, 0, 1, 0], "2x3"),
-    (np.eye(2, 3)[None], "2x3"),
-    (None, "2x3"),
-    ([[1.0, 0, float("nan")], [0, 1, 0]], "finite"),
-    ([[1.0, 0, 0], [0, float("inf"), 0]], "finite"),
-    (np.zeros((2, 3)), "singular"),
-    ([[1.0, 2, 0], [2, 4, 0]], "singular"),
-    ([[1e-8, 0, 0], [0, 1e-8, 0]], "singular"),
-])
+@pytest.mark.parametrize(
+    "matrix, pattern",
+    [
+        (np.eye(3), "2x3"),
+        (np.eye(2), "2x3"),
+        ([1.0, 0, 0, 0, 1, 0], "2x3"),
+        (np.eye(2, 3)[None], "2x3"),
+        (None, "2x3"),
+        ([[1.0, 0, float("nan")], [0, 1, 0]], "finite"),
+        ([[1.0, 0, 0], [0, float("inf"), 0]], "finite"),
+        (np.zeros((2, 3)), "singular"),
+        ([[1.0, 2, 0], [2, 4, 0]], "singular"),
+        ([[1e-8, 0, 0], [0, 1e-8, 0]], "singular"),
+    ],
+)
 def test_bad_matrices_are_rejected(matrix, pattern):
     with pytest.raises(ValueError, match=pattern):
         F.affine(IMG, matrix, (4, 4))

@@ -29,8 +29,10 @@ def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     for i in range(8):
         (root / f"img_{i}.jpg").write_bytes(jpeg(i))
-    (root / "labels.csv").write_text("image_name,tags\n" + "".join(
-        f"img_{i},{'water' if i % 2 else 'road primary'}\n" for i in range(8)))
+    (root / "labels.csv").write_text(
+        "image_name,tags\n"
+        + "".join(f"img_{i},{'water' if i % 2 else 'road primary'}\n" for i in range(8))
+    )
     (root / "notes.jpg").write_text("this is text, not a JPEG")
     return root
 
@@ -148,8 +150,9 @@ def test_on_error_skip_lists_failed_fetches(folder):
     names = ["img_0.jpg", "missing.jpg", "img_1.jpg", "notes.jpg"]
     with Served(folder) as served:
         ds = augment.HTTPImages(served.url, names)
-        with augment.Loader(ds, augment.CenterCrop(32), batch_size=4, backend="thread",
-                            on_error="skip") as loader:
+        with augment.Loader(
+            ds, augment.CenterCrop(32), batch_size=4, backend="thread", on_error="skip"
+        ) as loader:
             assert sum(len(x) for x, _ in loader) == 2
         skipped = sorted(p.rsplit("/", 1)[-1] for p, _ in loader.skipped)
         assert skipped == ["missing.jpg", "notes.jpg"]

@@ -85,6 +85,7 @@ def assert_close_to_reference(got, img, ref, xs, ys, interpolation, context=""):
     assert got.flags.c_contiguous, context
     assert not np.shares_memory(got, img), context
     if interpolation == "nearest":
+
         def far_from_tie(v):
             return np.abs((v - np.floor(v)) - 0.5) > TIE_MARGIN
 
@@ -96,13 +97,15 @@ def assert_close_to_reference(got, img, ref, xs, ys, interpolation, context=""):
         bad = ok & (got != expected)
         assert not bad.any(), (
             f"{context}: nearest differs at {np.argwhere(bad)[:5].tolist()}: "
-            f"got {got[bad][:5]}, expected {expected[bad][:5]}")
+            f"got {got[bad][:5]}, expected {expected[bad][:5]}"
+        )
     else:
         tol = 1.0 + 1e-9 if img.dtype == np.uint8 else 1e-3
         err = np.abs(got.astype(np.float64) - ref)
         assert err.max() <= tol, (
             f"{context}: bilinear max error {err.max():.4g} > {tol} at "
-            f"{np.unravel_index(err.argmax(), err.shape)}")
+            f"{np.unravel_index(err.argmax(), err.shape)}"
+        )
 
 
 # --------------------------------------------------------------------------- helpers
@@ -274,8 +277,7 @@ def test_unusual_channel_counts(name, c, dtype):
             assert_close_to_reference(got, img, ref, xs, ys, interpolation, f"{name} c={c}")
             tol = 1 if dtype == np.uint8 else 1e-4
             for k in range(c):
-                alone = F.affine(img[:, :, k], m, (8, 11), interpolation, border, fill,
-                                 kernel=name)
+                alone = F.affine(img[:, :, k], m, (8, 11), interpolation, border, fill, kernel=name)
                 diff = np.abs(alone.astype(np.float64) - got[:, :, k].astype(np.float64))
                 assert diff.max() <= tol, (interpolation, border, k)
 
@@ -319,15 +321,25 @@ def test_random_maps_match_reference(case):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(1, 20), st.integers(1, 20), st.integers(0, 3), st.integers(-8, 8),
-       st.integers(-8, 8), st.sampled_from(["reflect", "edge", "constant"]),
-       st.sampled_from(["bilinear", "nearest"]))
+@given(
+    st.integers(1, 20),
+    st.integers(1, 20),
+    st.integers(0, 3),
+    st.integers(-8, 8),
+    st.integers(-8, 8),
+    st.sampled_from(["reflect", "edge", "constant"]),
+    st.sampled_from(["bilinear", "nearest"]),
+)
 def test_random_pixel_permutations_are_exact(h, w, k, tx, ty, border, interpolation):
     """Quarter turns plus integer shifts, in or out of the image: exact copies / borders."""
     rng = np.random.default_rng(h * 100 + w)
     img = random_image(rng, (h, w, 3), np.uint8)
-    turns = [np.array([[1, 0], [0, 1]]), np.array([[0, 1], [-1, 0]]),
-             np.array([[-1, 0], [0, -1]]), np.array([[0, -1], [1, 0]])]
+    turns = [
+        np.array([[1, 0], [0, 1]]),
+        np.array([[0, 1], [-1, 0]]),
+        np.array([[-1, 0], [0, -1]]),
+        np.array([[0, -1], [1, 0]]),
+    ]
     m = np.hstack([turns[k], [[tx], [ty]]]).astype(np.float64)
     out_shape = (w, h) if k % 2 else (h, w)
     ref, _, _ = ref_warp(img, m, out_shape, interpolation, border, 31)

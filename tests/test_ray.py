@@ -21,8 +21,9 @@ N_IMAGES, BATCH = 12, 4
 
 
 def transform():
-    return augment.Compose([augment.RandomFlip(0.5, 0.5), augment.RandomRotate(20),
-                            augment.RandomCrop(40)])
+    return augment.Compose(
+        [augment.RandomFlip(0.5, 0.5), augment.RandomRotate(20), augment.RandomCrop(40)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,15 @@ def folder(tmp_path_factory):
     for i in range(N_IMAGES):
         (root / f"c{i % 2}").mkdir(exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(
-            root / f"c{i % 2}" / f"im{i:02d}.png")
+            root / f"c{i % 2}" / f"im{i:02d}.png"
+        )
     return root
 
 
 def epochs(dataset, backend, workers, **kw):
-    with augment.Loader(dataset, transform(), batch_size=BATCH, backend=backend, workers=workers,
-                        seed=5, **kw) as loader:
+    with augment.Loader(
+        dataset, transform(), batch_size=BATCH, backend=backend, workers=workers, seed=5, **kw
+    ) as loader:
         return [[(x.clone(), y.clone()) for x, y in loader] for _ in range(2)]
 
 
@@ -64,8 +67,9 @@ def test_ray_batches_equal_serial_bit_for_bit(cluster, folder):
 def test_ray_spans_come_from_ray_workers(cluster, folder, tmp_path):
     dataset = augment.ImageFolder(folder)
     tracer = augment.Tracer(tmp_path, experiment="ray_run", sample_cpu=False)
-    with augment.Loader(dataset, transform(), batch_size=BATCH, backend="ray", workers=2,
-                        tracer=tracer) as loader:
+    with augment.Loader(
+        dataset, transform(), batch_size=BATCH, backend="ray", workers=2, tracer=tracer
+    ) as loader:
         for _ in loader:
             pass
         worker_pids = set(loader._backend.worker_pids())
@@ -90,8 +94,9 @@ def test_ray_bad_images_raise_or_skip(cluster, folder, tmp_path):
     dataset = augment.ImageFolder(tmp_path)
     with pytest.raises(augment.BadImageError, match="broken.png"):
         epochs(dataset, "ray", 2)
-    with augment.Loader(dataset, transform(), batch_size=BATCH, backend="ray", workers=2,
-                        on_error="skip") as loader:
+    with augment.Loader(
+        dataset, transform(), batch_size=BATCH, backend="ray", workers=2, on_error="skip"
+    ) as loader:
         delivered = sum(len(x) for x, _ in loader)
         assert delivered == N_IMAGES
         assert [path for path, _ in loader.skipped] == [str(bad)]
@@ -116,8 +121,14 @@ class KillsItsWorker:
 
 
 def test_ray_worker_death_is_a_clear_error(cluster, folder):
-    loader = augment.Loader(KillsItsWorker(folder), transform(), batch_size=BATCH, backend="ray",
-                            workers=2, shuffle=False)
+    loader = augment.Loader(
+        KillsItsWorker(folder),
+        transform(),
+        batch_size=BATCH,
+        backend="ray",
+        workers=2,
+        shuffle=False,
+    )
     with pytest.raises(RuntimeError, match="ray backend: worker"):
         for _ in loader:
             pass

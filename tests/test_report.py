@@ -23,9 +23,23 @@ T0 = 1_700_000_000_000_000_000  # an epoch in ns: any fixed wall clock will do
 HOST = "crafted"
 from augment.trace.schema import STAGED_STAGES as WORKER_STAGES  # noqa: E402
 
-EXPERIMENT_KEYS = {"name", "backend", "workers", "batch_size", "images", "wall_s", "startup_s",
-                   "images_per_s", "stall_fraction", "stage_cpu_s", "stage_wall_s",
-                   "cpu_utilization", "concurrent_workers", "bottleneck", "advice"}
+EXPERIMENT_KEYS = {
+    "name",
+    "backend",
+    "workers",
+    "batch_size",
+    "images",
+    "wall_s",
+    "startup_s",
+    "images_per_s",
+    "stall_fraction",
+    "stage_cpu_s",
+    "stage_wall_s",
+    "cpu_utilization",
+    "concurrent_workers",
+    "bottleneck",
+    "advice",
+}
 
 
 @dataclass
@@ -42,8 +56,14 @@ class Plan:
     first_wait: float = 40.0  # the first batch waits for worker start-up
     wait: float = 40.0
     step: float = 10.0
-    stages: dict = field(default_factory=lambda: {"read": (2, 2), "decode": (20, 20),
-                                                  "augment": (10, 10), "collate": (2, 2)})
+    stages: dict = field(
+        default_factory=lambda: {
+            "read": (2, 2),
+            "decode": (20, 20),
+            "augment": (10, 10),
+            "collate": (2, 2),
+        }
+    )
     transfer: tuple = (1.0, 1.0)  # (wall, cpu)
     start_ms: float = 0.0  # offset from T0
     pid: int = 1000
@@ -73,8 +93,14 @@ class Plan:
     def records(self) -> list[dict]:
         out = []
         for i in range(self.batches):
-            common = {"experiment": self.name, "backend": self.backend, "host": HOST, "batch": i,
-                      "epoch": 0, "images": self.batch_size}
+            common = {
+                "experiment": self.name,
+                "backend": self.backend,
+                "host": HOST,
+                "batch": i,
+                "epoch": 0,
+                "images": self.batch_size,
+            }
             asked = self.asked(i)
             got = asked + int(self.wait_ms(i) * MS)
             transfer_start = got - int(self.transfer[0] * MS)
@@ -83,23 +109,56 @@ class Plan:
             t = transfer_start - int(sum(w for w, _ in self.stages.values()) * MS)
             for stage in WORKER_STAGES:
                 wall, cpu = self.stages[stage]
-                out.append({**common, "pid": pid, "worker": lane, "stage": stage, "start_ns": t,
-                            "end_ns": t + int(wall * MS), "cpu_ns": int(cpu * MS)})
+                out.append(
+                    {
+                        **common,
+                        "pid": pid,
+                        "worker": lane,
+                        "stage": stage,
+                        "start_ns": t,
+                        "end_ns": t + int(wall * MS),
+                        "cpu_ns": int(cpu * MS),
+                    }
+                )
                 t += int(wall * MS)
             loop = {**common, "pid": self.pid, "worker": -1}
-            out += [{**loop, "stage": "transfer", "start_ns": transfer_start, "end_ns": got,
-                     "cpu_ns": int(self.transfer[1] * MS)},
-                    {**loop, "stage": "wait", "start_ns": asked, "end_ns": got,
-                     "cpu_ns": int(self.transfer[1] * MS) + 50_000},
-                    {**loop, "stage": "step", "start_ns": got,
-                     "end_ns": got + int(self.step * MS), "cpu_ns": 100_000}]
+            out += [
+                {
+                    **loop,
+                    "stage": "transfer",
+                    "start_ns": transfer_start,
+                    "end_ns": got,
+                    "cpu_ns": int(self.transfer[1] * MS),
+                },
+                {
+                    **loop,
+                    "stage": "wait",
+                    "start_ns": asked,
+                    "end_ns": got,
+                    "cpu_ns": int(self.transfer[1] * MS) + 50_000,
+                },
+                {
+                    **loop,
+                    "stage": "step",
+                    "start_ns": got,
+                    "end_ns": got + int(self.step * MS),
+                    "cpu_ns": 100_000,
+                },
+            ]
         return out
 
     def meta(self) -> dict:
-        return {"meta": {"experiment": self.name, "host": HOST, "pid": self.pid,
-                         "backend": self.backend,
-                         "workers": 0 if self.backend == "serial" else self.workers,
-                         "batch_size": self.batch_size, "epoch": 0}}
+        return {
+            "meta": {
+                "experiment": self.name,
+                "host": HOST,
+                "pid": self.pid,
+                "backend": self.backend,
+                "workers": 0 if self.backend == "serial" else self.workers,
+                "batch_size": self.batch_size,
+                "epoch": 0,
+            }
+        }
 
     # figures computed on paper
     @property
@@ -115,8 +174,9 @@ class Plan:
         return (self.batches - 1) * self.wait / 1000 / self.steady_s
 
 
-def write_trace(directory: Path, plans: list[Plan], cores: list[float] | None,
-                extra_cpu: bool = True) -> Path:
+def write_trace(
+    directory: Path, plans: list[Plan], cores: list[float] | None, extra_cpu: bool = True
+) -> Path:
     """Span files named as the Tracer names them, and a CPU sampler file: one sample every
     100 ms over the whole run with ``cores`` percent per core, plus one idle sample long
     before, which no experiment's interval contains."""
@@ -124,7 +184,8 @@ def write_trace(directory: Path, plans: list[Plan], cores: list[float] | None,
     for plan in plans:
         lines = [plan.meta()] + plan.records()
         (directory / f"{plan.name}.{plan.pid}.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in lines))
+            "".join(json.dumps(r) + "\n" for r in lines)
+        )
     if cores is not None:
         first = min(p.start for p in plans)
         last = max(p.end for p in plans)
@@ -136,7 +197,8 @@ def write_trace(directory: Path, plans: list[Plan], cores: list[float] | None,
             samples.append({"t_ns": t, "host": HOST, "cpu": list(cores)})
             t += 100 * MS
         (directory / f"cpu-samples.{HOST}.999.jsonl").write_text(
-            "".join(json.dumps(s) + "\n" for s in samples))
+            "".join(json.dumps(s) + "\n" for s in samples)
+        )
     return directory
 
 
@@ -168,8 +230,10 @@ def test_training_step(tmp_path):
 
 
 def test_data_decode_with_idle_cores(tmp_path):
-    plan = Plan("decode_bound", stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4),
-                                        "collate": (1, 1)})
+    plan = Plan(
+        "decode_bound",
+        stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4), "collate": (1, 1)},
+    )
     e = report(write_trace(tmp_path, [plan], [30.0, 35.0]))["experiments"][0]
     assert e["bottleneck"] == "data: decode"
     assert_sentence(e["advice"])
@@ -179,8 +243,12 @@ def test_data_decode_with_idle_cores(tmp_path):
 def test_advice_for_a_serial_loader_names_a_parallel_backend(tmp_path):
     """A serial loader runs every batch in the training loop whatever its ``workers``:
     "add workers" changes nothing there; the remedy is a backend with workers."""
-    plan = Plan("serial_decode", backend="serial", workers=0,
-                stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4), "collate": (1, 1)})
+    plan = Plan(
+        "serial_decode",
+        backend="serial",
+        workers=0,
+        stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4), "collate": (1, 1)},
+    )
     e = report(write_trace(tmp_path, [plan], [50.0, 10.0]))["experiments"][0]
     assert e["workers"] == 0
     assert e["bottleneck"] == "data: decode"
@@ -189,8 +257,10 @@ def test_advice_for_a_serial_loader_names_a_parallel_backend(tmp_path):
 
 
 def test_data_augment_with_busy_cores(tmp_path):
-    plan = Plan("augment_bound", stages={"read": (1, 1), "decode": (5, 5), "augment": (30, 30),
-                                         "collate": (1, 1)})
+    plan = Plan(
+        "augment_bound",
+        stages={"read": (1, 1), "decode": (5, 5), "augment": (30, 30), "collate": (1, 1)},
+    )
     summary = report(write_trace(tmp_path, [plan], [95.0, 96.0, 94.0, 95.0]))
     e = summary["experiments"][0]
     assert summary["machine"]["cores"] == 4  # the sampled machine, not this one
@@ -231,8 +301,7 @@ THREAD_STARVED = {"read": (2, 0.6), "decode": (20, 6), "augment": (10, 3), "coll
 
 
 def test_gil_contention(tmp_path):
-    plan = Plan("threads", backend="thread",
-                stages=THREAD_STARVED)
+    plan = Plan("threads", backend="thread", stages=THREAD_STARVED)
     e = report(write_trace(tmp_path, [plan], [40.0, 42.0]))["experiments"][0]
     assert e["bottleneck"] == "gil contention"
     assert_sentence(e["advice"])
@@ -240,16 +309,18 @@ def test_gil_contention(tmp_path):
 
 
 def test_the_same_cpu_share_on_processes_is_not_gil_contention(tmp_path):
-    plan = Plan("processes", backend="process",
-                stages=THREAD_STARVED)
+    plan = Plan("processes", backend="process", stages=THREAD_STARVED)
     e = report(write_trace(tmp_path, [plan], [40.0, 42.0]))["experiments"][0]
     assert e["bottleneck"] != "gil contention"
     assert e["bottleneck"].startswith("data: ")
 
 
 def test_transfer(tmp_path):
-    plan = Plan("big_batches", stages={"read": (1, 1), "decode": (3, 3), "augment": (3, 3),
-                                       "collate": (1, 1)}, transfer=(30, 30))
+    plan = Plan(
+        "big_batches",
+        stages={"read": (1, 1), "decode": (3, 3), "augment": (3, 3), "collate": (1, 1)},
+        transfer=(30, 30),
+    )
     e = report(write_trace(tmp_path, [plan], [60.0, 60.0]))["experiments"][0]
     assert e["bottleneck"] == "transfer"
     assert_sentence(e["advice"])
@@ -257,8 +328,10 @@ def test_transfer(tmp_path):
 
 
 def test_data_read_waiting_on_io(tmp_path):
-    plan = Plan("over_http", stages={"read": (30, 1), "decode": (3, 3), "augment": (2, 2),
-                                     "collate": (1, 1)})
+    plan = Plan(
+        "over_http",
+        stages={"read": (30, 1), "decode": (3, 3), "augment": (2, 2), "collate": (1, 1)},
+    )
     e = report(write_trace(tmp_path, [plan], [15.0, 20.0]))["experiments"][0]
     assert e["bottleneck"] == "data: read"
     assert_sentence(e["advice"])
@@ -306,8 +379,11 @@ def test_rates_of_a_fast_start_match_too(tmp_path):
 
 
 def test_experiments_are_listed_in_start_order(tmp_path):
-    plans = [Plan("late", start_ms=500, pid=1), Plan("early", start_ms=0, pid=2),
-             Plan("middle", start_ms=250, pid=3)]
+    plans = [
+        Plan("late", start_ms=500, pid=1),
+        Plan("early", start_ms=0, pid=2),
+        Plan("middle", start_ms=250, pid=3),
+    ]
     summary = report(write_trace(tmp_path, plans, [50.0, 50.0]))
     assert [e["name"] for e in summary["experiments"]] == ["early", "middle", "late"]
 

@@ -39,10 +39,34 @@ BACKENDS = ["serial", "thread", "process", "torch"]
 WORKER_STAGES = STAGED_STAGES
 # an ImageFolder is a staged dataset: each batch has these spans
 STAGES = STAGED_STAGES + CONSUMER_STAGES
-KEYS = {"experiment", "backend", "host", "pid", "worker", "batch", "epoch", "stage", "start_ns",
-        "end_ns", "cpu_ns", "images"}
-TYPES = {"experiment": str, "backend": str, "host": str, "pid": int, "worker": int, "batch": int,
-         "epoch": int, "stage": str, "start_ns": int, "end_ns": int, "cpu_ns": int, "images": int}
+KEYS = {
+    "experiment",
+    "backend",
+    "host",
+    "pid",
+    "worker",
+    "batch",
+    "epoch",
+    "stage",
+    "start_ns",
+    "end_ns",
+    "cpu_ns",
+    "images",
+}
+TYPES = {
+    "experiment": str,
+    "backend": str,
+    "host": str,
+    "pid": int,
+    "worker": int,
+    "batch": int,
+    "epoch": int,
+    "stage": str,
+    "start_ns": int,
+    "end_ns": int,
+    "cpu_ns": int,
+    "images": int,
+}
 
 
 class Hang(Exception):
@@ -66,8 +90,9 @@ def hang_guard(seconds: float):
 
 
 def transform():
-    return augment.Compose([augment.RandomFlip(0.5, 0.5), augment.RandomRotate(15),
-                            augment.RandomCrop(48)])
+    return augment.Compose(
+        [augment.RandomFlip(0.5, 0.5), augment.RandomRotate(15), augment.RandomCrop(48)]
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -87,7 +112,8 @@ def image_dir(tmp_path_factory) -> Path:
         folder.mkdir(exist_ok=True)
         small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         Image.fromarray(np.kron(small, np.ones((8, 8, 1), np.uint8))).save(
-            folder / f"img_{i:02d}.jpg", quality=90)
+            folder / f"img_{i:02d}.jpg", quality=90
+        )
     return root
 
 
@@ -125,8 +151,15 @@ def traced(request, dataset, tmp_path_factory) -> Traced:
     children: set[int] = set()
     delivered = 0
     with hang_guard(120):
-        with augment.Loader(dataset, transform(), batch_size=BATCH, backend=backend, workers=2,
-                            seed=3, tracer=tracer) as loader:
+        with augment.Loader(
+            dataset,
+            transform(),
+            batch_size=BATCH,
+            backend=backend,
+            workers=2,
+            seed=3,
+            tracer=tracer,
+        ) as loader:
             for _ in range(EPOCHS):
                 for images, _labels in loader:
                     delivered += len(images)
@@ -135,8 +168,16 @@ def traced(request, dataset, tmp_path_factory) -> Traced:
                     children |= {p.pid for p in me.children(recursive=True)} - before
                     time.sleep(STEP_S)
         tracer.close()
-    return Traced(backend, directory, experiment, tracer.path, read_jsonl(tracer.path),
-                  worker_pids, children, delivered)
+    return Traced(
+        backend,
+        directory,
+        experiment,
+        tracer.path,
+        read_jsonl(tracer.path),
+        worker_pids,
+        children,
+        delivered,
+    )
 
 
 # --------------------------------------------------------------------------- spans
@@ -144,8 +185,9 @@ def traced(request, dataset, tmp_path_factory) -> Traced:
 
 def test_trace_file_is_named_after_experiment_and_pid(traced):
     assert traced.path == traced.directory / f"{traced.experiment}.{os.getpid()}.jsonl"
-    span_files = [p.name for p in traced.directory.glob("*.jsonl")
-                  if not p.name.startswith("cpu-samples.")]
+    span_files = [
+        p.name for p in traced.directory.glob("*.jsonl") if not p.name.startswith("cpu-samples.")
+    ]
     assert span_files == [traced.path.name]
     assert traced.delivered == EPOCHS * N_IMAGES
 
@@ -219,8 +261,9 @@ def test_worker_stages_carry_the_worker_that_made_them(traced):
     assert len({next(iter(p)) for p in lane_pid.values()}) == len(lane_pid)
     # all four stages of a batch come from one worker
     for key in {(s["batch"], s["epoch"]) for s in workers}:
-        assert len({(s["pid"], s["worker"]) for s in workers
-                    if (s["batch"], s["epoch"]) == key}) == 1
+        assert (
+            len({(s["pid"], s["worker"]) for s in workers if (s["batch"], s["epoch"]) == key}) == 1
+        )
 
 
 def test_spans_of_a_batch_follow_the_pipeline(traced):
@@ -245,8 +288,9 @@ def test_spans_of_a_batch_follow_the_pipeline(traced):
 
 def test_batches_follow_one_another_on_the_loop(traced):
     waits = sorted((s for s in traced.spans if s["stage"] == "wait"), key=lambda s: s["start_ns"])
-    assert [(s["epoch"], s["batch"]) for s in waits] == \
-        [(e, b) for e in range(EPOCHS) for b in range(N_IMAGES // BATCH)]
+    assert [(s["epoch"], s["batch"]) for s in waits] == [
+        (e, b) for e in range(EPOCHS) for b in range(N_IMAGES // BATCH)
+    ]
     steps = {(s["epoch"], s["batch"]): s for s in traced.spans if s["stage"] == "step"}
     for a, b in zip(waits, waits[1:]):
         assert steps[(a["epoch"], a["batch"])]["end_ns"] <= b["start_ns"]
@@ -284,8 +328,12 @@ def test_a_loop_that_stops_early_traces_every_batch_it_received(dataset, tmp_pat
     """A training loop that breaks after batch 2 has received batches 0, 1 and 2 and run its
     step on each: all three belong in the trace (the profiler stops every run this way)."""
     tracer = augment.Tracer(tmp_path, experiment="early", sample_cpu=False)
-    with hang_guard(60), augment.Loader(dataset, transform(), batch_size=BATCH,
-                                        backend="thread", workers=2, tracer=tracer) as loader:
+    with (
+        hang_guard(60),
+        augment.Loader(
+            dataset, transform(), batch_size=BATCH, backend="thread", workers=2, tracer=tracer
+        ) as loader,
+    ):
         received = []
         for number, _batch in enumerate(loader):
             received.append(number)
@@ -297,7 +345,8 @@ def test_a_loop_that_stops_early_traces_every_batch_it_received(dataset, tmp_pat
     traced_batches = sorted({s["batch"] for s in spans})
     assert received == [0, 1, 2]
     assert traced_batches == received, (
-        f"received batches {received}, the trace has {traced_batches}")
+        f"received batches {received}, the trace has {traced_batches}"
+    )
     for number in received:
         assert sorted(s["stage"] for s in spans if s["batch"] == number) == sorted(STAGES)
 
@@ -371,10 +420,15 @@ def two_processes(image_dir, tmp_path_factory):
     script.write_text(SCRIPT)
     out, sync = root / "traces", root / "sync"
     sync.mkdir()
-    procs = {name: subprocess.Popen([sys.executable, str(script), str(image_dir), str(out), name,
-                                     str(sync)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-             for name in ("alpha", "beta")}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(script), str(image_dir), str(out), name, str(sync)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("alpha", "beta")
+    }
     results = {}
     for name, p in procs.items():
         try:
@@ -415,8 +469,9 @@ def test_two_processes_overlap_in_time(two_processes):
     # and some batch of one was being made while the other's loop ran
     alpha = [s for s in trace.spans if s["experiment"] == "alpha"]
     beta = [s for s in trace.spans if s["experiment"] == "beta"]
-    assert any(a["start_ns"] < b["end_ns"] and b["start_ns"] < a["end_ns"]
-               for a in alpha for b in beta)
+    assert any(
+        a["start_ns"] < b["end_ns"] and b["start_ns"] < a["end_ns"] for a in alpha for b in beta
+    )
 
 
 # --------------------------------------------------------------------------- reading back
@@ -518,8 +573,11 @@ def check_chrome(directory: Path, out: Path) -> dict:
 def test_chrome_export_of_two_experiments(two_processes, tmp_path):
     out, _ = two_processes
     doc = check_chrome(out, tmp_path / "trace.json")
-    names = [e["args"]["name"] for e in doc["traceEvents"]
-             if e["ph"] == "M" and e["name"] == "process_name"]
+    names = [
+        e["args"]["name"]
+        for e in doc["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    ]
     assert any(n.startswith("alpha") for n in names) and any(n.startswith("beta") for n in names)
     assert any(e["ph"] == "C" for e in doc["traceEvents"])
 
@@ -558,8 +616,9 @@ def test_an_accepted_experiment_name_is_read_back(dataset, tmp_path, name):
         tracer = augment.Tracer(tmp_path, experiment=name)
     except ValueError:
         return
-    with augment.Loader(dataset, transform(), batch_size=8, backend="serial",
-                        tracer=tracer) as loader:
+    with augment.Loader(
+        dataset, transform(), batch_size=8, backend="serial", tracer=tracer
+    ) as loader:
         batches = sum(1 for _ in loader)
     tracer.close()
     trace = load(tmp_path)

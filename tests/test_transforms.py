@@ -39,8 +39,10 @@ def random_image(seed, shape, dtype=np.uint8):
 
 def smooth_image(h, w, c=3, dtype=np.uint8):
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
-              for k in range(c)]
+    planes = [
+        127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
+        for k in range(c)
+    ]
     img = np.stack(planes, axis=-1)
     return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
@@ -78,8 +80,17 @@ def test_same_seed_same_output(t, dtype):
     assert np.array_equal(img, before)
 
 
-@pytest.mark.parametrize("t", [RandomFlip(0.5, 0.5), RandomRotate90(0.5), RandomRotate(30),
-                               RandomScale(0.8, 1.3), RandomCrop(8)], ids=repr)
+@pytest.mark.parametrize(
+    "t",
+    [
+        RandomFlip(0.5, 0.5),
+        RandomRotate90(0.5),
+        RandomRotate(30),
+        RandomScale(0.8, 1.3),
+        RandomCrop(8),
+    ],
+    ids=repr,
+)
 def test_different_seeds_give_different_outputs(t):
     img = random_image(1, (12, 14, 3))
     outs = {t(img, rng(seed)).tobytes() for seed in range(20)}
@@ -162,8 +173,11 @@ def test_random_rotate90_p1_is_a_quarter_turn(shape):
     seen = set()
     for seed in range(60):
         out = RandomRotate90(p=1)(img, rng(seed))
-        ks = [k for k in (1, 2, 3) if out.shape == np.rot90(img, k).shape
-              and np.array_equal(out, np.rot90(img, k))]
+        ks = [
+            k
+            for k in (1, 2, 3)
+            if out.shape == np.rot90(img, k).shape and np.array_equal(out, np.rot90(img, k))
+        ]
         assert len(ks) == 1, f"seed {seed}: not one of rot90 k=1,2,3"
         seen.add(ks[0])
     assert seen == {1, 2, 3}
@@ -175,8 +189,9 @@ def test_random_rotate90_p0_is_identity():
         assert np.array_equal(RandomRotate90(p=0)(img, rng(seed)), img)
 
 
-@pytest.mark.parametrize("shape, size", [((10, 12), 8), ((10, 12, 3), (4, 11)),
-                                         ((9, 9, 1), 9), ((5, 1), (2, 1))])
+@pytest.mark.parametrize(
+    "shape, size", [((10, 12), 8), ((10, 12, 3), (4, 11)), ((9, 9, 1), 9), ((5, 1), (2, 1))]
+)
 def test_random_crop_is_a_window_of_the_input(shape, size):
     img = random_image(7, shape, np.float32)  # random floats: every window is distinct
     ch, cw = (size, size) if isinstance(size, int) else size
@@ -185,8 +200,12 @@ def test_random_crop_is_a_window_of_the_input(shape, size):
     for seed in range(150):
         out = RandomCrop(size)(img, rng(seed))
         assert out.shape == (ch, cw) + shape[2:]
-        found = [(t, q) for t in range(h - ch + 1) for q in range(w - cw + 1)
-                 if np.array_equal(out, img[t:t + ch, q:q + cw])]
+        found = [
+            (t, q)
+            for t in range(h - ch + 1)
+            for q in range(w - cw + 1)
+            if np.array_equal(out, img[t : t + ch, q : q + cw])
+        ]
         assert len(found) == 1, f"seed {seed}: output is not a window of the input"
         positions.add(found[0])
     # uniform over all positions: with 150 draws every one of at most 15 positions shows up
@@ -212,7 +231,7 @@ def test_center_crop(shape, size):
     ch, cw = (size, size) if isinstance(size, int) else size
     top, left = (shape[0] - ch) // 2, (shape[1] - cw) // 2
     out = CenterCrop(size)(img, rng(0))
-    assert np.array_equal(out, img[top:top + ch, left:left + cw])
+    assert np.array_equal(out, img[top : top + ch, left : left + cw])
     assert np.array_equal(out, F.center_crop(img, ch, cw))
 
 
@@ -247,38 +266,42 @@ def test_random_scale_that_shrinks_to_nothing_raises():
         RandomScale(0.1, 0.1)(np.zeros((3, 3), np.uint8), rng(0))
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: RandomFlip(1.5), "horizontal"),
-    (lambda: RandomFlip(-0.1), "horizontal"),
-    (lambda: RandomFlip(0.5, 2), "vertical"),
-    (lambda: RandomFlip(float("nan")), "horizontal"),
-    (lambda: RandomRotate90(1.01), r"\[0, 1\]"),
-    (lambda: RandomRotate90(-1), r"\[0, 1\]"),
-    (lambda: RandomRotate90("half"), "p"),
-    (lambda: RandomRotate(-1), "degrees"),
-    (lambda: RandomRotate(float("nan")), "degrees"),
-    (lambda: RandomRotate(float("inf")), "degrees"),
-    (lambda: RandomRotate(10, interpolation="cubic"), "interpolation"),
-    (lambda: RandomRotate(10, border="wrap"), "border"),
-    (lambda: RandomRotate(10, fill=float("nan")), "fill"),
-    (lambda: RandomScale(2, 1), "low"),
-    (lambda: RandomScale(0, 1), "low"),
-    (lambda: RandomScale(-1, 1), "low"),
-    (lambda: RandomScale(float("nan"), 1), "low"),
-    (lambda: RandomScale(1, float("inf")), "high"),
-    (lambda: RandomScale(1, 2, interpolation="area"), "interpolation"),
-    (lambda: RandomCrop(0), "size"),
-    (lambda: RandomCrop(-3), "size"),
-    (lambda: RandomCrop((8, 0)), "size"),
-    (lambda: RandomCrop("8"), "size"),
-    (lambda: RandomCrop(8.0), "size"),
-    (lambda: RandomCrop((8,)), "size"),
-    (lambda: RandomCrop((8, 8, 8)), "size"),
-    (lambda: RandomCrop(True), "size"),
-    (lambda: RandomCrop(None), "size"),
-    (lambda: CenterCrop(0), "size"),
-    (lambda: CenterCrop((4, 2.5)), "size"),
-], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda: RandomFlip(1.5), "horizontal"),
+        (lambda: RandomFlip(-0.1), "horizontal"),
+        (lambda: RandomFlip(0.5, 2), "vertical"),
+        (lambda: RandomFlip(float("nan")), "horizontal"),
+        (lambda: RandomRotate90(1.01), r"\[0, 1\]"),
+        (lambda: RandomRotate90(-1), r"\[0, 1\]"),
+        (lambda: RandomRotate90("half"), "p"),
+        (lambda: RandomRotate(-1), "degrees"),
+        (lambda: RandomRotate(float("nan")), "degrees"),
+        (lambda: RandomRotate(float("inf")), "degrees"),
+        (lambda: RandomRotate(10, interpolation="cubic"), "interpolation"),
+        (lambda: RandomRotate(10, border="wrap"), "border"),
+        (lambda: RandomRotate(10, fill=float("nan")), "fill"),
+        (lambda: RandomScale(2, 1), "low"),
+        (lambda: RandomScale(0, 1), "low"),
+        (lambda: RandomScale(-1, 1), "low"),
+        (lambda: RandomScale(float("nan"), 1), "low"),
+        (lambda: RandomScale(1, float("inf")), "high"),
+        (lambda: RandomScale(1, 2, interpolation="area"), "interpolation"),
+        (lambda: RandomCrop(0), "size"),
+        (lambda: RandomCrop(-3), "size"),
+        (lambda: RandomCrop((8, 0)), "size"),
+        (lambda: RandomCrop("8"), "size"),
+        (lambda: RandomCrop(8.0), "size"),
+        (lambda: RandomCrop((8,)), "size"),
+        (lambda: RandomCrop((8, 8, 8)), "size"),
+        (lambda: RandomCrop(True), "size"),
+        (lambda: RandomCrop(None), "size"),
+        (lambda: CenterCrop(0), "size"),
+        (lambda: CenterCrop((4, 2.5)), "size"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_invalid_arguments(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
@@ -319,8 +342,17 @@ def test_compose_pixel_moves_are_exact(dtype, shape):
 def test_compose_of_pixel_moves_never_resamples(name):
     """Random flips / turns / crops through any kernel give values that exist in the input."""
     img = random_image(12, (13, 11, 3), np.float32)
-    pipeline = Compose([RandomFlip(), RandomRotate90(), RandomCrop((7, 5)), RandomFlip(0.5, 0.5),
-                        RandomRotate90(), CenterCrop(4)], kernel=name)
+    pipeline = Compose(
+        [
+            RandomFlip(),
+            RandomRotate90(),
+            RandomCrop((7, 5)),
+            RandomFlip(0.5, 0.5),
+            RandomRotate90(),
+            CenterCrop(4),
+        ],
+        kernel=name,
+    )
     for seed in range(20):
         out = pipeline(img, rng(seed))
         assert np.array_equal(out, run_steps(pipeline.transforms, img, seed))
@@ -328,13 +360,27 @@ def test_compose_of_pixel_moves_never_resamples(name):
 
 
 CHAINS = {
-    "rotate-scale-center": ([RandomRotate(15), RandomScale(1.2, 1.4), CenterCrop(32)],
-                            (48, 48), (32, 32)),
-    "flip-turn-rotate-scale-crop": ([RandomFlip(0.5, 0.5), RandomRotate90(0.7), RandomRotate(15),
-                                     RandomScale(1.2, 1.4), CenterCrop((24, 20))],
-                                    (40, 56), (24, 20)),
-    "scale-rotate-crop": ([RandomScale(1.3, 1.5), RandomRotate(20), CenterCrop(30)],
-                          (44, 50), (30, 30)),
+    "rotate-scale-center": (
+        [RandomRotate(15), RandomScale(1.2, 1.4), CenterCrop(32)],
+        (48, 48),
+        (32, 32),
+    ),
+    "flip-turn-rotate-scale-crop": (
+        [
+            RandomFlip(0.5, 0.5),
+            RandomRotate90(0.7),
+            RandomRotate(15),
+            RandomScale(1.2, 1.4),
+            CenterCrop((24, 20)),
+        ],
+        (40, 56),
+        (24, 20),
+    ),
+    "scale-rotate-crop": (
+        [RandomScale(1.3, 1.5), RandomRotate(20), CenterCrop(30)],
+        (44, 50),
+        (30, 30),
+    ),
 }
 
 
@@ -406,14 +452,14 @@ def test_compose_calls_plain_callables_between_geometric_steps():
         return img + np.float32(1)
 
     img = random_image(13, (6, 9, 2), np.float32)
-    pipeline = Compose([RandomFlip(1, 0), RandomRotate90(1), add_one, RandomFlip(0, 1),
-                        CenterCrop((4, 5))])
+    pipeline = Compose(
+        [RandomFlip(1, 0), RandomRotate90(1), add_one, RandomFlip(0, 1), CenterCrop((4, 5))]
+    )
     for seed in range(6):
         calls.clear()
         out = pipeline(img, rng(seed))
         assert len(calls) == 1 and calls[0] in {(9, 6, 2), (6, 9, 2)}  # after the turn
-        candidates = [F.center_crop((np.rot90(img[:, ::-1], k) + 1)[::-1], 4, 5)
-                      for k in (1, 2, 3)]
+        candidates = [F.center_crop((np.rot90(img[:, ::-1], k) + 1)[::-1], 4, 5) for k in (1, 2, 3)]
         assert sum(np.array_equal(out, c) for c in candidates) == 1
         assert out.dtype == np.float32
 
@@ -463,8 +509,10 @@ def test_compose_kernel_follows_env_var(monkeypatch):
 
 @pytest.mark.parametrize("name", [k for k in KERNELS if k != "numpy"])
 def test_kaggle_pipeline_kernels_agree_with_numpy(name):
-    reference, other = kaggle_pipeline(crop=56, kernel="numpy"), kaggle_pipeline(crop=56,
-                                                                                 kernel=name)
+    reference, other = (
+        kaggle_pipeline(crop=56, kernel="numpy"),
+        kaggle_pipeline(crop=56, kernel=name),
+    )
     assert reference.kernel == "numpy" and other.kernel == name
     for seed in range(12):
         img = random_image(100 + seed, (64, 64, 3))
