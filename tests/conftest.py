@@ -88,27 +88,33 @@ def _descendants(root: int) -> set[int]:
 
 
 def psm_names() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+    return shm_names(("psm_",))
 
 
-def mapped_psm(pid: int) -> set[str]:
-    """Names of /dev/shm/psm_* segments that ``pid`` has mapped."""
+def shm_names(prefixes: tuple[str, ...] = ("psm_", "sem.mp-", "torch_")) -> set[str]:
+    """Entries of /dev/shm: shared-memory blocks (psm_, torch_) and semaphores (sem.mp-)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefixes)}
+
+
+def mapped_psm(pid: int, prefixes: tuple[str, ...] = ("psm_",)) -> set[str]:
+    """Names of the /dev/shm entries starting with ``prefixes`` that ``pid`` has mapped."""
     try:
         lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
     except OSError:
         return set()
-    return {line.split("/dev/shm/")[1].split()[0] for line in lines if "/dev/shm/psm_" in line}
+    names = {line.split("/dev/shm/")[1].split()[0] for line in lines if "/dev/shm/" in line}
+    return {n for n in names if n.startswith(prefixes)}
 
 
-def leaked_psm(before: set[str]) -> set[str]:
-    """psm_ entries new since ``before`` that no process outside this process tree maps
-    (those belong to someone else running at the same time)."""
-    new = psm_names() - before
+def leaked_psm(before: set[str], prefixes: tuple[str, ...] = ("psm_",)) -> set[str]:
+    """Entries new since ``before`` that no process outside this process tree maps (those
+    belong to someone else running at the same time)."""
+    new = shm_names(prefixes) - before
     if not new:
         return new
     ours = _descendants(os.getpid())
     for pid in set(_all_pids()) - ours:
-        new -= mapped_psm(pid)
+        new -= mapped_psm(pid, prefixes)
     return new
 
 

@@ -471,12 +471,12 @@ def test_early_break_keeps_workers_and_close_frees_them(dataset, reference, back
                 first = (images, labels)
                 break
             assert same([first], reference.epochs[0][:1])
-            pids = loader._backend.worker_pids()
+            pids = loader.worker_pids()
             assert len(pids) == workers and all(alive(p) for p in pids)
 
             epoch1 = list(loader)  # the same workers run the next epoch
             assert same(epoch1, reference.epochs[1])
-            assert loader._backend.worker_pids() == pids
+            assert loader.worker_pids() == pids
             assert all(alive(p) for p in pids)
 
             images, _ = next(iter(loader))  # epoch 2, abandoned at once
@@ -497,7 +497,7 @@ def test_with_block_closes_after_next_iter(dataset):
             dataset, transform(), batch_size=BATCH, backend="process", workers=1, seed=SEED
         ) as loader:
             next(iter(loader))
-            pids = loader._backend.worker_pids()
+            pids = loader.worker_pids()
             seen = mapped_psm(os.getpid())
     assert seen  # the slots were really in /dev/shm
     assert pids and not any(alive(p) for p in pids)
@@ -530,7 +530,7 @@ CONSUMER_SCRIPT = textwrap.dedent("""
         while True:
             for i, (images, labels) in enumerate(loader):
                 if i == 0:
-                    print("PIDS", *loader._backend.worker_pids(), flush=True)
+                    print("PIDS", *loader.worker_pids(), flush=True)
                 time.sleep(0.3)
 """)
 

@@ -72,7 +72,7 @@ def test_ray_spans_come_from_ray_workers(cluster, folder, tmp_path):
     ) as loader:
         for _ in loader:
             pass
-        worker_pids = set(loader._backend.worker_pids())
+        worker_pids = set(loader.worker_pids())
     tracer.close()
     spans = augment.trace.load(tmp_path).spans
     made = [s for s in spans if s["stage"] in ("read", "decode", "augment", "collate")]

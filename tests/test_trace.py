@@ -164,7 +164,7 @@ def traced(request, dataset, tmp_path_factory) -> Traced:
                 for images, _labels in loader:
                     delivered += len(images)
                     if hasattr(loader._backend, "worker_pids"):
-                        worker_pids |= set(loader._backend.worker_pids())
+                        worker_pids |= set(loader.worker_pids())
                     children |= {p.pid for p in me.children(recursive=True)} - before
                     time.sleep(STEP_S)
         tracer.close()

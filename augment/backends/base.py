@@ -17,9 +17,12 @@ A new backend is a subclass with a ``name`` and ``@register``::
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from augment.batch import BatchPlan, BatchResult, BatchTask, make_batch
@@ -101,17 +104,14 @@ def register(cls: type[Backend]) -> type[Backend]:
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    """Every backend's name, without importing any (torch and Ray take seconds)."""
+    return sorted(set(_REGISTRY) | set(_builtin_modules()))
 
 
 def create(name: str, workers: int, capacity: int, **options) -> Backend:
     """Backend ``name`` with ``workers`` workers; with none, batches are made in the loop
     (the serial backend) whatever the name, after checking ``options`` against it."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; accepted: {', '.join(names())}")
-    cls = _REGISTRY[name]
+    cls = _backend_class(name)
     accepted = [
         p.name
         for p in list(inspect.signature(cls.__init__).parameters.values())[3:]
@@ -125,18 +125,25 @@ def create(name: str, workers: int, capacity: int, **options) -> Backend:
         )
     backend = cls(workers, capacity, **options)
     if workers == 0:
-        return _REGISTRY["serial"](0, capacity)
+        return _backend_class("serial")(0, capacity)
     return backend
 
 
-def _load_builtin() -> None:
-    # Imported here, not at module top: each file registers itself and may import extras.
-    from augment.backends import process, ray_backend, serial, thread  # noqa: F401
+def _backend_class(name: str) -> type[Backend]:
+    if name not in _REGISTRY and name in _builtin_modules():
+        # each module registers itself when imported
+        importlib.import_module(f"{__package__}.{_builtin_modules()[name]}")
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backend {name!r}; accepted: {', '.join(names())}")
+    return _REGISTRY[name]
 
-    try:
-        from augment.backends import torch_workers  # noqa: F401
-    except ImportError:
-        pass
+
+def _builtin_modules() -> dict[str, str]:
+    """``{backend name: module}`` for the modules of this package: a backend's module is
+    named after it, with an optional ``_backend`` suffix (``ray_backend.py`` is "ray"), so a
+    new backend is one new file."""
+    modules = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    return {m.removesuffix("_backend"): m for m in modules if m not in ("base", "worker")}
 
 
 __all__ = ["Backend", "Handle", "Done", "Deferred", "register", "names", "create", "make_batch"]

@@ -1,8 +1,8 @@
 """Trace every DataLoader of a program that never imports augment, when
 ``AUGMENT_TRACE_DIR`` is set: the ``augment-trace.pth`` file installed with the package
 imports this module at every interpreter start-up. It costs one environment lookup when the
-variable is unset, and otherwise waits for ``torch.utils.data`` to be imported (it never
-imports torch itself)."""
+variable is unset, and otherwise waits for torch to be imported (it never imports torch
+itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-TARGET = "torch.utils.data"
+TARGET = "torch"  # traced once torch has finished importing (torch.utils.data with it)
 
 
 def experiment_name() -> str:
@@ -20,20 +20,9 @@ def experiment_name() -> str:
 
 
 def start_tracing() -> None:
-    """Trace from the first DataLoader iterated on; augment itself is imported only then,
-    not in the middle of torch's own import."""
-    from torch.utils.data import DataLoader
+    from augment.trace.dataloader import trace_all
 
-    untraced = DataLoader.__iter__
-
-    def first_iter(self):
-        DataLoader.__iter__ = untraced
-        from augment.trace.dataloader import trace_all
-
-        trace_all(os.environ["AUGMENT_TRACE_DIR"], experiment_name())
-        return DataLoader.__iter__(self)
-
-    DataLoader.__iter__ = first_iter
+    trace_all(os.environ["AUGMENT_TRACE_DIR"], experiment_name())
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):

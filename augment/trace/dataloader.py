@@ -6,9 +6,7 @@ What runs in the workers is wrapped, not changed: the dataset (its ``__getitem__
 trace folder). The loop's side times ``next()`` (``wait``, the stall) and the time between
 two ``next()`` calls (``step``). Batches, exceptions and worker start-up are torch's own.
 
-Where this reaches into DataLoader internals (``_get_iterator``, the iterator classes, the
-``_index_sampler`` they read) it is kept in ``_build_iterator``; checked against torch 2.4
-to 2.13 (``tests/test_trace_dataloader.py`` fails loudly if a release changes them).
+The DataLoader internals this relies on are in ``augment.torch_internals``.
 """
 
 from __future__ import annotations
@@ -21,15 +19,13 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data import dataloader as torch_dataloader
 
+from augment import torch_internals
 from augment.batch import Span
 from augment.trace.recorder import Tracer
 from augment.trace.schema import CONSUMER_LANE
 
 BACKEND = "dataloader"
-_ORIGINAL_ITER = DataLoader.__iter__
-_ORIGINAL_GET_ITERATOR = DataLoader._get_iterator
 _lock = threading.Lock()
 _auto: dict | None = None  # {"out_dir", "experiment", "count"} while every DataLoader is traced
 
@@ -81,14 +77,14 @@ def _state(loader: DataLoader) -> _LoaderTrace | None:
 
 def _traced_iter(loader: DataLoader):
     state = _state(loader)
-    inner = _ORIGINAL_ITER(loader)
+    inner = torch_internals.ITER(loader)
     return inner if state is None else _TimedIterator(inner, state)
 
 
 def _traced_get_iterator(loader: DataLoader):
     state = _state(loader)
     if state is None:
-        return _ORIGINAL_GET_ITERATOR(loader)
+        return torch_internals.GET_ITERATOR(loader)
     return _build_iterator(loader, state)
 
 
@@ -96,10 +92,9 @@ def _build_iterator(loader: DataLoader, state: _LoaderTrace):
     """DataLoader._get_iterator, on a view of the loader whose dataset, collate function
     and index sampler are the traced ones."""
     view = _LoaderView(loader, state.dataset, state.collate, state.sampler)
-    if loader.num_workers == 0:
-        return torch_dataloader._SingleProcessDataLoaderIter(view)
-    loader.check_worker_number_rationality()
-    return torch_dataloader._MultiProcessingDataLoaderIter(view)
+    if loader.num_workers:
+        loader.check_worker_number_rationality()
+    return torch_internals.new_iterator(view, loader.num_workers)
 
 
 class _LoaderView:
@@ -122,11 +117,10 @@ class _LoaderTrace:
         writer = _SpanWriter(tracer)
         self.dataset = _TracedDataset(loader.dataset, writer)
         self.collate = _TracedCollate(loader.collate_fn, self.dataset)
-        self.sampler = (
-            _TaggingSampler(loader._index_sampler)
-            if loader._auto_collation
-            else (loader._index_sampler)
-        )
+        sampler = torch_internals.index_sampler(loader)
+        if torch_internals.batches_automatically(loader):
+            sampler = _TaggingSampler(sampler)
+        self.sampler = sampler
         self.workers, self.batch_size = loader.num_workers, loader.batch_size
 
     def begin_epoch(self) -> int:

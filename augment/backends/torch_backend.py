@@ -8,6 +8,7 @@ import logging
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from augment import torch_internals
 from augment.backends import worker as worker_setup
 from augment.backends.base import Backend, register
 from augment.batch import BatchPlan, BatchResult, make_batch
@@ -120,7 +121,7 @@ class TorchBackend(Backend):
         try:
             result = next(self._iter)
         except RuntimeError as exc:
-            if "worker" in str(exc) and ("exited unexpectedly" in str(exc) or "killed" in str(exc)):
+            if torch_internals.is_worker_death(exc):
                 if worker_setup.REIMPORTED_MAIN_EXIT in self._exit_codes():
                     raise RuntimeError(
                         "torch backend: a DataLoader worker stopped because "
@@ -159,14 +160,11 @@ class TorchBackend(Backend):
         return [w.exitcode for w in self._workers()]
 
     def _workers(self) -> list:
-        it = getattr(self._loader, "_iterator", None)
-        return list(getattr(it, "_workers", []))
+        return torch_internals.workers(self._loader)
 
     def close(self):
         loader, self._loader, self._iter = self._loader, None, None
-        it = getattr(loader, "_iterator", None)
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            try:
-                it._shutdown_workers()
-            except RuntimeError as exc:  # a worker that dies on its way out lost nothing
-                log.warning("torch backend: %s", exc)
+        try:
+            torch_internals.shutdown_workers(loader)
+        except RuntimeError as exc:  # a worker that dies on its way out lost nothing
+            log.warning("torch backend: %s", exc)

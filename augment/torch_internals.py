@@ -1,0 +1,50 @@
+"""The private parts of ``torch.utils.data.DataLoader`` that augment relies on, in one place.
+
+Checked against torch 2.4 to 2.13. ``tests/test_torch_internals.py`` fails loudly when a
+torch release renames or removes any of them: the torch backend (persistent workers driven
+through a DataLoader) and DataLoader tracing (``augment.trace.dataloader``) use only these.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import dataloader as _dataloader
+
+# DataLoader's own methods, before augment.trace.dataloader wraps them
+ITER = _dataloader.DataLoader.__iter__
+GET_ITERATOR = _dataloader.DataLoader._get_iterator
+
+
+def workers(loader) -> list:
+    """The worker processes of ``loader``'s persistent iterator (empty before it exists)."""
+    return list(getattr(getattr(loader, "_iterator", None), "_workers", []))
+
+
+def shutdown_workers(loader) -> None:
+    """Stop the workers of ``loader``'s persistent iterator, as its destructor would."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+def is_worker_death(exc: BaseException) -> bool:
+    """Whether ``exc`` is DataLoader's report of a worker that died (not one that raised)."""
+    text = str(exc)
+    return "worker" in text and ("exited unexpectedly" in text or "killed" in text)
+
+
+def index_sampler(loader):
+    """What a DataLoader iterator draws indices from: the batch sampler (automatic batching)
+    or the sampler."""
+    return loader._index_sampler
+
+
+def batches_automatically(loader) -> bool:
+    return loader._auto_collation
+
+
+def new_iterator(view, num_workers: int):
+    """An iterator over ``view`` (an object that reads like the DataLoader): what
+    ``DataLoader._get_iterator`` builds."""
+    if num_workers == 0:
+        return _dataloader._SingleProcessDataLoaderIter(view)
+    return _dataloader._MultiProcessingDataLoaderIter(view)
