@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import sys
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,10 +32,10 @@ from torch.utils.data import default_collate
 
 from augment import backends
 from augment.backends import worker
-from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, Span, order_rng
+from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
 from augment.samples import as_sample_transform, source_for
+from augment.trace.loop import LoopClock
 from augment.trace.recorder import tracer_from_env
-from augment.trace.schema import CONSUMER_LANE
 
 log = logging.getLogger("augment")
 STATE_VERSION = 1
@@ -221,30 +219,34 @@ class Loader:
                 batch_size=self.batch_size,
                 epoch=plans[0].epoch if plans else 0,
             )
-        untraced = None  # the batch handed over whose step has not ended yet
+        timing = LoopClock(self.tracer, self.backend_name)
         try:
             for plan in todo:
                 pending.append(backend.submit(plan))
                 if len(pending) >= self.capacity:
                     break
             while pending:
-                asked = _clock()
+                timing.ask()
                 result = pending.popleft().result()
                 for plan in todo:
                     pending.append(backend.submit(plan))
                     break
-                received = _clock()
+                timing.arrived()
                 batch = self._deliver(result)
-                untraced = (result, asked, received, _clock())
+                timing.hand_over(
+                    batch=result.plan.number,
+                    epoch=result.plan.epoch,
+                    images=0 if result.images is None else len(result.images),
+                    worker=(result.spans, result.pid, result.worker, result.host or None),
+                    transfer=result.transfer,
+                )
                 self._progress[1] += 1
                 if batch is not None:
                     yield batch
-                self._trace(*untraced, _clock())
-                untraced = None
+                timing.back()
             finished = True
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
-            if untraced is not None:  # its step ended when the loop let go of the loader
-                self._trace(*untraced, _clock())
+            timing.back()  # the step of the last batch ended when the loop let go
             for handle in pending:
                 handle.cancel()
             raise
@@ -255,33 +257,6 @@ class Loader:
             if reason is not None:
                 self._running = None  # this generator: it cannot close itself
                 self._close(reason)
-
-    def _trace(self, result: BatchResult, asked, received, handed, back) -> None:
-        """Write one batch's spans: the worker's stages, then the consumer's transfer (the
-        backend's own, or handing over as tensors), wait (the stall) and step."""
-        if self.tracer is None:
-            return
-        plan = result.plan
-        images = 0 if result.images is None else len(result.images)
-        common = dict(backend=self.backend_name, batch=plan.number, epoch=plan.epoch, images=images)
-        transfer = result.transfer or Span(
-            "transfer", received[0], handed[0], handed[1] - received[1]
-        )
-        consumer = [
-            transfer,
-            Span("wait", asked[0], handed[0], handed[1] - asked[1]),
-            Span("step", handed[0], back[0], back[1] - handed[1]),
-        ]
-        self.tracer.write(
-            self.tracer.record(
-                spans=result.spans,
-                pid=result.pid,
-                worker=result.worker,
-                host=result.host or None,
-                **common,
-            )
-            + self.tracer.record(spans=consumer, pid=os.getpid(), worker=CONSUMER_LANE, **common)
-        )
 
     def _deliver(self, result: BatchResult):
         if result.error is not None:
@@ -433,10 +408,6 @@ def _assemble(images: torch.Tensor, targets: list):
     if not targets[0]:
         return images
     return (images, *default_collate(targets))
-
-
-def _clock() -> tuple[int, int]:
-    return time.time_ns(), time.thread_time_ns()
 
 
 def _closing_reason() -> str | None:

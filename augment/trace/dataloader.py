@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 
 from augment import torch_internals
 from augment.batch import Span
+from augment.trace.loop import LoopClock
 from augment.trace.recorder import Tracer
-from augment.trace.schema import CONSUMER_LANE
 
 BACKEND = "dataloader"
 _lock = threading.Lock()
@@ -299,8 +299,8 @@ class _TimedIterator:
 
     def __init__(self, inner, state: _LoaderTrace):
         self._inner, self._state = inner, state
-        self._epoch = None
-        self._number, self._handed, self._images = 0, None, 0
+        self._clock = LoopClock(state.tracer, BACKEND)
+        self._epoch, self._number = None, 0
 
     def __iter__(self):
         return self
@@ -316,38 +316,16 @@ class _TimedIterator:
     def __next__(self):
         if self._epoch is None:
             self._epoch = self._state.begin_epoch()
-        asked = time.time_ns(), time.thread_time_ns()
-        self._write_step(asked)
+        self._clock.back()
+        self._clock.ask()
         try:
             batch = next(self._inner)
         except BaseException:
             self._state.tracer.stop()
             raise
-        handed = time.time_ns(), time.thread_time_ns()
-        self._images = _batch_size(batch)
-        self._write("wait", asked, handed)
-        self._handed = handed
+        self._clock.hand_over(batch=self._number, epoch=self._epoch, images=_batch_size(batch))
+        self._number += 1
         return batch
-
-    def _write_step(self, asked) -> None:
-        if self._handed is not None:
-            self._write("step", self._handed, asked)
-            self._number += 1
-            self._handed = None
-
-    def _write(self, stage: str, start, end) -> None:
-        tracer = self._state.tracer
-        tracer.write(
-            tracer.record(
-                backend=BACKEND,
-                batch=self._number,
-                epoch=self._epoch,
-                images=self._images,
-                spans=[Span(stage, start[0], end[0], end[1] - start[1])],
-                pid=os.getpid(),
-                worker=CONSUMER_LANE,
-            )
-        )
 
 
 def _batch_size(batch) -> int:

@@ -1,0 +1,66 @@
+"""The training loop's side of the trace: for every batch, when the loop asked for it, when
+it arrived, when it was handed over, and when the loop came back for the next (its step's
+end). Spans: ``transfer`` (arrived to handed over, or the backend's own), ``wait`` (asked to
+handed over: the data stall) and ``step`` (handed over to back)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from augment.batch import Span
+from augment.trace.schema import CONSUMER_LANE
+
+
+def clock() -> tuple[int, int]:
+    """Wall clock (shared by every process of a machine) and this thread's CPU time."""
+    return time.time_ns(), time.thread_time_ns()
+
+
+def span(stage: str, start: tuple[int, int], end: tuple[int, int]) -> Span:
+    return Span(stage, start[0], end[0], end[1] - start[1])
+
+
+class LoopClock:
+    """Times one traced loop; ``tracer`` None makes every call free of writing.
+
+    Per batch: ``ask()``, optionally ``arrived()``, ``hand_over(...)``, then ``back()`` when
+    the loop asks again, stops early or the epoch ends; ``back()`` writes the batch's records
+    (the worker's, given to ``hand_over``, then the loop's) in one go."""
+
+    def __init__(self, tracer, backend: str):
+        self.tracer, self.backend = tracer, backend
+        self._asked = self._arrived = None
+        self._pending: tuple | None = None
+
+    def ask(self) -> None:
+        self._asked, self._arrived = clock(), None
+
+    def arrived(self) -> None:
+        self._arrived = clock()
+
+    def hand_over(self, *, batch: int, epoch: int, images: int, worker=None, transfer=None):
+        """The batch is handed to the loop. ``worker``: (spans, pid, lane, host) made by the
+        worker, if they travel with the batch; ``transfer``: the backend's own span."""
+        self._pending = (batch, epoch, images, worker, transfer, self._asked, self._arrived)
+        self._handed = clock()
+
+    def back(self) -> None:
+        if self._pending is None or self.tracer is None:
+            self._pending = None
+            return
+        back = clock()
+        batch, epoch, images, worker, transfer, asked, arrived = self._pending
+        self._pending = None
+        common = dict(backend=self.backend, batch=batch, epoch=epoch, images=images)
+        loop = [span("wait", asked, self._handed), span("step", self._handed, back)]
+        if transfer is None and arrived is not None:
+            transfer = span("transfer", arrived, self._handed)
+        if transfer is not None:
+            loop.insert(0, transfer)
+        records = []
+        if worker is not None:
+            spans, pid, lane, host = worker
+            records += self.tracer.record(spans=spans, pid=pid, worker=lane, host=host, **common)
+        records += self.tracer.record(spans=loop, pid=os.getpid(), worker=CONSUMER_LANE, **common)
+        self.tracer.write(records)
