@@ -122,3 +122,43 @@ def noise_image(seed: int, h: int = 64, w: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)  # blocky: JPEG-friendly
     return Image.fromarray(np.kron(small, np.ones((8, 8, 1), np.uint8)))
+
+
+def random_image(rng, shape, dtype=np.uint8) -> np.ndarray:
+    """Noise of ``shape``: uint8 over 0..255 or float32 in [0, 1); ``rng`` a Generator or a
+    seed."""
+    rng = np.random.default_rng(rng)
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.random(shape, dtype=np.float32)
+
+
+def smooth_image(h, w, c=3, dtype=np.uint8) -> np.ndarray:
+    """Slowly varying content (periods ~30 px): interpolation errors stay well under a level."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    planes = [
+        127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
+        for k in range(c)
+    ]
+    img = np.stack(planes, axis=-1)
+    return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
+
+
+# The per-experiment fields of summary.json that README lists.
+EXPERIMENT_KEYS = {
+    "name",
+    "backend",
+    "workers",
+    "batch_size",
+    "images",
+    "wall_s",
+    "startup_s",
+    "images_per_s",
+    "stall_fraction",
+    "stage_cpu_s",
+    "stage_wall_s",
+    "cpu_utilization",
+    "concurrent_workers",
+    "bottleneck",
+    "advice",
+}

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import random_image, smooth_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -20,28 +21,11 @@ CHANNELS = [None, 1, 2, 3, 4, 5]
 DTYPES = [np.uint8, np.float32]
 
 
-def random_image(rng, shape, dtype):
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.random(shape, dtype=np.float32)
-
-
 def images(h, w, dtype, seed=0):
     """One random image per channel count: (H, W) and (H, W, C) for C in 1..5."""
     rng = np.random.default_rng(seed)
     for c in CHANNELS:
         yield random_image(rng, (h, w) if c is None else (h, w, c), dtype)
-
-
-def smooth_image(h, w, c=3, dtype=np.uint8):
-    """Slowly varying content (periods ~30 px): interpolation errors stay well under a level."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [
-        127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
-        for k in range(c)
-    ]
-    img = np.stack(planes, axis=-1)
-    return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
 
 def check_new_array(out, img, before):

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import random_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,12 +110,6 @@ def assert_close_to_reference(got, img, ref, xs, ys, interpolation, context=""):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def random_image(rng, shape, dtype):
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.random(shape, dtype=np.float32)
 
 
 def forward_matrix(in_shape, out_shape, angle, sx, sy, shear, tx, ty):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import EXPERIMENT_KEYS
 from PIL import Image
 
 from augment.report import summarize, write_report
@@ -22,24 +23,6 @@ MS = 1_000_000
 T0 = 1_700_000_000_000_000_000  # an epoch in ns: any fixed wall clock will do
 HOST = "crafted"
 from augment.trace.schema import STAGED_STAGES as WORKER_STAGES  # noqa: E402
-
-EXPERIMENT_KEYS = {
-    "name",
-    "backend",
-    "workers",
-    "batch_size",
-    "images",
-    "wall_s",
-    "startup_s",
-    "images_per_s",
-    "stall_fraction",
-    "stage_cpu_s",
-    "stage_wall_s",
-    "cpu_utilization",
-    "concurrent_workers",
-    "bottleneck",
-    "advice",
-}
 
 
 @dataclass

@@ -8,13 +8,11 @@ Each backend's traced run happens once per module (``traced``) and several tests
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -25,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import hang_guard
 from PIL import Image
 
 import augment
 from augment.trace import load, to_chrome
-from augment.trace.schema import CONSUMER_STAGES, STAGED_STAGES
+from augment.trace.schema import CONSUMER_STAGES, SPAN_KEYS, STAGED_STAGES
 
 N_IMAGES = 16
 BATCH = 4  # four batches per epoch
@@ -39,20 +38,7 @@ BACKENDS = ["serial", "thread", "process", "torch"]
 WORKER_STAGES = STAGED_STAGES
 # an ImageFolder is a staged dataset: each batch has these spans
 STAGES = STAGED_STAGES + CONSUMER_STAGES
-KEYS = {
-    "experiment",
-    "backend",
-    "host",
-    "pid",
-    "worker",
-    "batch",
-    "epoch",
-    "stage",
-    "start_ns",
-    "end_ns",
-    "cpu_ns",
-    "images",
-}
+KEYS = set(SPAN_KEYS) | {"images"}
 TYPES = {
     "experiment": str,
     "backend": str,
@@ -71,22 +57,6 @@ TYPES = {
 
 class Hang(Exception):
     pass
-
-
-@contextlib.contextmanager
-def hang_guard(seconds: float):
-    """Fail instead of hanging forever: SIGALRM raises ``Hang`` in the main thread."""
-
-    def alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def transform():

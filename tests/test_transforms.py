@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import random_image, smooth_image
 
 import augment
 from augment import functional as F
@@ -28,23 +29,6 @@ KERNELS = kernels.available()
 
 def rng(seed):
     return np.random.default_rng(seed)
-
-
-def random_image(seed, shape, dtype=np.uint8):
-    g = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        return g.integers(0, 256, shape, dtype=np.uint8)
-    return g.random(shape, dtype=np.float32)
-
-
-def smooth_image(h, w, c=3, dtype=np.uint8):
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [
-        127.5 + 60 * np.sin(2 * np.pi * x / 31 + k) + 55 * np.cos(2 * np.pi * y / 37 + 2 * k)
-        for k in range(c)
-    ]
-    img = np.stack(planes, axis=-1)
-    return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
 
 RANDOM_TRANSFORMS = [
