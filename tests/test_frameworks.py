@@ -180,3 +180,64 @@ def test_two_gloo_ranks_get_disjoint_shards_covering_each_epoch(folder, tmp_path
     with make_loader(folder, "serial") as whole:
         order = [i for _, index in whole for i in index.tolist()]
     np.testing.assert_array_equal(got[0]["epochs"][0], order[0::2])
+
+
+# --------------------------------------------------------------------------- Lightning DDP
+
+LIGHTNING_DDP = """
+import json, os, sys
+import torch
+import lightning.pytorch as L
+sys.path.insert(0, {tests!r})
+from test_frameworks import make_loader
+from pathlib import Path
+
+
+class Recorder(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 1)
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        images, index = batch
+        self.seen.append(index.tolist())
+        return self.layer(images.float().mean(dim=(2, 3))).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+if __name__ == "__main__":
+    model = Recorder()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp",
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)
+    with make_loader(Path({folder!r})) as loader:  # built before the process group exists
+        trainer.fit(model, loader)
+    out = Path({out!r}) / f"rank{{trainer.global_rank}}.json"
+    out.write_text(json.dumps(model.seen))
+"""
+
+
+def test_lightning_ddp_ranks_train_on_disjoint_shares(folder, tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        LIGHTNING_DDP.format(
+            tests=str(Path(__file__).parent), folder=str(folder), out=str(tmp_path)
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(free_port())},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    flat = [[i for batch in rank for i in batch] for rank in seen]
+    assert len(seen[0]) == len(seen[1]) == 3  # 11 samples a rank: batches of 4, 4, 3
+    assert set(flat[0]).isdisjoint(flat[1]) and set(flat[0]) | set(flat[1]) == set(range(N))
