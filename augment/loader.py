@@ -34,6 +34,7 @@ from augment import backends
 from augment.backends import worker
 from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
 from augment.samples import as_sample_transform, source_for
+from augment.sharding import Sharding, check_int
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import tracer_from_env
 
@@ -74,10 +75,10 @@ class Loader:
         rank: int | None = None,
         world_size: int | None = None,
     ):
-        _check_int(batch_size, "batch_size", 1)
-        _check_int(workers, "workers", 0)
-        _check_int(prefetch, "prefetch", 1)
-        _check_int(seed, "seed", 0)
+        check_int(batch_size, "batch_size", 1)
+        check_int(workers, "workers", 0)
+        check_int(prefetch, "prefetch", 1)
+        check_int(seed, "seed", 0)
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
         if backend not in backends.names():
@@ -88,7 +89,7 @@ class Loader:
         self._transform = as_sample_transform(transform)
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
-        self._sharding = _Sharding(rank, world_size)
+        self._sharding = Sharding(rank, world_size)
         self.dataset, self.transform = dataset, transform
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
@@ -131,7 +132,7 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Run ``epoch`` on the next iteration, from its first batch (as
         ``DistributedSampler.set_epoch``)."""
-        _check_int(epoch, "epoch", 0)
+        check_int(epoch, "epoch", 0)
         self._next_epoch, self._resume_at = int(epoch), 0
 
     def plan_epoch(self, epoch: int) -> list[BatchPlan]:
@@ -346,61 +347,6 @@ class _Epoch:
             self._batches.close()
 
 
-class _Sharding:
-    """Which share of every epoch this rank takes: ``rank`` and ``world_size`` as given, or
-    else those of an initialised ``torch.distributed`` (looked up when an epoch is planned,
-    since frameworks initialise it after the loader is built), or else the whole epoch.
-
-    As ``DistributedSampler``: every rank gets the same number of samples; an epoch that does
-    not divide evenly is padded with its first samples (``drop_last=False``) or loses its
-    last few (``drop_last=True``)."""
-
-    def __init__(self, rank: int | None, world_size: int | None):
-        if (rank is None) != (world_size is None):
-            raise ValueError(
-                f"give rank and world_size together (or neither, to take them from "
-                f"torch.distributed); got rank={rank!r}, world_size={world_size!r}"
-            )
-        if world_size is not None:
-            _check_int(world_size, "world_size", 1)
-            _check_int(rank, "rank", 0)
-            if rank >= world_size:
-                raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-            _warn_if_unsharded(world_size)
-        self.given = None if rank is None else (int(rank), int(world_size))
-
-    def resolve(self) -> tuple[int, int]:
-        if self.given is not None:
-            return self.given
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def share(self, n: int, drop_last: bool) -> int:
-        world_size = self.resolve()[1]
-        return n // world_size if drop_last else -(-n // world_size)
-
-    def take(self, order: np.ndarray, drop_last: bool) -> np.ndarray:
-        rank, world_size = self.resolve()
-        if world_size == 1:
-            return order
-        total = self.share(len(order), drop_last) * world_size
-        order = order[:total] if drop_last else np.resize(order, total)  # resize repeats
-        return order[rank::world_size]
-
-
-def _warn_if_unsharded(world_size: int) -> None:
-    dist = torch.distributed
-    if world_size == 1 and dist.is_available() and dist.is_initialized():
-        if dist.get_world_size() > 1:
-            log.warning(
-                "world_size=1 under a process group of %d ranks: every rank loads every "
-                "sample (leave rank and world_size unset to shard)",
-                dist.get_world_size(),
-            )
-
-
 def _assemble(images: torch.Tensor, targets: list):
     """The batch in the samples' structure: images alone, (images, *targets) or a dict."""
     if isinstance(targets[0], dict):
@@ -422,8 +368,3 @@ def _closing_reason() -> str | None:
             "closed it and its workers; make a new Loader"
         )
     return f"an error during an epoch closed it: {type(exc).__name__}: {exc}"
-
-
-def _check_int(value, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
