@@ -17,8 +17,7 @@ import torch
 from conftest import hang_guard, leaked_psm, shm_names
 
 import augment
-from augment.trace import load
-from augment.trace.dataloader import instrument
+from augment.trace import instrument, load
 from augment.trace.schema import CONSUMER_LANE
 
 ROOT = Path(__file__).resolve().parent.parent
