@@ -5,6 +5,7 @@
     python scripts/benchmark.py pipeline   # end-to-end images/s, every backend vs DataLoader
     python scripts/benchmark.py decoders   # JPEG decoders: same pixels? how fast?
     python scripts/benchmark.py tracing    # the cost of tracing every stage of every batch
+    python scripts/benchmark.py dataloader # a plain DataLoader: tracing it, moving it to augment
     python scripts/benchmark.py all --write-readme
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -291,6 +292,170 @@ def bench_tracing(args) -> str:
     return table
 
 
+def bench_dataloader(args) -> str:
+    """The plain DataLoader + albumentations of scripts/dataloader_example.py (its Dataset and
+    pipeline as they are), untraced and traced by augment.trace.instrument, and the same
+    Dataset on augment.Loader with augment's fused pipeline. Every round runs each contender
+    once, in alternating order; a ratio is the median of the rounds' ratios, so that a burst
+    of load from elsewhere on the machine hits both sides of a ratio alike."""
+    import tempfile
+
+    import torch
+
+    from augment.trace import instrument
+
+    torch.set_num_threads(1)
+    _one_thread(0)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from dataloader_example import Tiles, pipeline
+    except ImportError as exc:  # albumentations
+        raise SystemExit(f"dataloader: {exc} (pip install -e '.[bench]')") from exc
+    folder = bench_dataset(args.images)
+    batch, workers = 64, 2
+    per_run = args.epochs * len(Tiles(folder))
+
+    def dataloader():
+        return torch.utils.data.DataLoader(
+            Tiles(folder, pipeline),
+            batch_size=batch,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=True,  # started once, in the warm-up, never timed
+            multiprocessing_context="spawn",
+            worker_init_fn=_one_thread,
+        )
+
+    baseline = f"DataLoader({workers} workers) + albumentations"
+    traced = f"{baseline}, traced by augment.trace.instrument"
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tracer = augment.Tracer(trace_dir, experiment="bench_dataloader")
+        loaders = {baseline: dataloader(), traced: instrument(dataloader(), tracer)}
+        for backend in ("thread", "process"):
+            loaders[f"augment.Loader({backend}, {workers} workers) + kaggle_pipeline"] = (
+                augment.Loader(
+                    Tiles(folder),
+                    augment.kaggle_pipeline(crop=224),
+                    batch_size=batch,
+                    backend=backend,
+                    workers=workers,
+                )
+            )
+        # the gain from the Loader alone: the albumentations pipeline as it is (wrapped by
+        # augment.adapters.albumentations), decoded and augmented in the same threads
+        loaders[f"augment.Loader(thread, {workers} workers) + the albumentations pipeline"] = (
+            augment.Loader(
+                Tiles(folder), pipeline, batch_size=batch, backend="thread", workers=workers
+            )
+        )
+
+        def run(loader):
+            return lambda: sum(len(images) for _ in range(args.epochs) for images, _ in loader)
+
+        try:
+            wall, cpu = _race_rounds({n: run(ld) for n, ld in loaders.items()}, args.rounds)
+        finally:
+            for loader in loaders.values():
+                if hasattr(loader, "close"):
+                    loader.close()
+            del loaders  # the DataLoaders' persistent workers end with them
+            tracer.close()
+
+    overhead_s = _tracing_overhead_per_batch(batch, args.rounds)
+    cpu_per_batch = statistics.median(cpu[baseline]) / per_run * batch
+
+    def paired(times, name):  # the median over rounds of baseline time / this time
+        return statistics.median(b / t for b, t in zip(times[baseline], times[name]))
+
+    rate = {name: per_run / statistics.median(t) for name, t in wall.items()}
+    speed = {name: paired(wall, name) for name in wall}
+    ours = {n: r for n, r in speed.items() if n.endswith("kaggle_pipeline")}
+    best = max(ours, key=ours.get)
+    lines = [f"| {workers} workers, batches of {batch} at 224 | images/s | vs DataLoader |"]
+    lines.append("|---|---:|---:|")
+    lines += [f"| {n} | {rate[n]:.0f} | {speed[n]:.2f}x |" for n in wall]
+    ratios = [b / t for b, t in zip(wall[baseline], wall[traced])]
+    checks = [
+        f"tracing cost, traced / untraced images/s: {speed[traced]:.3f} (target >= 0.98); "
+        f"CPU time per image, untraced / traced: {paired(cpu, traced):.3f}",
+        f"tracing's own cost, on a loader whose dataset does nothing: "
+        f"{overhead_s * 1e6:.0f} us per batch of {batch}, "
+        f"{overhead_s / cpu_per_batch:.2%} of the CPU time a batch of this pipeline takes",
+        f"the same pipeline on augment.Loader ({best.split('(')[1].split(',')[0]}) / "
+        f"DataLoader + albumentations: {ours[best]:.2f}x",
+    ]
+    table = "\n".join(lines) + "\n\n" + "\n".join(f"- {c}" for c in checks)
+    print(
+        f"{len(Tiles(folder))} JPEG tiles 256x256 in the page cache, {args.epochs} epoch(s) "
+        f"per timed run, {args.rounds} alternated rounds; ratios are medians of the rounds' "
+        f"ratios, CPU time is the whole process tree's:\n{table}\n"
+        f"traced / untraced images/s, per round: {' '.join(f'{r:.3f}' for r in ratios)}"
+    )
+    return table
+
+
+class _Nothing:
+    """A dataset whose samples cost nothing: what is left to time is the loader's own work."""
+
+    def __len__(self):
+        return 64 * 40
+
+    def __getitem__(self, i):
+        return i
+
+
+def _tracing_overhead_per_batch(batch: int, rounds: int) -> float:
+    """Seconds that tracing adds to one batch (worker and loop spans, written and flushed),
+    in one process: a DataLoader without workers over ``_Nothing``, traced and not."""
+    import tempfile
+
+    import torch
+
+    from augment.trace import instrument
+
+    def loader():
+        return torch.utils.data.DataLoader(_Nothing(), batch_size=batch)
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tracer = augment.Tracer(trace_dir, experiment="bench_overhead")
+        loaders = {"off": loader(), "on": instrument(loader(), tracer)}
+        medians = race({k: (lambda ld=ld: sum(1 for _ in ld)) for k, ld in loaders.items()}, rounds)
+        tracer.close()
+    return max(0.0, medians["on"] - medians["off"]) / len(loaders["off"])
+
+
+def _race_rounds(
+    contenders: dict[str, Callable[[], None]], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``race``, keeping every round's wall seconds and the CPU seconds of this process and
+    all its children (workers), for ratios paired within a round."""
+    import psutil
+
+    def tree_cpu() -> float:
+        total = 0.0
+        for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for fn in contenders.values():  # warm-up: worker start-up, page cache
+        fn()
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            c = tree_cpu()
+            start = time.perf_counter()
+            contenders[name]()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(tree_cpu() - c)
+    return wall, cpu
+
+
 def bench_decoders(args) -> str:
     """Every JPEG decoder that is installed, on the sample tiles: identical pixels? speed?"""
     blobs = [f.read_bytes() for f in sorted(SAMPLE.glob("*.jpg"))[: args.images]]
@@ -362,6 +527,11 @@ def main(argv: list[str] | None = None) -> None:
     tracing.add_argument("--images", type=int, default=512)
     tracing.add_argument("--rounds", type=int, default=9)
     tracing.add_argument("--write-readme", action="store_true")
+    dl = sub.add_parser("dataloader", help="a plain DataLoader: tracing cost, vs augment.Loader")
+    dl.add_argument("--images", type=int, default=512, help="tiles per epoch (default 512)")
+    dl.add_argument("--epochs", type=int, default=2, help="epochs per timed run (default 2)")
+    dl.add_argument("--rounds", type=int, default=19)
+    dl.add_argument("--write-readme", action="store_true")
     every = sub.add_parser("all", help="every benchmark with its defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -370,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
         "decoders": bench_decoders,
         "pipeline": bench_pipeline,
         "tracing": bench_tracing,
+        "dataloader": bench_dataloader,
     }
     chosen = list(runs) if args.what == "all" else [args.what]
     for what in chosen:
