@@ -27,16 +27,23 @@ COLORS = {
 }
 
 
-def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple]]:
-    """(label, key) per lane: experiments in start order, each its loop then its workers."""
+def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
+    """(label, lane, span keys) per row: experiments in start order, each its loop then its
+    workers. A worker index served by several processes one after another (DataLoader
+    workers that are not persistent: new ones every epoch) is one row."""
     order = [e["name"] for e in summary["experiments"]]
     keys = {(s["experiment"], s["host"], s["pid"], s["worker"]): s for s in trace.spans}
+    rows: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in sorted(keys, key=lambda k: k[2]):
+        rows[(key[0], key[1], key[3])].append(key)
     lanes = []
     for name in order:
-        mine = sorted(
-            (k for k in keys if k[0] == name), key=lambda k: (k[3] != CONSUMER_LANE, k[3], k[2])
-        )
-        lanes += [(f"{name}: {lane_name(keys[k]).split(' (')[0]}", k) for k in mine]
+        mine = sorted((r for r in rows if r[0] == name), key=lambda r: (r[2] != CONSUMER_LANE, r))
+        for lane in mine:
+            label = lane_name(keys[rows[lane][0]]).split(" (")[0]
+            if len(rows[lane]) > 1:
+                label += f" ({len(rows[lane])} processes)"
+            lanes.append((f"{name}: {label}", lane, rows[lane]))
     return lanes
 
 
@@ -75,7 +82,7 @@ class _Clock:
 def timeline(trace: Trace, summary: dict, path: Path) -> None:
     lanes = _lanes(trace, summary)
     clock = _Clock(summary, min(s["start_ns"] for s in trace.spans))
-    row = {key: i for i, (_, key) in enumerate(lanes)}
+    row = {key: i for i, (_, _, members) in enumerate(lanes) for key in members}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
         key = (s["experiment"], s["host"], s["pid"], s["worker"])
@@ -96,10 +103,10 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
             zorder=3 if thin else 2,
         )
     drawn = {stage for _, stage in bars}
-    ax.set_yticks(range(len(lanes)), [label for label, _ in lanes], fontsize=8)
+    ax.set_yticks(range(len(lanes)), [label for label, _, _ in lanes], fontsize=8)
     ax.set_ylim(len(lanes) - 0.5, -0.5)
     previous = None
-    for i, (_, key) in enumerate(lanes):
+    for i, (_, key, _) in enumerate(lanes):
         if previous is not None and key[0] != previous:
             ax.axhline(i - 0.5, color="#444444", linewidth=0.8)
         previous = key[0]
