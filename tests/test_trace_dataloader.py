@@ -177,7 +177,13 @@ def test_python_m_augment_trace_traces_every_batch_and_changes_nothing(tmp_path,
     assert result["train"]["order"] == expected["train"]["order"]
     batches = result["train"]["batches"]
     assert batches == expected["train"]["batches"] == (8 if config.get("iterable") else 6)
-    check_batches(load(out), result, config["workers"], batches=batches)
+    trace = load(out)
+    check_batches(trace, result, config["workers"], batches=batches)
+    waits = [s["epoch"] for s in trace.spans if s["stage"] == "wait"]
+    assert waits == [0] * (batches // 2) + [1] * (batches // 2)
+    if not config.get("iterable"):  # tagged by the batch sampler: the loop's epoch and batch
+        loads = sorted((s["epoch"], s["batch"]) for s in trace.spans if s["stage"] == "load")
+        assert loads == [(e, b) for e in (0, 1) for b in range(batches // 2)]
     assert (out / "timeline.png").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     (mine,) = summary["experiments"]

@@ -67,7 +67,8 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
         )
     stage, share = _top_stage(cpu, wall)
     read_cpu, read_wall = cpu.get(stage, 0.0), wall.get(stage, 0.0)
-    if stage in IO_STAGES and read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL:
+    waits = read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL
+    if stage in IO_STAGES and waits and util < SATURATED:  # on busy cores: waits for a core
         what = "Reading" if stage == "read" else "The dataset's __getitem__ (load)"
         advice = (
             f"{what} waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
@@ -82,6 +83,12 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
         advice = (
             f"{stage} takes {share:.0%} of worker CPU and the cores are {1 - util:.0%} idle: "
             f"add workers (now {workers})."
+        )
+    elif stage == "load":
+        advice = (
+            f"load (the dataset's __getitem__: reading, decoding and any augmentation in it) "
+            f"takes {share:.0%} of worker CPU on busy cores: make it cheaper (augment's fused "
+            "transforms on augment.Loader, see README) or use more machines."
         )
     elif stage == "augment":
         advice = (

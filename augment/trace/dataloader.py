@@ -77,6 +77,8 @@ def _state(loader: DataLoader) -> _LoaderTrace | None:
 
 def _traced_iter(loader: DataLoader):
     state = _state(loader)
+    if state is not None:
+        state.epoch += 1  # before the iterator draws its first indices
     inner = torch_internals.ITER(loader)
     return inner if state is None else _TimedIterator(inner, state)
 
@@ -119,14 +121,11 @@ class _LoaderTrace:
         self.collate = _TracedCollate(loader.collate_fn, self.dataset)
         sampler = torch_internals.index_sampler(loader)
         if torch_internals.batches_automatically(loader):
-            sampler = _TaggingSampler(sampler)
+            sampler = _TaggingSampler(sampler, self)
         self.sampler = sampler
         self.workers, self.batch_size = loader.num_workers, loader.batch_size
 
     def begin_epoch(self) -> int:
-        self.epoch = (
-            self.sampler.epoch if isinstance(self.sampler, _TaggingSampler) else (self.epoch + 1)
-        )
         self.tracer.start()
         self.tracer.write_meta(
             backend=BACKEND, workers=self.workers, batch_size=self.batch_size, epoch=self.epoch
@@ -143,15 +142,15 @@ class _Tagged(list):
 
 
 class _TaggingSampler:
-    """The loader's batch sampler, its batches tagged with (epoch, number); each iteration
-    is the next epoch."""
+    """The loader's batch sampler, its batches tagged with (epoch, number): the epoch is the
+    loop's (torch may iterate a sampler twice while it sets up an iterator)."""
 
-    def __init__(self, sampler):
-        self.sampler, self.epoch = sampler, -1
+    def __init__(self, sampler, trace: _LoaderTrace):
+        self.sampler, self.trace = sampler, trace
 
     def __iter__(self):
-        self.epoch += 1  # now, not on the first batch: the loop reads it before asking
-        return (_Tagged(ix, self.epoch, n) for n, ix in enumerate(self.sampler))
+        epoch = self.trace.epoch
+        return (_Tagged(ix, epoch, n) for n, ix in enumerate(self.sampler))
 
     def __len__(self):
         return len(self.sampler)
