@@ -162,3 +162,15 @@ EXPERIMENT_KEYS = {
     "bottleneck",
     "advice",
 }
+
+
+def write_jpegs(root: Path, n: int, h: int = 64, w: int = 64, name=lambda i: f"{i:02d}.jpg"):
+    """``n`` noise JPEGs (quality 90) of ``h`` x ``w`` under ``root``, image ``i`` at
+    ``name(i)`` (a relative path: sub-folders are made); returns their paths."""
+    paths = []
+    for i in range(n):
+        path = root / name(i)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        noise_image(i, h, w).save(path, quality=90)
+        paths.append(path)
+    return paths

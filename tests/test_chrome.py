@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import hang_guard, noise_image
+from conftest import hang_guard, write_jpegs
 
 import augment
 from augment.trace import load, to_chrome
@@ -44,10 +44,7 @@ def real(tmp_path_factory):
     """(trace folder, loaded trace, exported document) of two experiments, one per backend."""
     root = tmp_path_factory.mktemp("chrome")
     images = root / "images"
-    for i in range(N_IMAGES):
-        folder = images / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        noise_image(i).save(folder / f"{i:02d}.jpg", quality=90)
+    write_jpegs(images, N_IMAGES, name=lambda i: f"{'a' if i % 2 else 'b'}/{i:02d}.jpg")
     dataset = augment.ImageFolder(images)
     directory = root / "trace"
     with hang_guard(60):

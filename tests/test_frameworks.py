@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import noise_image
+from conftest import write_jpegs
 from PIL import Image
 
 import augment
@@ -38,8 +38,7 @@ class Indexed(torch.utils.data.Dataset):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("framework_jpegs")
-    for i in range(N):
-        noise_image(i, 40, 40).save(root / f"{i:02d}.jpg", quality=90)
+    write_jpegs(root, N, 40, 40)
     return root
 
 

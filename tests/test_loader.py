@@ -32,6 +32,7 @@ from conftest import (
     mapped_psm,
     noise_image,
     psm_names,
+    write_jpegs,
 )
 
 import augment
@@ -74,9 +75,9 @@ def same(a: list, b: list) -> bool:
 def sample_dir(tmp_path_factory) -> Path:
     """22 JPEGs of 64x64; each label is a distinct non-empty set of 5 tags."""
     root = tmp_path_factory.mktemp("loader_images")
+    write_jpegs(root, N_IMAGES, name=lambda i: f"img_{i:02d}.jpg")
     rows = []
     for i in range(N_IMAGES):
-        noise_image(i).save(root / f"img_{i:02d}.jpg", quality=90)
         tags = [f"t{b}" for b in range(N_TAGS) if (i + 1) >> b & 1]
         rows.append(f"img_{i:02d},{' '.join(tags)}\n")
     (root / "labels.csv").write_text("image_name,tags\n" + "".join(rows))

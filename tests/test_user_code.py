@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard, noise_image
+from conftest import hang_guard, write_jpegs
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -28,12 +28,7 @@ BACKENDS = [("serial", 0), ("thread", 2), ("process", 2), ("torch", 2)]
 
 @pytest.fixture(scope="module")
 def jpegs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("user_jpegs")
-    paths = []
-    for i in range(N):
-        path = root / f"{i}.jpg"
-        noise_image(i, 48, 64).save(path, quality=90)
-        paths.append(path)
+    paths = write_jpegs(tmp_path_factory.mktemp("user_jpegs"), N, 48, 64)
     return paths
 
 
