@@ -68,7 +68,8 @@ def verdict(exp: dict, machine: dict) -> tuple[str, str]:
     stage, share = _top_stage(cpu, wall)
     read_cpu, read_wall = cpu.get(stage, 0.0), wall.get(stage, 0.0)
     waits = read_wall > 0 and read_cpu / read_wall < IO_CPU_PER_WALL
-    if stage in IO_STAGES and waits and util < SATURATED:  # on busy cores: waits for a core
+    # a dataset's own load also decodes: on saturated cores its waiting is for a core
+    if stage in IO_STAGES and waits and (stage == "read" or util < SATURATED):
         what = "Reading" if stage == "read" else "The dataset's __getitem__ (load)"
         advice = (
             f"{what} waits on I/O ({share:.0%} of worker time at {read_cpu / read_wall:.0%} "
