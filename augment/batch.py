@@ -119,7 +119,7 @@ class BatchTask:
         if self.transform is None:
             return img
         out = self.transform(img, sample_rng(self.seed, epoch, index))
-        return as_image(out, f"the transform's output for {self.source.name(index)}")
+        return as_image(out, lambda: f"the transform's output for {self.source.name(index)}")
 
 
 def make_batch(

@@ -117,7 +117,7 @@ class MapStyle:
                 img, rest = item[0], tuple(item[1:])
             else:
                 img, rest = item, ()
-            img = as_image(img, self.name(index))
+            img = as_image(img, lambda: self.name(index))
         finally:
             clock.lap("load")
         return img, rest
@@ -129,11 +129,15 @@ class MapStyle:
         return f"{type(self.dataset).__name__}[{index}]"
 
 
-def as_image(img, where: str) -> np.ndarray:
+def as_image(img, describe: Callable[[], str]) -> np.ndarray:
     """``img`` (numpy, PIL or a torch tensor C x H x W) as a numpy array (H, W) or (H, W, C),
-    uint8 or float32, without copying where it can."""
+    uint8 or float32, without copying where it can. ``describe()`` names the image in an
+    error (called only then: this runs for every sample)."""
     if not isinstance(img, np.ndarray):
-        img = _from_pil(img, where) if _is_pil(img) else _from_tensor(img, where)
+        img = _from_pil(img, describe) if _is_pil(img) else _from_tensor(img, describe)
+    if img.dtype in DTYPES and img.ndim in (2, 3) and img.size:
+        return img
+    where = describe()
     if img.ndim not in (2, 3) or img.size == 0:
         raise ValueError(
             f"{where}: an image must be (H, W) or (H, W, C), got shape {tuple(img.shape)}"
@@ -151,28 +155,28 @@ def _is_pil(img) -> bool:
     return image_module is not None and isinstance(img, image_module.Image)
 
 
-def _from_pil(img, where: str) -> np.ndarray:
+def _from_pil(img, describe: Callable[[], str]) -> np.ndarray:
     if img.mode == "1":
         img = img.convert("L")
     elif img.mode in ("P", "PA"):
         img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
     if img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "F"):
         raise ValueError(
-            f"{where}: PIL image mode {img.mode!r} is not batched; convert it to 'RGB', 'L' "
+            f"{describe()}: PIL image mode {img.mode!r} is not batched; convert it to 'RGB', 'L' "
             "or 'F' first"
         )
     return np.asarray(img)
 
 
-def _from_tensor(img, where: str) -> np.ndarray:
+def _from_tensor(img, describe: Callable[[], str]) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(img, torch.Tensor):
         raise ValueError(
-            f"{where}: expected an image as a numpy array, a PIL image or a torch tensor "
+            f"{describe()}: expected an image as a numpy array, a PIL image or a torch tensor "
             f"C x H x W; got {type(img).__name__}"
         )
     if img.device.type != "cpu":
-        raise ValueError(f"{where}: the image tensor is on {img.device}; give a CPU tensor")
+        raise ValueError(f"{describe()}: the image tensor is on {img.device}; give a CPU tensor")
     array = img.detach().numpy()
     return array.transpose(1, 2, 0) if array.ndim == 3 else array
 
