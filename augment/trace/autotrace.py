@@ -1,8 +1,8 @@
 """Trace every DataLoader of a program that never imports augment, when
 ``AUGMENT_TRACE_DIR`` is set: the ``augment-trace.pth`` file installed with the package
-imports this module at every interpreter start-up. It costs one environment lookup when the
-variable is unset, and otherwise waits for torch to be imported (it never imports torch
-itself)."""
+imports this module at interpreter start-up only when that variable is set (otherwise the
+start-up costs one environment lookup), and it then waits for torch to be imported (it
+never imports torch itself)."""
 
 from __future__ import annotations
 
