@@ -6,6 +6,7 @@ report where the CPU time goes.
     augment-profile --config my.toml              # a config file (its paths: from its folder)
     augment-profile --backends thread,process --workers 1,2 --step-ms 20 --data DIR
     augment-profile report runs/DIR               # redraw the report from a trace folder
+    augment-profile tune kaggle_amazon [--sweep]  # run, then run the recommendation
 
 Reports go to ./runs/<timestamp>/ in the current folder. Without data, experiments run on
 the sample dataset, made on first use in $AUGMENT_CACHE (default ~/.cache/augment).
@@ -41,12 +42,17 @@ SHIPPED = ("kaggle_amazon", "compare_backends")  # what runs without arguments
 STOP_GRACE_S = 4.0
 
 
-def _experiment_main(experiment: Experiment, trace_dir: str, progress) -> None:
+def _experiment_main(experiment: Experiment, trace_dir: str, progress, barrier) -> None:
     """Body of one experiment process."""
     from augment.experiment import run
 
     try:
-        run(experiment, trace_dir, progress=lambda n: progress.put((experiment.name, n)))
+        run(
+            experiment,
+            trace_dir,
+            progress=lambda n: progress.put((experiment.name, n)),
+            barrier=barrier,
+        )
     except KeyboardInterrupt:
         sys.exit(130)
     finally:
@@ -83,18 +89,19 @@ class Runner:
         try:
             groups = [self.experiments] if concurrent else [[e] for e in self.experiments]
             for group in groups:
+                # experiments at once warm up, then start their measured part together
+                barrier = self.ctx.Barrier(len(group)) if len(group) > 1 else None
                 self.running = [
                     self.ctx.Process(
                         target=_experiment_main,
                         name=e.name,
-                        args=(e, str(self.trace_dir), self.progress),
+                        args=(e, str(self.trace_dir), self.progress, barrier),
                     )
                     for e in group
                 ]
                 for p in self.running:
                     p.start()
-                for p in self.running:
-                    p.join()
+                self._join(barrier)
                 failed = [p.name for p in self.running if p.exitcode != 0]
                 if failed:
                     raise RuntimeError(f"experiment(s) {', '.join(failed)} failed (see above)")
@@ -107,6 +114,14 @@ class Runner:
             listener.join(2)
             for bar in bars.values():
                 bar.close()
+
+    def _join(self, barrier) -> None:
+        """Wait for the group; one that fails breaks the barrier so the others go on."""
+        while any(p.is_alive() for p in self.running):
+            for p in self.running:
+                p.join(0.2)
+                if barrier is not None and p.exitcode not in (None, 0):
+                    barrier.abort()
 
     def stop(self) -> None:
         """Ctrl-C to every experiment (each closes its loader), then kill what lingers."""
@@ -173,7 +188,10 @@ def _int(text: str, flag: str) -> int:
         raise SystemExit(f"{flag} takes whole numbers separated by commas, got {text!r}") from None
 
 
-def profile(experiments: list[Experiment], concurrent: bool, out: Path, quiet: bool) -> int:
+def profile(
+    experiments: list[Experiment], concurrent: bool, out: Path, quiet: bool
+) -> tuple[int, dict | None]:
+    """Run, trace and report ``experiments`` into ``out``: (exit code, summary or None)."""
     from augment.report import write_report
     from augment.report.summary import markdown
 
@@ -189,10 +207,10 @@ def profile(experiments: list[Experiment], concurrent: bool, out: Path, quiet: b
         summary = write_report(trace_dir, out)
     except ValueError as exc:
         print(f"no report: {exc}", file=sys.stderr)
-        return 130 if not finished else 1
+        return (130 if not finished else 1), None
     print(markdown(summary))
     print(f"report: {out}/timeline.png, throughput.png, summary.md, summary.json, trace.json")
-    return 0 if finished else 130
+    return (0 if finished else 130), summary
 
 
 def report_main(argv: list[str]) -> int:
@@ -214,14 +232,10 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["report"]:
-        return report_main(argv[1:])
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options that say what to run, shared by ``augment-profile`` and ``tune``."""
     parser = argparse.ArgumentParser(
-        prog="augment-profile",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--config",
@@ -241,22 +255,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", choices=["model"], help="training step: a small CNN on the CPU")
     parser.add_argument("--out", type=Path, help="default: runs/<timestamp>/")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    flags_given = any(
-        a.startswith("--") and a not in ("--out", "--quiet")
+    return parser
+
+
+def flags_given(argv: list[str]) -> bool:
+    """Whether ``argv`` says what to run (else: the shipped configs)."""
+    return any(
+        a.startswith("--") and a not in ("--out", "--quiet", "--sweep")
         for a in argv
         if not a.startswith("--out=")
     )
-    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def default_out() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    if argv[:1] == ["tune"]:
+        from augment.tune import tune_main
+
+        return tune_main(argv[1:])
+    args = build_parser("augment-profile", __doc__).parse_args(argv)
+    out = args.out or default_out()
     try:
-        jobs = load_jobs(args, flags_given)
+        jobs = load_jobs(args, flags_given(argv))
     except (ValueError, OSError) as exc:
         raise SystemExit(f"augment-profile: {exc}") from None
     code = 0
     for name, config in jobs:
         target = out / name if len(jobs) > 1 else out
         with serving(config) as experiments:
-            code = profile(experiments, config.concurrent or args.concurrent, target, args.quiet)
+            code, _ = profile(experiments, config.concurrent or args.concurrent, target, args.quiet)
         if code == 130:
             break
     return code

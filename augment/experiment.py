@@ -7,6 +7,8 @@ uses the sample dataset, made on first use (``augment.sample_data``)."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -303,15 +305,30 @@ class TrainingStep:
             time.sleep(float(self.step) / 1000)
 
 
-def run(experiment: Experiment, trace_dir: str | Path, progress=None) -> int:
+BARRIER_TIMEOUT_S = 600.0  # the slowest experiment's start-up, with room to spare
+
+
+def warmup_batches(experiment: Experiment) -> int:
+    """Batches an experiment takes before it waits at the barrier: enough for every worker
+    to have started and made one."""
+    return max(experiment.workers, 1) + 1
+
+
+def run(experiment: Experiment, trace_dir: str | Path, progress=None, barrier=None) -> int:
     """Run ``experiment`` traced into ``trace_dir``; ``progress(images)`` after each batch.
-    Returns the number of images delivered."""
+    Returns the number of images delivered in its ``batches`` batches.
+
+    With ``barrier`` (a ``multiprocessing.Barrier`` shared by experiments that run at once),
+    the experiment first warms up (``warmup_batches``: its workers start and make a batch
+    each), then waits for the others, and only then starts its measured batches, marked in
+    the trace so the report leaves the warm-up out."""
     from augment.loader import Loader
     from augment.trace import Tracer
 
     dataset = make_dataset(experiment)
     tracer = Tracer(trace_dir, experiment=experiment.name)
     step = TrainingStep(experiment.step, len(dataset.classes))
+    warmup = warmup_batches(experiment) if barrier is not None else 0
     delivered = batches = 0
     loader = Loader(
         dataset,
@@ -323,16 +340,35 @@ def run(experiment: Experiment, trace_dir: str | Path, progress=None) -> int:
         tracer=tracer,
     )
     try:
-        while batches < experiment.batches:
+        while batches < warmup + experiment.batches:
             for images, labels_ in loader:
                 step(images, labels_)
-                delivered += len(images)
                 batches += 1
+                if batches <= warmup:
+                    if batches == warmup:
+                        _release_together(barrier, experiment.name)
+                        tracer.mark_measured()
+                    continue
+                delivered += len(images)
                 if progress is not None:
                     progress(len(images))
-                if batches >= experiment.batches:
+                if batches >= warmup + experiment.batches:
                     break
     finally:
         loader.close()
         tracer.close()
     return delivered
+
+
+def _release_together(barrier, name: str) -> None:
+    """Wait for the other experiments at ``barrier``; if one of them failed (the barrier is
+    broken), go on: the runner reports the failure."""
+    try:
+        barrier.wait(BARRIER_TIMEOUT_S)
+    except threading.BrokenBarrierError:
+        logging.getLogger("augment").warning(
+            "experiment %r: the others did not reach the start together (one failed or took "
+            "over %.0f s to start); measuring from now",
+            name,
+            BARRIER_TIMEOUT_S,
+        )

@@ -161,6 +161,13 @@ EXPERIMENT_KEYS = {
     "concurrent_workers",
     "bottleneck",
     "advice",
+    "batches",
+    "too_short",
+    "cpu_cores_used",
+    "other_load_cores",
+    "model",
+    "expected_images_per_s",
+    "recommendation",
 }
 
 

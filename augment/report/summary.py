@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
 import psutil
 
+from augment.report.recommend import headline, recommend
 from augment.report.verdicts import verdict
 from augment.trace import load, to_chrome
 from augment.trace.reader import Trace
-from augment.trace.schema import CONSUMER_LANE, STAGES
+from augment.trace.schema import CONSUMER_LANE, CONSUMER_STAGES, STAGES
 
 SAMPLE_PERIOD_NS = 100_000_000
+# Shorter runs are too short to judge: too few CPU samples and batches for a verdict.
+MIN_BATCHES = 4
+MIN_STEADY_S = 0.3
+JUDGE_FOR_S = 2.0  # what "run at least" aims for
 
 
 def summarize(trace: Trace) -> dict:
@@ -21,29 +27,41 @@ def summarize(trace: Trace) -> dict:
     by_exp: dict[str, list[dict]] = defaultdict(list)
     for s in trace.spans:
         by_exp[s["experiment"]].append(s)
-    meta = {}
+    meta, marks = {}, {}
     for m in trace.meta:
         meta.setdefault(m["experiment"], m)
+    for m in trace.marks:
+        marks.setdefault(m["experiment"], m["measured_from_ns"])
+    by_exp = {name: _measured(spans, marks.get(name)) for name, spans in by_exp.items()}
+    by_exp = {name: spans for name, spans in by_exp.items() if spans}
     cores = len(trace.cpu[0]["cpu"]) if trace.cpu else psutil.cpu_count()
     intervals = {
-        name: (min(s["start_ns"] for s in spans), max(s["end_ns"] for s in spans))
+        name: (
+            marks.get(name, min(s["start_ns"] for s in spans)),
+            max(s["end_ns"] for s in spans),
+        )
         for name, spans in by_exp.items()
     }
+    workers_of = {}
     experiments = []
     for name, spans in sorted(by_exp.items(), key=lambda kv: intervals[kv[0]][0]):
         info = meta.get(name, {})
         workers = info.get(
             "workers", len({(s["pid"], s["worker"]) for s in spans if s["worker"] != CONSUMER_LANE})
         )
+        workers_of[name] = max(workers, 1)  # a serial loader is one busy worker, the loop
         start, end = intervals[name]
-        exp = _figures(name, spans, info, workers, start, end)
-        exp["cpu_utilization"] = _utilization(trace.cpu, start, end)
-        exp["concurrent_workers"] = sum(
-            max(meta.get(other, {}).get("workers", 1), 1)
-            for other, (s0, s1) in intervals.items()
-            if s0 < end and start < s1
-        )
+        exp = _figures(name, spans, info, workers, start, end, marks.get(name))
         experiments.append(exp)
+    # the steady state is what the rates describe: load and concurrency are taken over it
+    windows = {e["name"]: (e.pop("steady_from_ns"), e["end_ns"]) for e in experiments}
+    for exp in experiments:
+        exp["cpu_utilization"] = _utilization(trace.cpu, *windows[exp["name"]])
+        exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
+    intervals = windows
+    for exp in experiments:
+        exp["concurrent_workers"] = _concurrent_workers(exp["name"], intervals, workers_of)
+        exp["other_load_cores"] = _other_load(exp, experiments, intervals, cores)
     machine = {
         "cores": cores,
         "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0),
@@ -52,26 +70,81 @@ def summarize(trace: Trace) -> dict:
         exp["bottleneck"], exp["advice"] = verdict(
             exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]}
         )
+    recommend(experiments, intervals, cores)
     return {"experiments": experiments, "machine": machine}
 
 
-def _figures(name, spans, info, workers, start, end) -> dict:
-    """Rates and stall are measured in the steady state, from the moment the first batch
-    reaches the loop: worker start-up is reported apart as ``startup_s``."""
+def _measured(spans: list[dict], measured_from: int | None) -> list[dict]:
+    """The spans of the measured part: without the batches handed to the loop before the
+    experiment's mark (its warm-up), if it has one."""
+    if measured_from is None:
+        return spans
+    warmup = {
+        (s["epoch"], s["batch"])
+        for s in spans
+        if s["worker"] == CONSUMER_LANE and s["stage"] == "wait" and s["end_ns"] <= measured_from
+    }
+    return [s for s in spans if (s["epoch"], s["batch"]) not in warmup]
+
+
+def _concurrent_workers(name: str, intervals: dict, workers_of: dict) -> float:
+    """Workers busy while ``name`` ran: each experiment's workers weighted by the share of
+    ``name``'s measured time it overlapped (its own count in full)."""
+    start, end = intervals[name]
+    length = max(end - start, 1)
+    total = 0.0
+    for other, (s0, s1) in intervals.items():
+        overlap = max(0, min(end, s1) - max(start, s0))
+        total += workers_of[other] * (1.0 if other == name else overlap / length)
+    return round(total, 2)
+
+
+def _other_load(exp: dict, experiments: list[dict], intervals: dict, cores: int) -> float:
+    """Cores busy with work that is none of the experiments' measured spans (other programs,
+    and each experiment's untraced Python), from the CPU samples over ``exp``'s time."""
+    start, end = intervals[exp["name"]]
+    ours = 0.0
+    for other in experiments:
+        s0, s1 = intervals[other["name"]]
+        overlap = max(0, min(end, s1) - max(start, s0))
+        ours += other["cpu_cores_used"] * overlap / max(end - start, 1)
+    return round(max(0.0, exp["cpu_utilization"] * cores - ours), 3)
+
+
+def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
+    """Rates and stall are measured in the steady state: from the moment the first batch
+    reaches the loop (worker start-up is reported apart as ``startup_s``), or, after a
+    warm-up, from the first batch made after the mark (those made while waiting for the
+    other experiments came at once)."""
     cpu, wall = defaultdict(float), defaultdict(float)
+    made_from: dict[tuple, int] = {}
     for s in spans:
         cpu[s["stage"]] += s["cpu_ns"] / 1e9
         wall[s["stage"]] += (s["end_ns"] - s["start_ns"]) / 1e9
+        if s["worker"] != CONSUMER_LANE or s["stage"] not in CONSUMER_STAGES:
+            key = (s["epoch"], s["batch"])
+            made_from[key] = min(made_from.get(key, s["start_ns"]), s["start_ns"])
     waits = sorted(
         (s for s in spans if s["worker"] == CONSUMER_LANE and s["stage"] == "wait"),
         key=lambda s: s["start_ns"],
     )
     images = [s.get("images", info.get("batch_size") or 0) for s in waits]
-    if len(waits) > 1:
-        steady_from, counted = waits[0]["end_ns"], sum(images[1:])
-        stalled = sum(s["end_ns"] - s["start_ns"] for s in waits[1:]) / 1e9
+    first = 0
+    if measured_from is not None:
+        first = next(
+            (
+                i
+                for i, w in enumerate(waits)
+                if made_from.get((w["epoch"], w["batch"]), 0) >= measured_from
+            ),
+            0,
+        )
+    if len(waits) > first + 1:
+        steady_from, counted = waits[first]["end_ns"], sum(images[first + 1 :])
+        stalled = sum(s["end_ns"] - s["start_ns"] for s in waits[first + 1 :]) / 1e9
+        steady_batches = len(waits) - first - 1
     else:
-        steady_from, counted = start, sum(images)
+        steady_from, counted, steady_batches = start, sum(images), len(waits)
         stalled = sum(s["end_ns"] - s["start_ns"] for s in waits) / 1e9
     steady_s = (end - steady_from) / 1e9
     return {
@@ -79,43 +152,90 @@ def _figures(name, spans, info, workers, start, end) -> dict:
         "backend": info.get("backend", spans[0]["backend"]),
         "workers": workers,
         "batch_size": info.get("batch_size"),
+        "batches": len(waits),
         "images": sum(images),
         "wall_s": round((end - start) / 1e9, 4),
-        "startup_s": round((waits[0]["end_ns"] - waits[0]["start_ns"]) / 1e9, 4) if waits else 0.0,
+        "startup_s": _startup(waits, measured_from),
         "images_per_s": round(counted / steady_s, 2) if steady_s > 0 else 0.0,
         "stage_cpu_s": {k: round(cpu[k], 4) for k in STAGES if k in cpu},
         "stage_wall_s": {k: round(wall[k], 4) for k in STAGES if k in wall},
         "stall_fraction": round(min(stalled / steady_s, 1.0), 4) if steady_s > 0 else 0.0,
+        "steady_from_ns": steady_from,
+        "too_short": _too_short(steady_batches, steady_s, len(waits), (end - start) / 1e9),
         "start_ns": start,
         "end_ns": end,
     }
 
 
-def _utilization(samples: list[dict], start: int, end: int) -> float:
-    # a sample covers the interval before it: widen by one period so short runs get one
-    inside = [
-        s["cpu"] for s in samples if start <= s["t_ns"] <= end + SAMPLE_PERIOD_NS and s["cpu"]
-    ]
-    if not inside:
+def _cores_used(spans: list[dict], start: int, end: int) -> float:
+    """Cores the traced work kept busy over ``start..end``: the worker stages, the step and
+    the transfer, each span's CPU prorated to its part inside (a serial loop's ``wait`` is
+    its worker stages, so it is not counted again)."""
+    if end <= start:
         return 0.0
-    return round(sum(sum(c) / len(c) for c in inside) / len(inside) / 100.0, 4)
+    used = 0.0
+    for s in spans:
+        if s["stage"] == "wait" or s["end_ns"] <= start or s["start_ns"] >= end:
+            continue
+        length = s["end_ns"] - s["start_ns"]
+        inside = min(end, s["end_ns"]) - max(start, s["start_ns"])
+        used += s["cpu_ns"] * (inside / length if length > 0 else 1.0)
+    return round(used / (end - start), 3)
+
+
+def _startup(waits: list[dict], measured_from: int | None) -> float:
+    if not waits or measured_from is not None:  # warmed up before the mark: no start-up here
+        return 0.0
+    return round((waits[0]["end_ns"] - waits[0]["start_ns"]) / 1e9, 4)
+
+
+def _too_short(steady_batches: int, steady_s: float, batches: int, wall_s: float) -> str | None:
+    """Why a run is too short to judge, or None."""
+    if steady_batches >= MIN_BATCHES and steady_s >= MIN_STEADY_S:
+        return None
+    per_batch = wall_s / max(batches, 1)
+    needed = max(MIN_BATCHES + 1, math.ceil(JUDGE_FOR_S / per_batch) if per_batch > 0 else 0)
+    return (
+        f"too short to judge: {batches} batches in {wall_s:.2f} s; run at least {needed} "
+        f"batches (about {JUDGE_FOR_S:.0f} s at this pace)"
+    )
+
+
+def _utilization(samples: list[dict], start: int, end: int) -> float:
+    """The cores' mean load over ``start..end``: each sample covers ``since_ns..t_ns``
+    (older traces: the period before ``t_ns``), weighted by its overlap with the run."""
+    total = weight = 0.0
+    for s in samples:
+        if not s["cpu"]:
+            continue
+        since = s.get("since_ns", s["t_ns"] - SAMPLE_PERIOD_NS)
+        overlap = min(end, s["t_ns"]) - max(start, since)
+        if overlap <= 0:
+            continue
+        total += overlap * sum(s["cpu"]) / len(s["cpu"])
+        weight += overlap
+    return round(total / weight / 100.0, 4) if weight else 0.0
 
 
 def markdown(summary: dict) -> str:
     m = summary["machine"]
     lines = [
-        f"{m['cores']} cores, up to {m['concurrent_workers']} workers busy at once.",
+        f"{m['cores']} cores, up to {m['concurrent_workers']:g} workers busy at once.",
         "",
-        "| experiment | backend | workers | images/s | stall | CPU | bottleneck |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| experiment | backend | workers | images/s | stall | CPU | bottleneck | recommended |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for e in summary["experiments"]:
         lines.append(
             f"| {e['name']} | {e['backend']} | {e['workers']} | {e['images_per_s']:.0f} | "
-            f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} |"
+            f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} | "
+            f"{headline(e)} |"
         )
     lines.append("")
-    lines += [f"- **{e['name']}**: {e['advice']}" for e in summary["experiments"]]
+    for e in summary["experiments"]:
+        lines.append(f"- **{e['name']}**: {e['advice']}")
+        if e.get("recommendation"):
+            lines.append(f"  Recommended: {headline(e)}. {e['recommendation']['why']}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """Naming the bottleneck of one experiment, from its measured figures.
 
-The rules, checked in this order (thresholds are the constants below):
+The rules, checked in this order (thresholds are the constants below), after one check: a
+run too short to judge (fewer than 4 batches or 0.3 s in its steady state) says so instead.
 
 1. ``training step``: the loop waited for data less than 10% of its time.
 2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
@@ -30,6 +31,8 @@ RULES = __doc__
 
 def verdict(exp: dict, machine: dict) -> tuple[str, str]:
     """``(bottleneck, advice)`` for one experiment summary (see ``summary.summarize``)."""
+    if exp.get("too_short"):
+        return "too short to judge", exp["too_short"][0].upper() + exp["too_short"][1:] + "."
     stall, util = exp["stall_fraction"], exp["cpu_utilization"]
     cores, busy = machine["cores"], machine["concurrent_workers"]
     backend, workers = exp["backend"], exp["workers"]

@@ -17,6 +17,9 @@ class Trace:
     spans: list[dict] = field(default_factory=list)  # sorted by start_ns
     cpu: list[dict] = field(default_factory=list)  # {"t_ns", "host", "cpu": [percent per core]}
     meta: list[dict] = field(default_factory=list)  # one per traced loader: backend, workers...
+    # {"experiment", "measured_from_ns"}: where an experiment's measured part begins (after
+    # its warm-up, when concurrent experiments were released together)
+    marks: list[dict] = field(default_factory=list)
 
     def experiments(self) -> list[str]:
         return sorted({s["experiment"] for s in self.spans})
@@ -52,6 +55,8 @@ def load(directory: str | Path) -> Trace:
         for record in _read_lines(path, ()):
             if "meta" in record:
                 trace.meta.append(record["meta"])
+            elif "mark" in record:
+                trace.marks.append(record["mark"])
             elif all(k in record for k in SPAN_KEYS):
                 trace.spans.append(record)
             elif "t_ns" in record and "cpu" in record:

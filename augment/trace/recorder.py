@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from augment.trace.sampler import CpuSampler
@@ -104,6 +105,13 @@ class Tracer:
         self.write(
             [{"meta": {"experiment": self.experiment, "host": self.host, "pid": self.pid, **info}}]
         )
+
+    def mark_measured(self) -> int:
+        """From now on the experiment is measured: what came before was warm-up (the report
+        leaves out batches handed over before this). Returns the time written."""
+        now = time.time_ns()
+        self.write([{"mark": {"experiment": self.experiment, "measured_from_ns": now}}])
+        return now
 
     def close(self) -> None:
         if self._sampler is not None:

@@ -13,8 +13,12 @@ import psutil
 
 
 class CpuSampler:
-    """Writes ``{"t_ns", "host", "cpu": [percent per core]}`` lines every ``interval_s``
-    to ``cpu-samples.<host>.<pid>.jsonl`` while started."""
+    """Writes ``{"since_ns", "t_ns", "host", "cpu": [percent per core]}`` lines, each the cores'
+    load over ``since_ns..t_ns``, every ``interval_s`` to
+    ``cpu-samples.<host>.<pid>.jsonl`` while started.
+
+    Sampling starts at ``start()`` and a last sample is written at ``stop()``, so a run shorter
+    than one interval still has one sample covering exactly its time."""
 
     def __init__(self, out_dir: Path, interval_s: float = 0.1):
         self.path = Path(out_dir) / f"cpu-samples.{socket.gethostname()}.{os.getpid()}.jsonl"
@@ -26,7 +30,11 @@ class CpuSampler:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="augment-cpu-sampler", daemon=True)
+        psutil.cpu_percent(percpu=True)  # the baseline: the first sample covers from here
+        started = time.time_ns()
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), name="augment-cpu-sampler", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -35,11 +43,16 @@ class CpuSampler:
             self._stop.set()
             thread.join()
 
-    def _run(self) -> None:
+    def _run(self, since: int) -> None:
         host = socket.gethostname()
-        psutil.cpu_percent(percpu=True)  # the first call only sets the baseline
         with open(self.path, "a") as f:
-            while not self._stop.wait(self.interval_s):
+            while True:
+                stopping = self._stop.wait(self.interval_s)
                 cores = psutil.cpu_percent(percpu=True)
-                f.write(json.dumps({"t_ns": time.time_ns(), "host": host, "cpu": cores}) + "\n")
+                now = time.time_ns()
+                record = {"since_ns": since, "t_ns": now, "host": host, "cpu": cores}
+                f.write(json.dumps(record) + "\n")
                 f.flush()
+                since = now
+                if stopping:
+                    return

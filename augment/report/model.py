@@ -1,0 +1,277 @@
+"""How many images per second a loader configuration delivers, predicted from one measured run.
+
+Measured per image (the worker stages of the run, ``summary.summarize``):
+
+- ``cpu``: CPU time of the worker stages (read or load, decode, augment, collate);
+- ``io_wait``: time the I/O stages (read, load) waited off the CPU: their wall time less
+  their CPU time stretched by how long the compute stages took per CPU second (so waiting
+  for a core or the GIL is not taken for I/O);
+- ``gil``: the share of ``cpu`` that holds the GIL. Only a thread run with 2+ workers shows
+  it: n threads that hold the GIL a share g of their CPU get at most 1/(n g) of a core each,
+  so g = 1 / (n x CPU-per-wall of their compute stages), once that is corrected for cores
+  taken by others. A run whose threads got a full core only bounds it (g <= 1/n); a run on
+  another backend does not measure it, and threads are then assumed to hold it throughout.
+
+Measured per batch: the loop's ``step`` (wall and CPU) and the ``transfer`` of the backend
+that ran. Backends that did not run get a transfer from the pixels' copy cost (collate per
+image): the process backend copies a batch out of shared memory once in the loop; torch
+workers copy it into shared memory once more.
+
+For a backend and n workers, the rate without CPU contention is the smallest of:
+
+- workers: n batches at a time, each taking B x (cpu + io_wait) + the backend's own copy;
+- loop: one batch per step + transfer;
+- GIL (threads): 1 / (g x cpu);
+- serial: the loop makes each batch itself, so one batch per step + making it.
+
+Its CPU demand is that rate times the CPU per image (workers, copies, and the loop's share).
+Experiments that run at once share the cores as the OS shares them among runnable threads:
+each worker gets an equal share unless it needs less (max-min fairness), and an experiment
+given less than it demands slows in proportion.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from augment.trace.schema import COMPUTE_STAGES, IO_STAGES, WORKER_STAGES
+
+CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")
+GIL_SATURATED = 0.85  # threads below this CPU per wall (cores aside) are held back by the GIL
+EXHAUSTIVE_LIMIT = 30_000  # joint configurations tried one by one; beyond, one at a time
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one measured run says about its pipeline; times in seconds."""
+
+    batch_size: int
+    cpu: float  # worker stages' CPU per image
+    io_wait: float  # per image, waiting off the CPU in read or load
+    copy: float  # one copy of an image's pixels (collate per image)
+    gil: float  # share of ``cpu`` that holds the GIL (1.0 when not measured)
+    gil_known: str  # "measured", "upper bound" or "not measured"
+    step: float  # the loop's step per batch, wall
+    step_cpu: float  # and its CPU
+    backend: str  # the backend that ran
+    transfer: float  # its transfer per batch, as measured
+
+    def transfer_for(self, backend: str) -> float:
+        """Consumer-side cost of receiving one batch on ``backend``."""
+        if backend == self.backend:
+            return self.transfer
+        if backend == "process":
+            return self.batch_size * self.copy
+        return 0.0
+
+    def worker_copy_for(self, backend: str) -> float:
+        """Worker-side cost per batch beyond making it: torch pickles the batch into
+        shared memory (one more copy); the process backend collates straight into it."""
+        return self.batch_size * self.copy if backend == "torch" else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "cpu_per_image_ms": round(self.cpu * 1e3, 4),
+            "io_wait_per_image_ms": round(self.io_wait * 1e3, 4),
+            "gil_share": round(self.gil, 3),
+            "gil_share_is": self.gil_known,
+            "step_ms": round(self.step * 1e3, 3),
+            "step_cpu_ms": round(self.step_cpu * 1e3, 3),
+            "transfer_ms": round(self.transfer * 1e3, 3),
+        }
+
+
+def costs(exp: dict, cores: int) -> Costs | None:
+    """The model's inputs from one experiment's summary figures; None without images."""
+    images, batches = exp.get("images", 0), exp.get("batches", 0)
+    if not images or not batches:
+        return None
+    cpu, wall = exp["stage_cpu_s"], exp["stage_wall_s"]
+    compute_cpu = sum(cpu.get(s, 0.0) for s in COMPUTE_STAGES)
+    compute_wall = sum(wall.get(s, 0.0) for s in COMPUTE_STAGES)
+    stretch = max(1.0, compute_wall / compute_cpu) if compute_cpu > 0 else 1.0
+    io_wait = sum(max(0.0, wall.get(s, 0.0) - cpu.get(s, 0.0) * stretch) for s in IO_STAGES)
+    gil, known = 1.0, "not measured"
+    workers = exp["workers"]
+    if exp["backend"] == "thread" and workers >= 2 and compute_wall > 0:
+        others = max(0.0, exp.get("concurrent_workers", workers) - workers)
+        free = cores - others - exp.get("other_load_cores", 0.0)
+        core_share = min(1.0, max(0.5, free) / workers)
+        per_wall = min(1.0, compute_cpu / compute_wall / core_share)
+        gil = min(1.0, 1.0 / (workers * per_wall)) if per_wall > 0 else 1.0
+        known = "measured" if per_wall < GIL_SATURATED else "upper bound"
+    return Costs(
+        batch_size=max(1, round(images / batches)),
+        cpu=sum(cpu.get(s, 0.0) for s in WORKER_STAGES) / images,
+        io_wait=io_wait / images,
+        copy=cpu.get("collate", 0.0) / images,
+        gil=gil,
+        gil_known=known,
+        step=wall.get("step", 0.0) / batches,
+        step_cpu=cpu.get("step", 0.0) / batches,
+        backend=exp["backend"],
+        transfer=wall.get("transfer", 0.0) / batches,
+    )
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A configuration's rate alone (images/s), the cores it would use, its runnable threads,
+    and what bounds it: "loop", "workers", "gil" or, once shared, "cores"."""
+
+    images_per_s: float
+    demand: float
+    threads: float
+    bound: str
+
+
+def alone(c: Costs, backend: str, workers: int) -> Rate:
+    """The rate of ``backend`` with ``workers`` given all the cores it wants."""
+    b = c.batch_size
+    transfer = c.transfer_for(backend)
+    loop_cpu = (c.step_cpu + transfer) / b
+    if backend == "serial" or workers == 0:
+        rate = b / (c.step + transfer + b * (c.cpu + c.io_wait))
+        return Rate(rate, rate * (c.cpu + loop_cpu), 1.0, "loop")
+    own_copy = c.worker_copy_for(backend)
+    bounds = {
+        "workers": workers * b / (b * (c.cpu + c.io_wait) + own_copy),
+        "loop": b / (c.step + transfer) if c.step + transfer > 0 else math.inf,
+    }
+    if backend == "thread" and c.gil * c.cpu > 0:
+        bounds["gil"] = 1.0 / (c.gil * c.cpu)
+    bound = min(bounds, key=bounds.get)
+    rate = bounds[bound]
+    demand = rate * (c.cpu + own_copy / b + loop_cpu)
+    loop_busy = (c.step_cpu + transfer) / (c.step + transfer) if c.step + transfer > 0 else 0.0
+    return Rate(rate, demand, workers + loop_busy, bound)
+
+
+def share(rates: list[Rate], cores: float) -> list[Rate]:
+    """Rates once experiments running at once share ``cores``: max-min fair per thread."""
+    if sum(r.demand for r in rates) <= cores:
+        return rates
+    level = _fill_level([(r.demand, r.threads) for r in rates], cores)
+    out = []
+    for r in rates:
+        given = min(r.demand, r.threads * level)
+        if given < r.demand * (1 - 1e-9):
+            out.append(Rate(r.images_per_s * given / r.demand, given, r.threads, "cores"))
+        else:
+            out.append(r)
+    return out
+
+
+def _fill_level(needs: list[tuple[float, float]], cores: float) -> float:
+    """The per-thread share L with sum(min(demand, threads x L)) == cores."""
+    needs = sorted(needs, key=lambda n: n[0] / n[1])
+    left, threads = cores, sum(t for _, t in needs)
+    for demand, t in needs:
+        if demand / t * threads <= left:
+            left -= demand
+            threads -= t
+        else:
+            break
+    return left / threads if threads > 0 else math.inf
+
+
+def predict(group: list[tuple[Costs, str, int]], cores: float) -> list[Rate]:
+    """Rates of experiments running at once, each ``(costs, backend, workers)``."""
+    return share([alone(c, b, n) for c, b, n in group], cores)
+
+
+@dataclass
+class Choice:
+    backend: str
+    workers: int
+    rate: Rate
+    notes: list[str] = field(default_factory=list)
+
+
+def candidates(max_workers: int, available: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Every configuration worth predicting: serial, and each parallel backend at 1 to
+    ``max_workers`` workers."""
+    out = [("serial", 0)] if "serial" in available else []
+    for backend in CANDIDATE_BACKENDS[1:]:
+        if backend in available:
+            out += [(backend, n) for n in range(1, max_workers + 1)]
+    return out
+
+
+def best_allocation(
+    group: list[tuple[Costs, str, int]],
+    cores: int,
+    available: tuple[str, ...],
+    slack: float = 0.03,
+    starve: float = 0.5,
+    max_workers: int | None = None,
+) -> list[Choice]:
+    """The configurations (one per experiment running at once) that maximise the summed
+    images/s, each experiment keeping at least ``starve`` of what it would get alone on its
+    fair share of the cores. Among those within ``slack`` of the best sum: the fewest
+    workers (a serial loop counts as one), then the fewest changes (of backend, of worker
+    count), then the most images/s. ``cores`` may be a fraction (those free of other work);
+    ``max_workers`` defaults to 2 x cores."""
+    max_workers = max_workers or max(1, round(2 * cores))
+    options = []
+    for _, backend, workers in group:
+        opts = candidates(max_workers, available)
+        if (backend, workers) not in opts:
+            opts.append((backend, workers))
+        options.append(opts)
+    fair = [
+        max(_on_cores(alone(c, b, n), cores / len(group)) for b, n in opts)
+        for (c, _, _), opts in zip(group, options)
+    ]
+
+    def score(config):
+        rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, config)], cores)
+        ok = all(r.images_per_s >= starve * f for r, f in zip(rates, fair))
+        return rates, ok
+
+    tried = []
+    for config in _configurations(options, group, cores):
+        rates, ok = score(config)
+        if ok:
+            tried.append((config, rates))
+    if not tried:  # nothing keeps every loop fed: keep the current configuration
+        config = [(b, n) for _, b, n in group]
+        tried = [(config, score(config)[0])]
+    best = max(sum(r.images_per_s for r in rates) for _, rates in tried)
+
+    def preference(item):
+        config, rates = item
+        workers = sum(max(n, 1) for _, n in config)  # a serial loop is a worker too
+        changes = sum((b != cb) + (n != cn) for (b, n), (_, cb, cn) in zip(config, group))
+        return (workers, changes, -sum(r.images_per_s for r in rates))
+
+    near = [item for item in tried if sum(r.images_per_s for r in item[1]) >= (1 - slack) * best]
+    config, rates = min(near, key=preference)
+    return [Choice(b, n, r) for (b, n), r in zip(config, rates)]
+
+
+def _on_cores(rate: Rate, cores: float) -> float:
+    """Images/s of ``rate`` with at most ``cores`` to itself."""
+    return rate.images_per_s * min(1.0, cores / rate.demand) if rate.demand > 0 else 0.0
+
+
+def _configurations(options, group, cores):
+    """Every joint configuration when there are few; else improve one experiment at a time
+    from the current configuration (a few rounds)."""
+    if math.prod(len(o) for o in options) <= EXHAUSTIVE_LIMIT:
+        yield from itertools.product(*options)
+        return
+    config = [(b, n) for _, b, n in group]
+    for _ in range(3):
+        for i, opts in enumerate(options):
+            best, best_sum = config[i], -1.0
+            for option in opts:
+                trial = config[:i] + [option] + config[i + 1 :]
+                yield tuple(trial)
+                rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, trial)], cores)
+                total = sum(r.images_per_s for r in rates)
+                if total > best_sum:
+                    best, best_sum = option, total
+            config[i] = best

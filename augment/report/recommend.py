@@ -1,0 +1,132 @@
+"""The recommendation next to each verdict: a backend and a worker count, with the images/s
+the model (``augment.report.model``) expects from it and from the configuration that ran.
+
+Experiments that ran at the same time are recommended together: the allocation of backends
+and workers across them that maximises their summed images/s without starving any loop.
+"""
+
+from __future__ import annotations
+
+from augment import backends
+from augment.report import model
+
+OVERLAP = 0.5  # experiments overlapping this much of the shorter one ran "at once"
+
+
+def recommend(experiments: list[dict], intervals: dict, cores: int) -> None:
+    """Add ``model``, ``expected_images_per_s`` and ``recommendation`` to each experiment
+    summary (None where the run is too short to judge or has no images)."""
+    available = tuple(b for b in backends.names() if b in model.CANDIDATE_BACKENDS)
+    for group in _groups(experiments, intervals):
+        judged = []
+        for exp in group:
+            exp["expected_images_per_s"] = exp["recommendation"] = None
+            c = model.costs(exp, cores)
+            exp["model"] = c.to_dict() if c is not None else None
+            if c is not None and not exp.get("too_short"):
+                judged.append((exp, c))
+        if not judged:
+            continue
+        now = [(c, exp["backend"], exp["workers"]) for exp, c in judged]
+        other_load = sum(exp["other_load_cores"] for exp, _ in judged) / len(judged)
+        free = max(cores - other_load, 0.5)
+        current = model.predict(now, free)
+        choices = model.best_allocation(now, free, available, max_workers=2 * cores)
+        for (exp, c), rate, choice in zip(judged, current, choices):
+            exp["expected_images_per_s"] = round(rate.images_per_s, 1)
+            exp["recommendation"] = {
+                "backend": choice.backend,
+                "workers": choice.workers,
+                "expected_images_per_s": round(choice.rate.images_per_s, 1),
+                "why": _why(exp, c, choice, rate, len(judged), (cores, free), available),
+            }
+
+
+def label(backend: str, workers: int) -> str:
+    """How a configuration is written in the report: "process x2", "serial"."""
+    return "serial" if backend == "serial" else f"{backend} x{workers}"
+
+
+def headline(exp: dict) -> str:
+    """ "process x2: about 1,150 img/s, 1.9x now" (or why there is none)."""
+    rec = exp.get("recommendation")
+    if rec is None:
+        return "none: too short to judge" if exp.get("too_short") else "none"
+    gain = rec["expected_images_per_s"] / exp["images_per_s"] if exp["images_per_s"] else 0.0
+    return (
+        f"{label(rec['backend'], rec['workers'])}: about {rec['expected_images_per_s']:,.0f} "
+        f"img/s, {gain:.1f}x now"
+    )
+
+
+def _groups(experiments: list[dict], intervals: dict) -> list[list[dict]]:
+    """Experiments that ran at once, together; one after another, apart."""
+    groups: list[list[dict]] = []
+    for exp in experiments:
+        s0, e0 = intervals[exp["name"]]
+        for group in groups:
+            if any(_overlap((s0, e0), intervals[o["name"]]) >= OVERLAP for o in group):
+                group.append(exp)
+                break
+        else:
+            groups.append([exp])
+    return groups
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int]) -> float:
+    shorter = max(min(a[1] - a[0], b[1] - b[0]), 1)
+    return max(0, min(a[1], b[1]) - max(a[0], b[0])) / shorter
+
+
+def _why(exp, c, choice, now, together: int, machine: tuple[int, float], available) -> str:
+    """The recommendation's reasons; ``machine`` is (cores, cores free of other work)."""
+    cores, free = machine
+    rate = choice.rate
+    parts = [_bound(c, choice, machine, together)]
+    same = (choice.backend, choice.workers) == (exp["backend"], exp["workers"]) or (
+        choice.backend == exp["backend"] == "serial"
+    )
+    parts.append(
+        "the current configuration is already the best the model finds"
+        if same
+        else f"{rate.images_per_s / max(now.images_per_s, 1e-9):.1f}x the model's "
+        f"{now.images_per_s:,.0f} img/s for the current one"
+    )
+    parts.append(f"measured now: {exp['images_per_s']:,.0f} img/s")
+    if c.gil_known == "not measured" and "thread" in available and choice.backend != "thread":
+        no_gil = model.Costs(**{**c.__dict__, "gil": 0.0})
+        threads = max(
+            model._on_cores(model.alone(no_gil, "thread", n), free / together)
+            for n in range(1, 2 * cores + 1)
+        )
+        if threads > 1.05 * rate.images_per_s:
+            parts.append(
+                f"threads might reach about {threads:,.0f} img/s if the pipeline releases "
+                "the GIL, which this run cannot show: a run with backend 'thread' and 2 or "
+                "more workers would tell"
+            )
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def _bound(c: model.Costs, choice: model.Choice, machine: tuple[int, float], together: int):
+    b, workers, bound = choice.backend, choice.workers, choice.rate.bound
+    cores, free = machine
+    make_ms = c.batch_size * (c.cpu + c.io_wait) * 1e3
+    if b == "serial":
+        return (
+            f"making a batch in the loop ({make_ms:.0f} ms) beside the step "
+            f"({c.step * 1e3:.0f} ms) costs little enough that workers would not pay"
+        )
+    if bound == "loop":
+        return (
+            f"the training step ({c.step * 1e3:.0f} ms per batch) sets the pace and "
+            f"{workers} {b} worker(s) keep up with it"
+        )
+    if bound == "gil":
+        return f"threads share one GIL, held for {c.gil:.0%} of their CPU time"
+    if bound == "cores":
+        shared = f", shared with {together - 1} other experiment(s)" if together > 1 else ""
+        return f"the {cores} cores are the limit at {c.cpu * 1e3:.2f} ms of CPU per image{shared}"
+    io = f", {c.io_wait * c.batch_size * 1e3:.0f} ms of it waiting on I/O" if c.io_wait else ""
+    return f"each of {workers} {b} worker(s) makes a batch in {make_ms:.0f} ms{io}"
