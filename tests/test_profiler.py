@@ -165,7 +165,9 @@ def test_config_experiments_run_at_once_or_in_turn(config_run):
                 b["end_ns"],
             )
         summary = json.loads((out / "summary.json").read_text())
-        assert summary["machine"]["concurrent_workers"] == sum(t["workers"] for t in tables)
+        # released together, they overlap nearly all the time: all workers at once
+        workers = sum(t["workers"] for t in tables)
+        assert summary["machine"]["concurrent_workers"] == pytest.approx(workers, abs=0.3)
     else:
         for a, b in pairs:
             assert not overlap(a, b), (a["name"], b["name"])
@@ -238,7 +240,7 @@ def test_report_redraws_a_saved_folder(flags_run, tmp_path):
     assert (folder / "timeline.png").read_bytes()[:8] == PNG_SIGNATURE
     md = (folder / "summary.md").read_text()
     for text in (md, done.stdout):
-        assert "| experiment | backend | workers | images/s | stall | CPU | bottleneck | recommended |" in text
+        assert "| experiment | backend | workers | images/s | stall | CPU | bottleneck |" in text
         assert "| thread_1w | thread | 1 |" in text
         assert "| serial_1w | serial |" in text
     assert json.loads((folder / "summary.json").read_text()) == before

@@ -17,7 +17,7 @@ from augment.trace.schema import CONSUMER_LANE, CONSUMER_STAGES, STAGES
 
 SAMPLE_PERIOD_NS = 100_000_000
 # Shorter runs are too short to judge: too few CPU samples and batches for a verdict.
-MIN_BATCHES = 4
+MIN_BATCHES = 3
 MIN_STEADY_S = 0.3
 JUDGE_FOR_S = 2.0  # what "run at least" aims for
 

@@ -1,7 +1,7 @@
 """Naming the bottleneck of one experiment, from its measured figures.
 
 The rules, checked in this order (thresholds are the constants below), after one check: a
-run too short to judge (fewer than 4 batches or 0.3 s in its steady state) says so instead.
+run too short to judge (fewer than 3 batches or 0.3 s in its steady state) says so instead.
 
 1. ``training step``: the loop waited for data less than 10% of its time.
 2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
