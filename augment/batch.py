@@ -23,6 +23,7 @@ import numpy as np
 from augment.data import BadImageError
 from augment.samples import MapStyle, Staged, as_image
 from augment.trace.schema import CONSUMER_LANE
+from augment.watchdog import Lane
 
 ON_ERROR = ("raise", "skip")
 _HOST = socket.gethostname()
@@ -127,6 +128,7 @@ def make_batch(
     plan: BatchPlan,
     buffer: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
     worker: int = CONSUMER_LANE,
+    lane: Lane | None = None,
 ) -> BatchResult:
     """Load, augment and collate the samples of ``plan``.
 
@@ -134,13 +136,26 @@ def make_batch(
     backend); by default a new array. ``worker`` is the lane the spans are drawn on. A bad
     image either ends the batch with ``error`` set (on_error="raise") or is left out and
     listed in ``skipped``. Any other exception propagates, with a note naming the sample.
+    ``lane``, where given, records the batch and each sample as it begins (the watchdog's).
     """
+    if lane is None:
+        return _make_batch(task, plan, buffer, worker, None)
+    lane.take(plan.epoch, plan.number, os.getpid())
+    try:
+        return _make_batch(task, plan, buffer, worker, lane.at)
+    finally:
+        lane.done()
+
+
+def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> BatchResult:
     source = task.source
     clock = _StageClock(source.stages)
     result = BatchResult(plan, None, pid=os.getpid(), worker=worker, host=_HOST)
     out: np.ndarray | None = None
     first = 0
-    for index in plan.indices:
+    for position, index in enumerate(plan.indices):
+        if at is not None:
+            at(position)
         try:
             img, targets = source.load(index, clock)
         except BadImageError as exc:

@@ -14,7 +14,11 @@ Invariants:
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
   yielded (bounded memory); one epoch runs at a time;
 - workers start on the first epoch and live until ``close()`` (or garbage collection, or the
-  end of the ``with`` block); an error or Ctrl-C during an epoch closes them.
+  end of the ``with`` block); an error or Ctrl-C during an epoch closes them, and ``close()``
+  releases what they held (processes, queues, shared memory) even while something still
+  references the loader (a kept traceback);
+- the batch the loop waits for is watched (``augment.watchdog``): one warning when it takes
+  longer than a minute, an error that stops its worker past ``timeout``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from augment.samples import as_sample_transform, source_for
 from augment.sharding import Sharding, check_int
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import tracer_from_env
+from augment.watchdog import Watchdog, check_timeout
 
 log = logging.getLogger("augment")
 STATE_VERSION = 1
@@ -55,7 +60,10 @@ class Loader:
     and "torch", ``timeout`` for "torch") go in ``backend_options``. ``rank`` and
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
-    from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch.
+    from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``
+    (seconds, or None) is how long a worker may take over the batch the loop waits for
+    before a ``RuntimeError`` names it and its samples, and the loader closes; without
+    one, a batch taking over a minute logs one warning.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class Loader:
         backend_options: dict | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        timeout: float | None = None,
     ):
         check_int(batch_size, "batch_size", 1)
         check_int(workers, "workers", 0)
@@ -85,6 +94,7 @@ class Loader:
             raise ValueError(
                 f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
             )
+        self.timeout = check_timeout(timeout)
         self._source = source_for(dataset)
         self._transform = as_sample_transform(transform)
         if len(dataset) == 0:
@@ -105,6 +115,8 @@ class Loader:
         self._running = None  # the generator of the epoch in progress
         self._closed_by: str | None = None
         self._backend = None
+        self._watchdog = Watchdog(self.timeout, self._source.name)
+        weakref.finalize(self, self._watchdog.close)  # its thread ends with the loader
         self._open_backend()
 
     @property
@@ -223,14 +235,14 @@ class Loader:
         timing = LoopClock(self.tracer, self.backend_name)
         try:
             for plan in todo:
-                pending.append(backend.submit(plan))
+                pending.append((plan, backend.submit(plan)))
                 if len(pending) >= self.capacity:
                     break
             while pending:
                 timing.ask()
-                result = pending.popleft().result()
+                result = self._watchdog.wait(backend, *pending.popleft())
                 for plan in todo:
-                    pending.append(backend.submit(plan))
+                    pending.append((plan, backend.submit(plan)))
                     break
                 timing.arrived()
                 batch = self._deliver(result)
@@ -248,7 +260,7 @@ class Loader:
             finished = True
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
             timing.back()  # the step of the last batch ended when the loop let go
-            for handle in pending:
+            for _, handle in pending:
                 handle.cancel()
             raise
         finally:
@@ -311,6 +323,7 @@ class Loader:
             self._finalizer()
             self._backend = None
             self._closed_by = reason
+        self._watchdog.close()
         if self._owns_tracer:
             self.tracer.close()
 

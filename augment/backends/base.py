@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from augment.batch import BatchPlan, BatchResult, BatchTask, make_batch
+from augment.watchdog import Held, Lanes
 
 _REGISTRY: dict[str, type[Backend]] = {}
 
@@ -75,6 +76,7 @@ class Backend(ABC):
     def __init__(self, workers: int, capacity: int):
         self.workers, self.capacity = workers, capacity
         self.task: BatchTask | None = None
+        self.lanes: Lanes | None = None  # what each worker is making, where it is known
 
     def start(self, task: BatchTask) -> None:
         """Start workers (once per loader) with the task they all share."""
@@ -91,6 +93,18 @@ class Backend(ABC):
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (none for a backend whose workers are threads)."""
         return []
+
+    def holder(self, plan: BatchPlan) -> Held | None:
+        """Who is making ``plan`` (for the watchdog): read from ``self.lanes``, which the
+        workers write (``make_batch(..., lane=...)``); None when no worker has taken it."""
+        lanes = getattr(self, "lanes", None)
+        return None if lanes is None else lanes.find(plan.epoch, plan.number)
+
+    def stop(self, held: Held) -> str | None:
+        """Stop the worker of ``held``, stuck past the loader's timeout, so that the wait for
+        its batch ends; says what was done, for the error. None: nothing can be stopped (the
+        loop makes the batch itself)."""
+        return None
 
     def close(self) -> None:
         """Stop workers and free what they hold. Safe to call twice."""
