@@ -26,6 +26,24 @@ def shutdown_workers(loader) -> None:
         iterator._shutdown_workers()
 
 
+def release(loader) -> None:
+    """After ``shutdown_workers``: drop ``loader``'s iterator and empty its queues and event
+    (``augment.shm.forget``), so that nothing stays in /dev/shm while a kept traceback's
+    frames still reference them."""
+    from augment.shm import forget
+
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is None:
+        return
+    forget(
+        *getattr(iterator, "_index_queues", []),
+        getattr(iterator, "_worker_result_queue", None),
+        getattr(iterator, "_data_queue", None),
+        getattr(iterator, "_workers_done_event", None),
+    )
+    loader._iterator = None
+
+
 def is_worker_death(exc: BaseException) -> bool:
     """Whether ``exc`` is DataLoader's report of a worker that died (not one that raised)."""
     text = str(exc)

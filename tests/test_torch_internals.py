@@ -51,6 +51,13 @@ def test_persistent_workers_are_found_and_shut_down():
     torch_internals.shutdown_workers(loader)
     worker.join(10)
     assert not worker.is_alive()
+    # what release() empties: the iterator's multiprocessing queues and event
+    it = loader._iterator
+    held = [*it._index_queues, it._worker_result_queue, it._data_queue, it._workers_done_event]
+    assert all(type(obj).__module__.startswith("multiprocessing.") for obj in held)
+    torch_internals.release(loader)
+    assert loader._iterator is None
+    assert all(vars(obj) == {} for obj in held)
 
 
 class Dies(Squares):
