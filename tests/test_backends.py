@@ -31,8 +31,8 @@ def test_listing_backends_imports_neither_torch_nor_ray():
     [
         ("serial", "none"),
         ("thread", "none"),
-        ("process", "start_method"),
-        ("torch", "timeout, start_method"),
+        ("process", "start_method, threads"),
+        ("torch", "timeout, start_method, threads"),
     ],
 )
 def test_an_unknown_option_is_one_value_error_listing_what_is_accepted(name, accepted):

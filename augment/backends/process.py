@@ -9,7 +9,12 @@ Invariants:
 - the task goes to workers by value (cloudpickle): what a notebook or the main script
   defines runs there too;
 - while waiting, the consumer checks every 0.2 s that all workers live: a dead worker is a
-  ``RuntimeError`` naming it and, where the worker could say, why; never a hang.
+  ``RuntimeError`` naming it and, where the worker could say, why; never a hang;
+- before a slot is made or grown, /dev/shm must hold every slot at that size (capacity x the
+  largest batch), and each slot's pages are allocated as it is made: too little shared
+  memory is a ``RuntimeError`` in the consumer saying what to change, never a SIGBUS;
+- ``close()`` drops the queues (their semaphores live in /dev/shm), the processes and the
+  slots, so nothing stays allocated whoever still holds the backend (a kept traceback).
 
 Start methods: "spawn" (the default) starts clean interpreters, safe with any threads in the
 consumer; "forkserver" forks them from a clean server process, faster to start after the
@@ -29,9 +34,11 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
+from augment import shm as shm_check
 from augment.backends import worker as worker_setup
 from augment.backends.base import Backend, register
 from augment.batch import BatchResult, Span, make_batch
+from augment.watchdog import Lanes
 
 _POLL_S = 0.2
 _JOIN_S = 2.0
@@ -59,10 +66,11 @@ class _Slot:
         return np.empty(shape, dtype=dtype)
 
 
-def _worker_main(worker: int, packed_task: bytes, jobs, results) -> None:
+def _worker_main(worker: int, packed_task: bytes, jobs, results, lanes, threads: int) -> None:
     """Loop of one worker: make batches until told to stop (None). A task that cannot be
     loaded goes back to the consumer as the worker's last message."""
-    worker_setup.set_up()
+    worker_setup.set_up(threads)
+    lane = lanes.lane(worker)
     try:
         task = worker_setup.unpack(packed_task)
     except worker_setup.WorkerSetupError as exc:
@@ -77,7 +85,7 @@ def _worker_main(worker: int, packed_task: bytes, jobs, results) -> None:
             if slot_name is not None:
                 shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
             slot = _Slot(shm, slot_size)
-            result = make_batch(task, plan, slot.buffer, worker=worker)
+            result = make_batch(task, plan, slot.buffer, worker=worker, lane=lane)
             if slot.used and result.images is not None and result.images.size:
                 result.images = None  # it sits in the slot; the consumer copies it out
             results.put((job_id, "ok", result))
@@ -142,13 +150,13 @@ class _Handle:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, workers, capacity, start_method: str = "spawn"):
+    def __init__(self, workers, capacity, start_method: str = "spawn", threads: int = 1):
         super().__init__(workers, capacity)
         if start_method not in mp.get_all_start_methods():
             raise ValueError(
                 f"start_method must be one of {mp.get_all_start_methods()}, got {start_method!r}"
             )
-        self.start_method = start_method
+        self.start_method, self.threads = start_method, worker_setup.check_threads(threads)
         self._procs: list = []
         self._slots: list[shared_memory.SharedMemory | None] = []
 
@@ -161,15 +169,17 @@ class ProcessBackend(Backend):
         self._sample_nbytes = self._largest = 0
         resource_tracker.ensure_running()  # before forking, so workers share it
         self._jobs, self._results = ctx.Queue(), ctx.Queue()
+        self.lanes = Lanes(self.workers, ctx)
         self._slots = [None] * self.capacity
         self._free = list(range(self.capacity))
         self._arrived: dict[int, tuple] = {}
         self._ready: set[int] = set()
         self._next_job = 0
+        packed = worker_setup.pack(task)
         self._procs = [
             ctx.Process(
                 target=_worker_main,
-                args=(i, worker_setup.pack(task), self._jobs, self._results),
+                args=(i, packed, self._jobs, self._results, self.lanes, self.threads),
                 name=f"augment-worker-{i}",
                 daemon=True,
             )
@@ -195,10 +205,24 @@ class ProcessBackend(Backend):
         if nbytes == 0:
             return shm
         if shm is None or shm.size < nbytes:
+            what = (
+                f"{self.capacity} shared-memory slots (prefetch x workers) of {self._largest} "
+                f"images, {nbytes / 2**20:.1f} MiB each,"
+            )
+            own = sum(s.size for s in self._slots if s is not None)
+            shm_check.check(self.name, what, self.capacity * nbytes, own)
             if shm is not None:
+                self._slots[slot] = None
                 shm.close()
                 shm.unlink()
-            shm = self._slots[slot] = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+            shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+            try:
+                shm_check.reserve(getattr(shm, "_fd", -1), shm.size, self.name, what)
+            except RuntimeError:
+                shm.close()
+                shm.unlink()
+                raise
+            self._slots[slot] = shm
         return shm
 
     def _collect(self, job: int, slot: int) -> BatchResult:
@@ -263,11 +287,17 @@ class ProcessBackend(Backend):
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._procs]
 
+    def stop(self, held):
+        self._procs[held.lane].kill()
+        return "the worker was killed and the loader closed"
+
     def close(self):
         procs, self._procs = [p for p in self._procs if p.pid is not None], []
+        jobs, results = getattr(self, "_jobs", None), getattr(self, "_results", None)
+        self._jobs = self._results = None
         for _ in procs:
             try:
-                self._jobs.put_nowait(None)
+                jobs.put_nowait(None)
             except Exception:  # noqa: BLE001 - a broken queue: terminate below
                 break
         deadline = time.monotonic() + _JOIN_S
@@ -277,15 +307,18 @@ class ProcessBackend(Backend):
             if p.is_alive():
                 p.kill()
                 p.join(_JOIN_S)
-        if procs:
-            for q in (self._jobs, self._results):
+        for q in (jobs, results):
+            if q is not None:
                 q.cancel_join_thread()
                 q.close()
+        shm_check.forget(jobs, results)  # their semaphores, even if a kept frame holds them
         slots, self._slots = self._slots, []
         for shm in slots:
             if shm is not None:
                 shm.close()
                 shm.unlink()
+        # whoever still holds this backend (a kept traceback's frames) holds nothing here
+        self._arrived, self.lanes, self.task = {}, None, None
 
 
 __all__ = ["ProcessBackend"]

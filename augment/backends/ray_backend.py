@@ -16,8 +16,10 @@ import copy
 import os
 import time
 
+from augment.backends import worker as worker_setup
 from augment.backends.base import Backend, register
 from augment.batch import BatchResult, Span, make_batch
+from augment.watchdog import Held
 
 try:
     import ray
@@ -31,10 +33,10 @@ READY_TIMEOUT_S = 120.0
 class _Worker:
     """One Ray actor: makes batches of the task it was started with."""
 
-    def __init__(self, task, lane: int):
+    def __init__(self, task, lane: int, threads: int = 1):
         from augment.backends import worker
 
-        worker.set_up(ignore_sigint=False)
+        worker.set_up(threads, ignore_sigint=False)
         self.task, self.lane = task, lane
 
     def ready(self) -> int:
@@ -82,10 +84,11 @@ def _free_cpus(wanted: int, patience_s: float = 10.0) -> float:
 class RayBackend(Backend):
     name = "ray"
 
-    def __init__(self, workers, capacity, ray_address: str | None = None):
+    def __init__(self, workers, capacity, ray_address: str | None = None, threads: int = 1):
         super().__init__(workers, capacity)
         if ray is None:
             raise ValueError("backend 'ray' needs Ray: pip install 'augment[ray]'")
+        self.threads = worker_setup.check_threads(threads)
         self.address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self._owns_ray = False
         self._actors: list = []
@@ -110,7 +113,7 @@ class RayBackend(Backend):
             )
         actor = ray.remote(num_cpus=1, max_restarts=0)(_Worker)
         task_ref = ray.put(task)
-        self._actors = [actor.remote(task_ref, lane) for lane in range(self.workers)]
+        self._actors = [actor.remote(task_ref, lane, self.threads) for lane in range(self.workers)]
         try:
             self._pids = ray.get([a.ready.remote() for a in self._actors], timeout=READY_TIMEOUT_S)
         except (GetTimeoutError, RayActorError) as exc:
@@ -123,6 +126,18 @@ class RayBackend(Backend):
 
     def worker_pids(self) -> list[int]:
         return list(getattr(self, "_pids", []))
+
+    def holder(self, plan):
+        # Actors share no memory with the loop: batch n is actor n % workers's, which runs its
+        # batches in order, so it is on this one while the loop waits; since: unknown.
+        lane = plan.number % self.workers
+        pids = self.worker_pids()
+        return Held(lane, pids[lane] if lane < len(pids) else 0)
+
+    def stop(self, held):
+        if held.lane < len(self._actors):
+            ray.kill(self._actors[held.lane])
+        return "the Ray actor was killed (its task with it) and the loader closed"
 
     def close(self):
         actors, self._actors = self._actors, []

@@ -1,17 +1,29 @@
 """torch.utils.data.DataLoader workers run the batches: what a PyTorch user already trusts,
-with torch's own shared-memory transfer, order and worker-death watchdog."""
+with torch's own shared-memory transfer, order and worker-death watchdog.
+
+Each worker records the batch it makes in shared ``Lanes`` (written in ``_Plans``), so the
+loader's watchdog names and kills a stuck one. Torch puts every batch in a shared-memory file
+of its own; when /dev/shm cannot hold one, the worker's "No space left on device" (or its
+death by SIGBUS) becomes the loader's error saying what to change.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import multiprocessing as mp
+import os
+import signal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from augment import shm as shm_check
 from augment import torch_internals
 from augment.backends import worker as worker_setup
 from augment.backends.base import Backend, register
 from augment.batch import BatchPlan, BatchResult, make_batch
+from augment.watchdog import Lanes
 
 log = logging.getLogger("augment")
 
@@ -22,17 +34,20 @@ class _Plans(Dataset):
     travels by value (cloudpickle bytes) and is unpacked in the worker on first use, so a
     failure to load it reaches the loop as torch re-raises a worker's exception."""
 
-    def __init__(self, task):
+    def __init__(self, task, lanes: Lanes):
         self.packed, self.size, self._task = worker_setup.pack(task), len(task.dataset), None
+        self.lanes = lanes
 
     def __getstate__(self):
-        return {"packed": self.packed, "size": self.size, "_task": None}
+        return {"packed": self.packed, "size": self.size, "_task": None, "lanes": self.lanes}
 
     def __getitem__(self, plan: BatchPlan) -> BatchResult:
         if self._task is None:
             self._task = worker_setup.unpack(self.packed)
         info = torch.utils.data.get_worker_info()
-        return make_batch(self._task, plan, worker=info.id if info is not None else -1)
+        if info is None:
+            return make_batch(self._task, plan)
+        return make_batch(self._task, plan, worker=info.id, lane=self.lanes.lane(info.id))
 
     def __len__(self) -> int:
         return self.size
@@ -50,14 +65,17 @@ class _EpochPlans(torch.utils.data.Sampler):
 
 
 def _to_tensors(result: BatchResult) -> BatchResult:
-    """Runs in the worker: images become a tensor, which torch moves through shared memory."""
+    """Runs in the worker: images become a tensor in shared memory, which torch sends as a
+    file descriptor. Moved here, not when the queue's feeder thread pickles it (torch's
+    default), so that a full /dev/shm is an error the loop receives: in the feeder thread it
+    is only printed, the batch is lost and the loop waits forever."""
     if result.images is not None:
-        result.images = torch.from_numpy(result.images)
+        result.images = torch.from_numpy(result.images).share_memory_()
     return result
 
 
-def _worker_init(_worker_id: int) -> None:
-    worker_setup.set_up()
+def _worker_init(threads: int, _worker_id: int) -> None:
+    worker_setup.set_up(threads)
 
 
 class _Handle:
@@ -75,7 +93,9 @@ class _Handle:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, workers, capacity, timeout: float = 0, start_method: str = "spawn"):
+    def __init__(
+        self, workers, capacity, timeout: float = 0, start_method: str = "spawn", threads: int = 1
+    ):
         super().__init__(workers, capacity)
         if start_method not in torch.multiprocessing.get_all_start_methods():
             raise ValueError(
@@ -83,22 +103,25 @@ class TorchBackend(Backend):
                 f"got {start_method!r}"
             )
         self.timeout, self.start_method = timeout, start_method
+        self.threads = worker_setup.check_threads(threads)
         self._loader: DataLoader | None = None
         self._iter = None
+        self._batch_nbytes = 0  # the largest batch yet, for the shared-memory error
 
     def start(self, task):
         super().start(task)
         self._sampler = _EpochPlans()
         prefetch = max(1, self.capacity // self.workers)
+        self.lanes = Lanes(self.workers, mp.get_context(self.start_method))
         self._loader = DataLoader(
-            _Plans(task),
+            _Plans(task, self.lanes),
             batch_size=None,
             sampler=self._sampler,
             num_workers=self.workers,
             collate_fn=_to_tensors,
             prefetch_factor=prefetch,
             persistent_workers=True,
-            worker_init_fn=_worker_init,
+            worker_init_fn=functools.partial(_worker_init, self.threads),
             timeout=self.timeout,
             # spawn by default: fork can deadlock once OpenCV's or torch's threads exist
             multiprocessing_context=self.start_method,
@@ -121,6 +144,14 @@ class TorchBackend(Backend):
         try:
             result = next(self._iter)
         except RuntimeError as exc:
+            if _out_of_shm(exc):
+                raise shm_check.too_small(
+                    self.name,
+                    f"the batches in flight ({self.capacity}, prefetch x workers, and those "
+                    "the training loop holds)",
+                    self.capacity * self._batch_nbytes if self._batch_nbytes else None,
+                    shm_check.free_bytes(),
+                ) from exc
             if torch_internals.is_worker_death(exc):
                 if worker_setup.REIMPORTED_MAIN_EXIT in self._exit_codes():
                     raise RuntimeError(
@@ -135,6 +166,7 @@ class TorchBackend(Backend):
             )
         if isinstance(result.images, torch.Tensor):
             result.images = result.images.numpy()
+            self._batch_nbytes = max(self._batch_nbytes, result.images.nbytes)
         return result
 
     def _abandon(self) -> None:
@@ -154,6 +186,11 @@ class TorchBackend(Backend):
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers()]
 
+    def stop(self, held):
+        if held.pid in self.worker_pids():  # not a pid reused since
+            os.kill(held.pid, signal.SIGKILL)
+        return "the worker was killed and the loader closed"
+
     def _exit_codes(self) -> list[int | None]:
         for w in self._workers():
             w.join(0.5)  # a worker that just died may not be reaped yet
@@ -168,3 +205,16 @@ class TorchBackend(Backend):
             torch_internals.shutdown_workers(loader)
         except RuntimeError as exc:  # a worker that dies on its way out lost nothing
             log.warning("torch backend: %s", exc)
+        torch_internals.release(loader)
+        # whoever still holds this backend (a kept traceback's frames) holds nothing here
+        self.lanes, self.task = None, None
+
+
+def _out_of_shm(exc: RuntimeError) -> bool:
+    """Whether a worker failed for want of shared memory: torch's "No space left on device"
+    writing a batch's shared file, or a worker killed by SIGBUS (a sparse file's page that
+    /dev/shm could not supply)."""
+    text = str(exc)
+    return ("</torch_" in text and "No space left on device" in text) or (
+        torch_internals.is_worker_death(exc) and "Bus error" in text
+    )

@@ -48,11 +48,40 @@ def unpack(data: bytes):
         ) from exc
 
 
+# The environment variables OpenMP and the BLAS libraries read when they load.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def check_threads(threads) -> int:
+    """The ``threads`` backend option: native threads per library in each worker (>= 1)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(
+            f"threads (native threads per library in each worker) must be an int >= 1; "
+            f"got {threads!r}"
+        )
+    return threads
+
+
 def set_up(threads: int = 1, ignore_sigint: bool = True) -> None:
-    """Start of every worker process: ``threads`` native threads per library (the workers
-    are the parallelism), and Ctrl-C left to the consumer."""
+    """Start of every worker process (process, torch and Ray workers all call it):
+    ``threads`` native threads per library, since the workers are the parallelism (five
+    workers each starting a thread per core oversubscribe the cores), and Ctrl-C left to
+    the consumer.
+
+    OpenCV and torch are set directly; OpenMP and BLAS through their environment variables,
+    which a library loaded later in the worker (and any process it starts) reads; a BLAS
+    already loaded (numpy's, before the worker's code runs) is limited too where
+    threadpoolctl is installed."""
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
     try:
         import cv2
 
@@ -62,6 +91,11 @@ def set_up(threads: int = 1, ignore_sigint: bool = True) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
+    try:
+        import threadpoolctl
+    except ImportError:
+        return
+    threadpoolctl.threadpool_limits(threads)
 
 
 def refuse_reimported_main() -> None:
