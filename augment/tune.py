@@ -148,11 +148,11 @@ def markdown(name: str, result: dict) -> str:
         )
     lines.append("")
     if "sweep" in result:
-        lines += _sweep_lines(result)
+        lines += sweep_lines(result)
     return "\n".join(lines) + "\n"
 
 
-def _sweep_lines(result: dict) -> list[str]:
+def sweep_lines(result: dict) -> list[str]:
     """Sum over the experiments: the recommendation's against the best the sweep found."""
     if not result["sweep"]:
         return ["The sweep ran nothing.", ""]

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from augment.report.recommend import label  # noqa: E402
 from augment.trace.chrome import lane_name  # noqa: E402
 from augment.trace.reader import Trace  # noqa: E402
 from augment.trace.schema import CONSUMER_LANE, WORKER_STAGES  # noqa: E402
@@ -121,6 +122,18 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
         frameon=False,
     )
     _cpu_panel(cpu_ax, trace, clock)
+    if trace.marks:  # experiments at once: the measured part starts after their warm-up
+        x = clock(min(m["measured_from_ns"] for m in trace.marks))
+        for axis in (ax, cpu_ax):
+            axis.axvline(x, color="#2ca02c", linestyle=":", linewidth=1.2)
+        ax.text(
+            x,
+            -0.5,
+            " measured from here (warm-up before)",
+            fontsize=8,
+            va="bottom",
+            color="#2ca02c",
+        )
     for x in clock.breaks():
         for axis in (ax, cpu_ax):
             axis.axvline(x, color="#888888", linestyle="--", linewidth=0.8)
@@ -161,12 +174,24 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
 
 def throughput(summary: dict, path: Path) -> None:
     exps = summary["experiments"]
-    labels = [f"{e['name']}\n{e['backend']} x{e['workers']}" for e in exps]
+    labels = [f"{e['name']}\n{label(e['backend'], e['workers'])}" for e in exps]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.4, 0.6 * len(exps) + 2.0)))
     y = range(len(exps))
     left.barh(y, [e["images_per_s"] for e in exps], color="#3182bd")
     for i, e in enumerate(exps):
         left.text(e["images_per_s"], i, f" {e['images_per_s']:.0f}", va="center", fontsize=8)
+        rec = e.get("recommendation")
+        if rec:  # what the recommendation expects, as a marker on the same axis
+            left.plot(rec["expected_images_per_s"], i + 0.3, marker="v", color="#d62728")
+            left.text(
+                rec["expected_images_per_s"],
+                i + 0.3,
+                f"  recommended: {label(rec['backend'], rec['workers'])}, "
+                f"about {rec['expected_images_per_s']:.0f}",
+                va="center",
+                fontsize=7,
+                color="#d62728",
+            )
     left.set_yticks(y, labels, fontsize=8)
     left.invert_yaxis()
     left.set_xlabel("images/s")
