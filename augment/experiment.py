@@ -349,10 +349,13 @@ def run(experiment: Experiment, trace_dir: str | Path, progress=None, barrier=No
                         _release_together(barrier, experiment.name)
                         tracer.mark_measured()
                     continue
+                if batches == warmup + 1:  # the steady state starts at this batch's hand-over
+                    tracer.record_process_cpu(loader.worker_pids())
                 delivered += len(images)
                 if progress is not None:
                     progress(len(images))
                 if batches >= warmup + experiment.batches:
+                    tracer.record_process_cpu(loader.worker_pids())
                     break
     finally:
         loader.close()

@@ -165,6 +165,7 @@ EXPERIMENT_KEYS = {
     "too_short",
     "cpu_cores_used",
     "other_load_cores",
+    "process_cores",
     "model",
     "expected_images_per_s",
     "recommendation",

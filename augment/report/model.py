@@ -12,6 +12,10 @@ Measured per image (the worker stages of the run, ``summary.summarize``):
   taken by others. A run whose threads got a full core only bounds it (g <= 1/n); a run on
   another backend does not measure it, and threads are then assumed to hold it throughout.
 
+- ``overhead``: CPU the experiment's processes spent outside the traced stages (the loop's
+  Python, queues, pickling): their CPU times at the start and end of the steady state, less
+  the traced stages' CPU, per image. It is charged to every backend alike.
+
 Measured per batch: the loop's ``step`` (wall and CPU) and the ``transfer`` of the backend
 that ran. Backends that did not run get a transfer from the pixels' copy cost (collate per
 image): the process backend copies a batch out of shared memory once in the loop; torch
@@ -57,6 +61,7 @@ class Costs:
     step_cpu: float  # and its CPU
     backend: str  # the backend that ran
     transfer: float  # its transfer per batch, as measured
+    overhead: float = 0.0  # per image, CPU the processes spent outside the traced stages
 
     def transfer_for(self, backend: str) -> float:
         """Consumer-side cost of receiving one batch on ``backend``."""
@@ -80,6 +85,7 @@ class Costs:
             "step_ms": round(self.step * 1e3, 3),
             "step_cpu_ms": round(self.step_cpu * 1e3, 3),
             "transfer_ms": round(self.transfer * 1e3, 3),
+            "untraced_cpu_per_image_ms": round(self.overhead * 1e3, 4),
         }
 
 
@@ -113,7 +119,16 @@ def costs(exp: dict, cores: int) -> Costs | None:
         step_cpu=cpu.get("step", 0.0) / batches,
         backend=exp["backend"],
         transfer=wall.get("transfer", 0.0) / batches,
+        overhead=_untraced(exp),
     )
+
+
+def _untraced(exp: dict) -> float:
+    """CPU per image the experiment's processes spent outside its traced stages (the loop's
+    Python, queues, pickling), from their CPU times; 0 without them."""
+    if not exp.get("process_cores") or not exp.get("images_per_s"):
+        return 0.0
+    return max(0.0, exp["process_cores"] - exp["cpu_cores_used"]) / exp["images_per_s"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,7 @@ def alone(c: Costs, backend: str, workers: int) -> Rate:
     """The rate of ``backend`` with ``workers`` given all the cores it wants."""
     b = c.batch_size
     transfer = c.transfer_for(backend)
-    loop_cpu = (c.step_cpu + transfer) / b
+    loop_cpu = (c.step_cpu + transfer) / b + c.overhead
     if backend == "serial" or workers == 0:
         rate = b / (c.step + transfer + b * (c.cpu + c.io_wait))
         return Rate(rate, rate * (c.cpu + loop_cpu), 1.0, "loop")

@@ -58,6 +58,7 @@ def summarize(trace: Trace) -> dict:
     for exp in experiments:
         exp["cpu_utilization"] = _utilization(trace.cpu, *windows[exp["name"]])
         exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
+        exp["process_cores"] = _process_cores(trace.procs, exp["name"])
     intervals = windows
     for exp in experiments:
         exp["concurrent_workers"] = _concurrent_workers(exp["name"], intervals, workers_of)
@@ -99,15 +100,27 @@ def _concurrent_workers(name: str, intervals: dict, workers_of: dict) -> float:
     return round(total, 2)
 
 
+def _process_cores(procs: list[dict], name: str) -> float | None:
+    """Cores the experiment's processes (loop and workers) kept busy over its steady state,
+    traced or not: from the CPU times recorded at its start and end; None without them."""
+    mine = sorted((p for p in procs if p["experiment"] == name), key=lambda p: p["t_ns"])
+    if len(mine) < 2 or mine[-1]["t_ns"] <= mine[0]["t_ns"]:
+        return None
+    cpu = mine[-1]["cpu_s"] - mine[0]["cpu_s"]
+    return round(max(cpu, 0.0) / ((mine[-1]["t_ns"] - mine[0]["t_ns"]) / 1e9), 3)
+
+
 def _other_load(exp: dict, experiments: list[dict], intervals: dict, cores: int) -> float:
-    """Cores busy with work that is none of the experiments' measured spans (other programs,
-    and each experiment's untraced Python), from the CPU samples over ``exp``'s time."""
+    """Cores busy with work that is none of the experiments' (other programs), from the CPU
+    samples over ``exp``'s time less what the experiments' processes used (or, without
+    their CPU times, their traced stages)."""
     start, end = intervals[exp["name"]]
     ours = 0.0
     for other in experiments:
         s0, s1 = intervals[other["name"]]
         overlap = max(0, min(end, s1) - max(start, s0))
-        ours += other["cpu_cores_used"] * overlap / max(end - start, 1)
+        used = other["process_cores"] or other["cpu_cores_used"]
+        ours += used * overlap / max(end - start, 1)
     return round(max(0.0, exp["cpu_utilization"] * cores - ours), 3)
 
 

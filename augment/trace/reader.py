@@ -20,6 +20,8 @@ class Trace:
     # {"experiment", "measured_from_ns"}: where an experiment's measured part begins (after
     # its warm-up, when concurrent experiments were released together)
     marks: list[dict] = field(default_factory=list)
+    # {"experiment", "t_ns", "cpu_s", "processes"}: CPU time of an experiment's processes
+    procs: list[dict] = field(default_factory=list)
 
     def experiments(self) -> list[str]:
         return sorted({s["experiment"] for s in self.spans})
@@ -57,6 +59,8 @@ def load(directory: str | Path) -> Trace:
                 trace.meta.append(record["meta"])
             elif "mark" in record:
                 trace.marks.append(record["mark"])
+            elif "proc" in record:
+                trace.procs.append(record["proc"])
             elif all(k in record for k in SPAN_KEYS):
                 trace.spans.append(record)
             elif "t_ns" in record and "cpu" in record:

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from augment.trace.sampler import CpuSampler
 from augment.trace.schema import CONSUMER_LANE, STAGES  # noqa: F401 - re-exported
 
@@ -112,6 +114,24 @@ class Tracer:
         now = time.time_ns()
         self.write([{"mark": {"experiment": self.experiment, "measured_from_ns": now}}])
         return now
+
+    def record_process_cpu(self, pids: list[int]) -> None:
+        """The CPU time so far of this process and ``pids`` (its workers): two such records
+        give what the experiment cost in all, traced stages or not (``{"proc": ...}``)."""
+        total = 0.0
+        for pid in [os.getpid(), *pids]:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:  # a worker that has exited: its time is lost, say so
+                continue
+            total += times.user + times.system
+        record = {
+            "experiment": self.experiment,
+            "t_ns": time.time_ns(),
+            "cpu_s": total,
+            "processes": 1 + len(pids),
+        }
+        self.write([{"proc": record}])
 
     def close(self) -> None:
         if self._sampler is not None:
