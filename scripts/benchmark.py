@@ -6,7 +6,8 @@
     python scripts/benchmark.py decoders   # JPEG decoders: same pixels? how fast?
     python scripts/benchmark.py tracing    # the cost of tracing every stage of every batch
     python scripts/benchmark.py dataloader # a plain DataLoader: tracing it, moving it to augment
-    python scripts/benchmark.py all --write-readme
+    python scripts/benchmark.py soak       # RSS and /dev/shm over 10,000 batches per backend
+    python scripts/benchmark.py all --write-readme  # all but soak (soak: 12 min on 2 cores)
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -493,6 +494,14 @@ def bench_decoders(args) -> str:
     return table
 
 
+def bench_soak(args) -> str:
+    """10,000 batches per backend, RSS and /dev/shm sampled: the code is in scripts/soak.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import soak
+
+    return soak.bench_soak(args)
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -532,7 +541,13 @@ def main(argv: list[str] | None = None) -> None:
     dl.add_argument("--epochs", type=int, default=2, help="epochs per timed run (default 2)")
     dl.add_argument("--rounds", type=int, default=19)
     dl.add_argument("--write-readme", action="store_true")
-    every = sub.add_parser("all", help="every benchmark with its defaults")
+    soak_parser = sub.add_parser("soak", help="RSS and /dev/shm over 10,000 batches per backend")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import soak
+
+    soak.add_arguments(soak_parser)
+    soak_parser.add_argument("--write-readme", action="store_true")
+    every = sub.add_parser("all", help="every benchmark but soak, with its defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
     runs = {
@@ -541,8 +556,9 @@ def main(argv: list[str] | None = None) -> None:
         "pipeline": bench_pipeline,
         "tracing": bench_tracing,
         "dataloader": bench_dataloader,
+        "soak": bench_soak,
     }
-    chosen = list(runs) if args.what == "all" else [args.what]
+    chosen = [n for n in runs if n != "soak"] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)
