@@ -11,10 +11,12 @@ from augment.transforms import (
     GeometricTransform,
     RandomCrop,
     RandomFlip,
+    RandomResizedCrop,
     RandomRotate,
     RandomRotate90,
     RandomRowJitter,
     RandomScale,
+    Resize,
     Transform,
     kaggle_pipeline,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "RandomScale",
     "RandomCrop",
     "CenterCrop",
+    "RandomResizedCrop",
+    "Resize",
     "kaggle_pipeline",
 ]
 

@@ -14,11 +14,18 @@ import numpy as np
 
 from augment import geometry, kernels
 
+try:  # only for its 2x2 block mean, which is bit-identical to box_reduce's and 10x faster
+    import cv2 as _cv2
+except ImportError:
+    _cv2 = None
+
 INTERPOLATIONS = ("nearest", "bilinear")
 BORDERS = ("reflect", "edge", "constant")
 DTYPES = (np.uint8, np.float32)
 # Nearest-neighbour ties (x.5) go up in every kernel: nudge coordinates past the tie.
 _NEAREST_NUDGE = 1e-4
+# A shrink within this of an integer counts as that integer (2.0 stays "not more than 2x").
+_SHRINK_TOL = 1e-6
 
 
 def check_image(img: np.ndarray, name: str = "img") -> None:
@@ -104,7 +111,11 @@ def center_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def scale(
-    img: np.ndarray, factor: float, interpolation: str = "bilinear", kernel: str | None = None
+    img: np.ndarray,
+    factor: float,
+    interpolation: str = "bilinear",
+    kernel: str | None = None,
+    antialias: bool = True,
 ) -> np.ndarray:
     """Resize by ``factor``: output ``round(H*f) x round(W*f)``, half-pixel centres."""
     check_image(img)
@@ -118,7 +129,55 @@ def scale(
             f"to {out_shape[0]}x{out_shape[1]}"
         )
     matrix = geometry.resize(img.shape[:2], out_shape)
-    return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel)
+    return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel, antialias=antialias)
+
+
+def resize(
+    img: np.ndarray,
+    height: int,
+    width: int,
+    interpolation: str = "bilinear",
+    kernel: str | None = None,
+    antialias: bool = True,
+) -> np.ndarray:
+    """Stretch to exactly ``height x width``, half-pixel centres (as Pillow and OpenCV)."""
+    check_image(img)
+    out_shape = (_check_size(height, "height"), _check_size(width, "width"))
+    matrix = geometry.resize(img.shape[:2], out_shape)
+    return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel, antialias=antialias)
+
+
+def resized_crop(
+    img: np.ndarray,
+    top: int,
+    left: int,
+    height: int,
+    width: int,
+    size: tuple[int, int],
+    interpolation: str = "bilinear",
+    kernel: str | None = None,
+    antialias: bool = True,
+) -> np.ndarray:
+    """The ``height x width`` window at ``(top, left)`` stretched to ``size`` (h, w), in one
+    resampling pass: what ``RandomResizedCrop`` does with the box it draws."""
+    check_image(img)
+    height, width = _check_size(height, "height"), _check_size(width, "width")
+    h, w = img.shape[:2]
+    for name, v in (("top", top), ("left", left)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if top < 0 or left < 0 or top + height > h or left + width > w:
+        raise ValueError(
+            f"crop (top={top}, left={left}, height={height}, width={width}) "
+            f"lies outside the {h}x{w} image"
+        )
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    out_shape = (_check_size(size[0], "size height"), _check_size(size[1], "size width"))
+    matrix = geometry.then(
+        geometry.crop(int(top), int(left)), geometry.resize((height, width), out_shape)
+    )
+    return affine(img, matrix, out_shape, interpolation, "edge", kernel=kernel, antialias=antialias)
 
 
 def rotate(
@@ -144,11 +203,16 @@ def affine(
     border: str = "reflect",
     fill: float = 0.0,
     kernel: str | None = None,
+    antialias: bool = True,
 ) -> np.ndarray:
     """Warp by a 2x3 ``matrix`` mapping input pixel coordinates to output coordinates.
 
     Maps that only move whole pixels (flips, quarter turns, integer shifts) are done as
     exact copies; the rest are resampled once by ``kernel`` (default: the fastest installed).
+    With ``antialias`` (bilinear only), a map that shrinks an input axis by more than 2x
+    first averages blocks of ``floor(shrink)`` pixels along it (``box_reduce``, the same for
+    every kernel), so the bilinear warp that follows shrinks by less than 2x and does not
+    alias; only the part of the input that the output samples is reduced.
     """
     check_image(img)
     _check_choice(interpolation, "interpolation", INTERPOLATIONS)
@@ -179,9 +243,101 @@ def affine(
         inverse = inverse.copy()
         inverse[:, 2] += _NEAREST_NUDGE
     warp = kernels.get(kernel)
-    src = np.ascontiguousarray(img if img.ndim == 3 else img[:, :, None])
+    src = img if img.ndim == 3 else img[:, :, None]
+    if antialias and interpolation == "bilinear":
+        src, inverse = _antialias(src, m, inverse, out_shape)
+    src = np.ascontiguousarray(src)
     out = warp(src, inverse, out_shape, interpolation, border, fill)
     return out.reshape(out_shape) if img.ndim == 2 else out
+
+
+def antialias_factors(matrix: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
+    """The block sizes ``(kx, ky)`` that ``affine(..., antialias=True)`` averages before a
+    bilinear warp by ``matrix`` of an image of ``shape``: ``floor(shrink)`` along each input
+    axis that the map shrinks by more than 2x (``geometry.shrink``), else 1."""
+    sx, sy = geometry.shrink(matrix)
+    h, w = shape
+    kx = min(int(sx + _SHRINK_TOL), w) if sx > 2 + _SHRINK_TOL else 1
+    ky = min(int(sy + _SHRINK_TOL), h) if sy > 2 + _SHRINK_TOL else 1
+    return kx, ky
+
+
+def box_reduce(img: np.ndarray, kx: int, ky: int | None = None) -> np.ndarray:
+    """Average blocks of ``ky`` rows by ``kx`` columns: output ``ceil(H/ky) x ceil(W/kx)``.
+
+    A partial block at the bottom or right edge is completed by repeating the edge pixel, as
+    a JPEG encoder pads its last blocks, so this matches decoding at scale 1/k. uint8 means
+    are rounded to nearest (halves up). Pixel ``j`` of the output is centred on input
+    coordinate ``k*j + (k - 1) / 2`` (``geometry.from_reduced``)."""
+    check_image(img)
+    ky = kx if ky is None else ky
+    kx, ky = _check_size(kx, "kx"), _check_size(ky, "ky")
+    src = img if img.ndim == 3 else img[:, :, None]
+    out = _box_reduce(src, kx, ky)
+    return out if img.ndim == 3 else out[:, :, 0]
+
+
+def _box_reduce(src: np.ndarray, kx: int, ky: int) -> np.ndarray:
+    h, w, _ = src.shape
+    bh, bw = -(-h // ky), -(-w // kx)
+    if bh * ky != h or bw * kx != w:
+        src = np.pad(src, ((0, bh * ky - h), (0, bw * kx - w), (0, 0)), mode="edge")
+    n = kx * ky
+    if n == 4 and kx == 2 and src.dtype == np.uint8 and src.shape[2] in (1, 3, 4) and _cv2:
+        # OpenCV's INTER_AREA at exactly 1/2 is (a + b + c + d + 2) >> 2: the same integers.
+        return _cv2.resize(src, (bw, bh), interpolation=_cv2.INTER_AREA).reshape(bh, bw, -1)
+    if src.dtype == np.uint8:
+        acc_dtype = np.uint16 if n <= 257 else np.uint32
+    else:
+        acc_dtype = np.float32
+    rows = src[0::ky].astype(acc_dtype) if ky > 1 else src.astype(acc_dtype)
+    for i in range(1, ky):
+        rows += src[i::ky]
+    acc = rows[:, 0::kx].copy() if kx > 1 else rows
+    for j in range(1, kx):
+        acc += rows[:, j::kx]
+    if src.dtype == np.uint8:
+        acc += n // 2
+        acc //= n
+        return acc.astype(np.uint8)
+    acc /= n
+    return acc
+
+
+def _antialias(src, matrix, inverse, out_shape):
+    """Box-reduce the part of ``src`` that the warp samples, where the map shrinks an axis by
+    more than 2x, and the inverse map onto the reduced part (see ``affine``)."""
+    h, w, _ = src.shape
+    kx, ky = antialias_factors(matrix, (h, w))
+    if kx == 1 and ky == 1:
+        return src, inverse
+    (a, b, c), (d, e, f) = inverse.tolist()
+    ho, wo = out_shape
+    corners = [(0, 0), (wo - 1, 0), (0, ho - 1), (wo - 1, ho - 1)]
+    xs = [a * x + b * y + c for x, y in corners]
+    ys = [d * x + e * y + f for x, y in corners]
+    # Blocks of the reduced grid (aligned on the image's corner) that the samples and their
+    # bilinear neighbours touch, within the image.
+    x0, x1 = _block_span(min(xs), max(xs), kx, w)
+    y0, y1 = _block_span(min(ys), max(ys), ky, h)
+    if x0 > x1 or y0 > y1:  # the output samples only the border outside the image
+        return src, inverse
+    part = src[y0 * ky : min((y1 + 1) * ky, h), x0 * kx : min((x1 + 1) * kx, w)]
+    reduced = _box_reduce(part, kx, ky)
+    to_reduced = geometry.invert(geometry.from_reduced(kx, ky))
+    inverse = geometry.then(inverse, to_reduced)
+    inverse[0, 2] -= x0
+    inverse[1, 2] -= y0
+    return reduced, inverse
+
+
+def _block_span(lo: float, hi: float, k: int, n: int) -> tuple[int, int]:
+    """First and last block (of ``k`` pixels, ``ceil(n/k)`` blocks) whose centres bracket the
+    coordinates ``lo .. hi``, one block of margin each side, clipped to the image."""
+    centre = (k - 1) / 2.0
+    first = math.floor((lo - centre) / k) - 1
+    last = math.floor((hi - centre) / k) + 2
+    return max(first, 0), min(last, -(-n // k) - 1)
 
 
 def _permute_pixels(img, inverse, out_shape):

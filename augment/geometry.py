@@ -129,3 +129,26 @@ def outside_reach(matrix: np.ndarray, in_shape: Shape, out_shape: Shape) -> floa
     xs = [a * x + b * y + c for x, y in corners]
     ys = [d * x + e * y + f for x, y in corners]
     return max(-min(xs), max(xs) - (w - 1), -min(ys), max(ys) - (h - 1), 0.0)
+
+
+def shrink(matrix: np.ndarray) -> tuple[float, float]:
+    """How many input pixels one output pixel spans along the input's x and y axes: the
+    inverse lengths of the images of the input's unit steps (2.0 for a 2x reduction,
+    whatever the rotation)."""
+    a, b, _, d, e, _ = _entries(matrix)
+    nx, ny = math.hypot(a, d), math.hypot(b, e)
+    return (1.0 / nx if nx else math.inf), (1.0 / ny if ny else math.inf)
+
+
+def from_reduced(kx: int, ky: int | None = None) -> np.ndarray:
+    """Coordinates in an image reduced ``kx`` by ``ky`` times by block averaging (pixel ``j``
+    covers pixels ``k*j .. k*j + k - 1``, as a JPEG decoded at scale 1/k) to those of the
+    full image: the centre of block ``j`` is at ``k*j + (k - 1) / 2``."""
+    ky = kx if ky is None else ky
+    return np.array([[float(kx), 0.0, (kx - 1) / 2.0], [0.0, float(ky), (ky - 1) / 2.0]])
+
+
+def reduced_shape(shape: Shape, k: int) -> Shape:
+    """The shape of ``shape`` reduced ``k`` times, partial blocks included (as libjpeg)."""
+    h, w = shape
+    return -(-h // k), -(-w // k)

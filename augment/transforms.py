@@ -9,6 +9,7 @@ them into one warp that resamples once and computes only the output pixels.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,6 +71,15 @@ class GeometricTransform(Transform):
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         F.check_image(img)
         return self.apply(img, self.make_params(img.shape[:2], rng))
+
+    def plan(self, shape: Shape, rng: np.random.Generator) -> WarpPlan:
+        """Draw the parameters for an image of ``shape``, as ``Compose.plan``."""
+        return _plan((self,), shape, rng)
+
+    def finish(self, img: np.ndarray, plan: WarpPlan, rng: np.random.Generator) -> np.ndarray:
+        """The planned warp of ``img`` (full size or decoded smaller), as ``Compose.finish``."""
+        F.check_image(img)
+        return _warp(img, plan.warp, plan.decoded_scale(img.shape[:2]))
 
 
 def _probability(p: float, name: str) -> float:
@@ -215,6 +225,101 @@ class CenterCrop(_Crop):
         return {"top": spare_h // 2, "left": spare_w // 2}
 
 
+def _range(value, name: str) -> tuple[float, float]:
+    """A ``(low, high)`` pair of finite numbers with ``0 < low <= high``."""
+    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2):
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    low, high = F._check_finite(value[0], f"{name} low"), F._check_finite(value[1], f"{name} high")
+    if not 0 < low <= high:
+        raise ValueError(f"{name} needs 0 < low <= high, got {value!r}")
+    return low, high
+
+
+class RandomResizedCrop(GeometricTransform):
+    """A box of random area and aspect ratio, stretched to ``size`` (int or (h, w)).
+
+    The box is drawn as torchvision documents for its ``RandomResizedCrop``: "a crop of
+    random size (default: of 0.08 to 1.0) of the original size and a random aspect ratio
+    (default: of 3/4 to 4/3) of the original aspect ratio". Up to 10 attempts each take an
+    area fraction uniform in ``scale`` and an aspect ratio (width / height) log-uniform in
+    ``ratio``, round the box's width and height to whole pixels, and keep the first box
+    that fits in the image, at a uniformly random position. When none fits, the box is
+    the whole image, cut to the nearest aspect ratio inside ``ratio`` and centred.
+    Bilinear, with ``Compose``'s antialiasing when it shrinks by more than 2x.
+    """
+
+    border = "edge"
+    attempts = 10
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+    ):
+        self.size = _crop_size(size)
+        self.scale = _range(scale, "scale")
+        self.ratio = _range(ratio, "ratio")
+
+    def make_params(self, shape, rng):
+        h, w = shape
+        (s0, s1), (r0, r1) = self.scale, self.ratio
+        log_r0, log_span = math.log(r0), math.log(r1) - math.log(r0)
+        u = rng.random(2 * self.attempts + 2).tolist()  # one draw: attempts, then position
+        for k in range(self.attempts):
+            area = h * w * (s0 + (s1 - s0) * u[2 * k])
+            aspect = math.exp(log_r0 + log_span * u[2 * k + 1])
+            cw = round(math.sqrt(area * aspect))
+            ch = round(math.sqrt(area / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = min(int(u[-2] * (h - ch + 1)), h - ch)
+                left = min(int(u[-1] * (w - cw + 1)), w - cw)
+                return {"top": top, "left": left, "height": ch, "width": cw}
+        if w / h < r0:  # too tall for every ratio: full width, the tallest box allowed
+            cw, ch = w, min(h, max(1, round(w / r0)))
+        elif w / h > r1:  # too wide: full height, the widest box allowed
+            cw, ch = min(w, max(1, round(h * r1))), h
+        else:
+            cw, ch = w, h
+        return {"top": (h - ch) // 2, "left": (w - cw) // 2, "height": ch, "width": cw}
+
+    def geometry(self, shape, params):
+        box = (params["height"], params["width"])
+        matrix = geometry.then(
+            geometry.crop(params["top"], params["left"]), geometry.resize(box, self.size)
+        )
+        return matrix, self.size
+
+
+class Resize(GeometricTransform):
+    """Resize to ``size``: an int sets the shorter side to ``size`` and keeps the aspect
+    ratio (the longer side ``int(size * long / short)``, as torchvision's ``Resize``); an
+    ``(h, w)`` pair is the output shape exactly. Bilinear, half-pixel centres."""
+
+    border = "edge"
+
+    def __init__(self, size: int | Sequence[int]):
+        if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+            self.size = F._check_size(size, "size")
+        else:
+            self.size = _crop_size(size)
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if isinstance(self.size, tuple):
+            return self.size
+        h, w = shape
+        if h <= w:
+            return self.size, max(1, int(self.size * w / h))
+        return max(1, int(self.size * h / w)), self.size
+
+    def make_params(self, shape, rng):
+        return {}
+
+    def geometry(self, shape, params):
+        out = self.out_shape(shape)
+        return geometry.resize(shape, out), out
+
+
 class RandomRowJitter(Transform):
     """Scanline colour jitter: each row gets its own per-channel gain, uniform in
     ``[1 - strength, 1 + strength]``. Pure Python over rows, on purpose: it holds the GIL, so
@@ -257,6 +362,114 @@ class _PendingWarp:
                 self.interpolation = "bilinear"
 
 
+# DCT-domain decode scales libjpeg-turbo offers, largest first.
+_DECODE_SCALES = (8, 4, 2)
+
+
+@dataclass
+class WarpPlan:
+    """The leading geometric steps of a pipeline, drawn for an image of ``shape``.
+
+    ``warp`` is their folded map (None when the pipeline does not start with one), ``rest``
+    the index of the first step not in it, ``reduction`` the largest of 1, 2, 4, 8 by which
+    the image may be decoded smaller (the warp shrinks both axes by at least that much)."""
+
+    shape: Shape
+    warp: _PendingWarp | None
+    rest: int
+    reduction: int = 1
+
+    def decoded_scale(self, shape: Shape) -> int:
+        """1 for an image of the planned shape, ``reduction`` for one decoded that much
+        smaller; anything else is a ``ValueError``."""
+        if shape == self.shape:
+            return 1
+        if self.reduction > 1 and shape == geometry.reduced_shape(self.shape, self.reduction):
+            return self.reduction
+        raise ValueError(
+            f"the image is {shape[0]}x{shape[1]}, but its transform was planned for "
+            f"{self.shape[0]}x{self.shape[1]}"
+            + (f" (or 1/{self.reduction} of it)" if self.reduction > 1 else "")
+        )
+
+
+def _plan(transforms: Sequence[Callable], shape: Shape, rng: np.random.Generator) -> WarpPlan:
+    pending: _PendingWarp | None = None
+    rest = 0
+    for t in transforms:
+        if not isinstance(t, GeometricTransform):
+            break
+        current = pending.shape if pending else shape
+        matrix, out_shape = t.geometry(current, t.make_params(current, rng))
+        if pending is None:
+            pending = _PendingWarp(geometry.translation(0, 0), shape)
+        pending.add(t, matrix, out_shape)
+        rest += 1
+    return WarpPlan(shape, pending, rest, decode_reduction(pending, shape))
+
+
+def _warp(
+    img: np.ndarray,
+    pending: _PendingWarp,
+    scale: int = 1,
+    kernel: str | None = None,
+    antialias: bool = True,
+) -> np.ndarray:
+    """Resample ``img`` once by the folded map; ``scale`` > 1 when ``img`` was decoded that
+    many times smaller than the image the map was drawn for."""
+    matrix = pending.matrix
+    if scale > 1:  # map the reduced image's pixels onto the full image's first
+        matrix = geometry.then(geometry.from_reduced(scale), matrix)
+    return F.affine(
+        img,
+        matrix,
+        pending.shape,
+        pending.interpolation,
+        pending.border,
+        pending.fill,
+        kernel=kernel,
+        antialias=antialias,
+    )
+
+
+def decode_reduction(pending: _PendingWarp | None, shape: Shape) -> int:
+    """The largest of 8, 4, 2 that the bilinear warp ``pending`` shrinks both of the image's
+    axes by (never more than the image's shorter side), else 1."""
+    if pending is None or pending.interpolation != "bilinear":
+        return 1
+    shrink = min(geometry.shrink(pending.matrix))
+    for k in _DECODE_SCALES:
+        if k <= shrink + F._SHRINK_TOL and k <= min(shape):
+            return k
+    return 1
+
+
+class SamplePlan:
+    """One sample's transform, planned when its decoder knows the image's size.
+
+    A dataset's ``decode(data, index, reduce=plan)`` calls it with the header's
+    ``(height, width)``; it draws the plan from the sample's rng and answers the scale the
+    decode may reduce by. ``finish(img)`` then transforms what was decoded; a decoder that
+    never called it (not a JPEG, a dataset without reduced decoding) leaves the plan to be
+    drawn from the pixels, with the same draws."""
+
+    __slots__ = ("transform", "rng", "plan")
+
+    def __init__(self, transform, rng: np.random.Generator):
+        self.transform, self.rng, self.plan = transform, rng, None
+
+    def __call__(self, height: int, width: int) -> int:
+        self.plan = self.transform.plan((height, width), self.rng)
+        return self.plan.reduction
+
+    def finish(self, img: np.ndarray) -> np.ndarray:
+        plan = self.plan
+        if plan is None:
+            F.check_image(img)
+            plan = self.transform.plan(img.shape[:2], self.rng)
+        return self.transform.finish(img, plan, self.rng)
+
+
 class Compose(Transform):
     """Apply ``transforms`` in order. Each is a ``Transform`` or any ``(img, rng) -> img``.
 
@@ -264,10 +477,17 @@ class Compose(Transform):
     resampled once and only the output pixels are computed; when the folded map only moves
     whole pixels (flips, quarter turns, crops) it is an exact copy. ``kernel`` names the
     resampling kernel (default: the fastest installed, fixed when the Compose is built so
-    every worker process uses the same one).
+    every worker process uses the same one). ``antialias`` (default on): a bilinear warp that
+    shrinks an axis by more than 2x first averages blocks of pixels (``F.affine``).
+
+    ``plan(shape, rng)`` draws the leading geometric steps from the image's shape alone and
+    ``finish(img, plan, rng)`` does the rest, so a loader can decode a JPEG no larger than
+    the warp needs (``plan.reduction``); calling the Compose is ``finish(img, plan(...))``.
     """
 
-    def __init__(self, transforms: Sequence[Callable], kernel: str | None = None):
+    def __init__(
+        self, transforms: Sequence[Callable], kernel: str | None = None, antialias: bool = True
+    ):
         transforms = list(transforms)
         for i, t in enumerate(transforms):
             if not callable(t):
@@ -278,12 +498,26 @@ class Compose(Transform):
         self.transforms = transforms
         self.kernel = kernels.default_name() if kernel is None else kernel
         kernels.get(self.kernel)  # fails early on an unknown or missing kernel
+        self.antialias = bool(antialias)
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         F.check_image(img)
+        return self.finish(img, self.plan(img.shape[:2], rng), rng)
+
+    def plan(self, shape: Shape, rng: np.random.Generator) -> WarpPlan:
+        """Draw the parameters of the leading geometric steps for an image of ``shape``, before
+        its pixels exist: the warp, and how much smaller a decode it allows (``reduction``)."""
+        return _plan(self.transforms, shape, rng)
+
+    def finish(self, img: np.ndarray, plan: WarpPlan, rng: np.random.Generator) -> np.ndarray:
+        """The output for ``img``, the image ``plan`` was drawn for, or that image decoded at
+        ``1 / plan.reduction`` (its shape tells which): the planned warp, then the steps after
+        it, drawing from ``rng`` where ``plan`` left it."""
+        F.check_image(img)
         original = img
+        img = self._flush(img, plan.warp, plan.decoded_scale(img.shape[:2]))
         pending: _PendingWarp | None = None
-        for t in self.transforms:
+        for t in self.transforms[plan.rest :]:
             if isinstance(t, GeometricTransform):
                 shape = pending.shape if pending else img.shape[:2]
                 matrix, out_shape = t.geometry(shape, t.make_params(shape, rng))
@@ -297,22 +531,15 @@ class Compose(Transform):
         out = self._flush(img, pending)
         return out.copy() if out is original else out
 
-    def _flush(self, img: np.ndarray, pending: _PendingWarp | None) -> np.ndarray:
+    def _flush(self, img: np.ndarray, pending: _PendingWarp | None, scale: int = 1) -> np.ndarray:
         if pending is None:
             return img
-        return F.affine(
-            img,
-            pending.matrix,
-            pending.shape,
-            pending.interpolation,
-            pending.border,
-            pending.fill,
-            kernel=self.kernel,
-        )
+        return _warp(img, pending, scale, self.kernel, self.antialias)
 
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)
-        return f"Compose([{inner}\n], kernel={self.kernel!r})"
+        aa = "" if self.antialias else ", antialias=False"
+        return f"Compose([{inner}\n], kernel={self.kernel!r}{aa})"
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -341,6 +568,8 @@ __all__ = [
     "RandomScale",
     "RandomCrop",
     "CenterCrop",
+    "RandomResizedCrop",
+    "Resize",
     "RandomRowJitter",
     "Compose",
     "kaggle_pipeline",
