@@ -23,6 +23,7 @@ import numpy as np
 from augment.data import BadImageError
 from augment.samples import MapStyle, Staged, as_image
 from augment.trace.schema import CONSUMER_LANE
+from augment.transforms import Compose, GeometricTransform, SamplePlan
 from augment.watchdog import Lane
 
 ON_ERROR = ("raise", "skip")
@@ -116,10 +117,23 @@ class BatchTask:
     def dataset(self):
         return self.source.dataset
 
-    def augment(self, img: np.ndarray, epoch: int, index: int) -> np.ndarray:
+    def sample_plan(self, epoch: int, index: int) -> SamplePlan | None:
+        """The sample's transform, to be planned by the decoder from the image's size (it may
+        then decode smaller, see ``ImageFolder(reduced_decode=)``), or None where the dataset
+        or the transform cannot do that."""
+        if not (self.source.reduces and isinstance(self.transform, (Compose, GeometricTransform))):
+            return None
+        return SamplePlan(self.transform, sample_rng(self.seed, epoch, index))
+
+    def augment(
+        self, img: np.ndarray, epoch: int, index: int, planned: SamplePlan | None = None
+    ) -> np.ndarray:
         if self.transform is None:
             return img
-        out = self.transform(img, sample_rng(self.seed, epoch, index))
+        if planned is not None:
+            out = planned.finish(img)
+        else:
+            out = self.transform(img, sample_rng(self.seed, epoch, index))
         return as_image(out, lambda: f"the transform's output for {self.source.name(index)}")
 
 
@@ -156,8 +170,9 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
+        planned = task.sample_plan(plan.epoch, index)
         try:
-            img, targets = source.load(index, clock)
+            img, targets = source.load(index, clock, planned)
         except BadImageError as exc:
             _bad(task, result, exc)
             if result.error is not None:
@@ -167,7 +182,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             _add_note(exc, f"while loading {source.name(index)} (sample {index})")
             raise
         try:
-            img = task.augment(img, plan.epoch, index)
+            img = task.augment(img, plan.epoch, index, planned)
         except Exception as exc:
             _add_note(exc, f"while transforming {source.name(index)} (sample {index})")
             raise

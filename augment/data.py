@@ -11,7 +11,7 @@ import csv
 import io
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,11 @@ except ImportError:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Pillow's own limit (about 89 Mpx) is a warning up to twice that; here it is an error.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Scales libjpeg-turbo decodes at in the DCT domain (1/k), and OpenCV's flags for them.
+REDUCTIONS = (1, 2, 4, 8)
+_CV2_REDUCED = {k: f"IMREAD_REDUCED_COLOR_{k}" for k in (2, 4, 8)}
+# reduce(height, width) -> k: given a JPEG's size, the scale 1/k to decode it at.
+Reduce = Callable[[int, int], int]
 
 
 class BadImageError(ValueError):
@@ -44,16 +49,36 @@ class BadImageError(ValueError):
         return BadImageError, (self.source, self.cause)
 
 
-def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes, source: str = "<bytes>", reduce: Reduce | None = None) -> np.ndarray:
     """Decode image bytes to an RGB uint8 (H, W, 3) array.
 
     Grayscale, palette, RGBA (alpha dropped), 16-bit and CMYK are converted; EXIF
     orientation is applied. Pillow reads every format. A plain, complete RGB JPEG goes to
     simplejpeg or OpenCV when installed (``augment[fast]``): the same libjpeg-turbo pixels,
     up to twice as fast as Pillow's decode and copy (``scripts/benchmark.py decoders``).
+
+    ``reduce(height, width) -> k`` is called with the size in the header of a plain RGB
+    JPEG (none other): for k of 2, 4 or 8 the image is decoded at scale 1/k in the DCT
+    domain, ``ceil(H/k) x ceil(W/k)`` pixels, each close to the mean of a k x k block
+    (pixel j centred on k*j + (k-1)/2). Every decoder gives the same pixels (tested).
     """
     if not data:
         raise BadImageError(source, "the file is empty (0 bytes)")
+    try:
+        return _decode(data, source, reduce)
+    except _NotTheFile as wrapper:
+        error = wrapper.error
+    raise error  # outside the handler: the transform's own error, as it was raised
+
+
+class _NotTheFile(Exception):
+    """An error of the ``reduce`` callback, carried past the handlers that blame the file."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _decode(data: bytes, source: str, reduce: Reduce | None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -64,9 +89,15 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
                         f"{im.width}x{im.height} pixels is over the "
                         f"{MAX_PIXELS} pixel limit (decompression bomb?)",
                     )
-                fast = _fast_jpeg(im, data)
+                if not _plain_jpeg(im, data):
+                    im.load()
+                    return _to_rgb(im)
+                k = 1 if reduce is None else _reduction(reduce, im.size)
+                fast = _fast_jpeg(data, k, (-(-im.height // k), -(-im.width // k)))
                 if fast is not None:
                     return fast
+                if k > 1:  # Pillow's draft: scale = the largest 1/k its size allows
+                    im.draft("RGB", (im.width // k, im.height // k))
                 im.load()
                 return _to_rgb(im)
     except BadImageError:
@@ -79,23 +110,46 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
         raise BadImageError(source, f"corrupt or truncated: {exc}") from None
 
 
-def _fast_jpeg(im: Image.Image, data: bytes) -> np.ndarray | None:
-    """A complete RGB JPEG with no EXIF rotation, decoded by simplejpeg or OpenCV (the
-    faster first, by ``scripts/benchmark.py decoders``), else None. Truncated files are left
-    to Pillow, which refuses them where OpenCV would pad them with grey."""
+def _plain_jpeg(im: Image.Image, data: bytes) -> bool:
+    """A complete RGB JPEG with no EXIF rotation: what the fast decoders and reduced decoding
+    take. Truncated files are left to Pillow, which refuses them where OpenCV would pad them
+    with grey."""
     if im.format != "JPEG" or im.mode != "RGB":
-        return None
-    if not data.rstrip(b"\0").endswith(b"\xff\xd9") or im.getexif().get(0x0112, 1) != 1:
-        return None
+        return False
+    return data.rstrip(b"\0").endswith(b"\xff\xd9") and im.getexif().get(0x0112, 1) == 1
+
+
+def _reduction(reduce: Reduce, size: tuple[int, int]) -> int:
+    """What ``reduce`` answers for an image of ``size`` (w, h): 1 where the image is smaller
+    than a block. Its errors, and a wrong answer, are not the file's fault."""
+    try:
+        k = reduce(size[1], size[0])
+        if isinstance(k, bool) or k not in REDUCTIONS:
+            raise ValueError(f"reduce(height, width) must return one of {REDUCTIONS}, got {k!r}")
+    except Exception as exc:
+        raise _NotTheFile(exc) from None
+    return k if k <= min(size) else 1
+
+
+def _fast_jpeg(data: bytes, k: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """A plain JPEG decoded at scale 1/k by simplejpeg or OpenCV (the faster first, by
+    ``scripts/benchmark.py decoders``), or None when neither is installed or gives ``shape``."""
     pixels = None
     if _simplejpeg is not None:
+        size = {} if k == 1 else {"min_height": shape[0], "min_width": shape[1]}
         try:
-            pixels = _simplejpeg.decode_jpeg(data, colorspace="RGB")
+            pixels = _simplejpeg.decode_jpeg(data, colorspace="RGB", **size)
         except ValueError:
             return None
     elif _cv2 is not None:
-        pixels = _cv2.imdecode(np.frombuffer(data, np.uint8), _cv2.IMREAD_COLOR_RGB)
-    if pixels is None or pixels.shape[:2] != (im.height, im.width):
+        buffer = np.frombuffer(data, np.uint8)
+        if k == 1:
+            pixels = _cv2.imdecode(buffer, _cv2.IMREAD_COLOR_RGB)
+        else:  # the reduced flags give BGR only
+            pixels = _cv2.imdecode(buffer, getattr(_cv2, _CV2_REDUCED[k]))
+            if pixels is not None:
+                pixels = _cv2.cvtColor(pixels, _cv2.COLOR_BGR2RGB)
+    if pixels is None or pixels.shape[:2] != shape:
         return None
     return pixels
 
@@ -127,10 +181,22 @@ class ImageFolder:
     Labels come from ``labels_csv`` (Kaggle style: ``image_name,tags``, space-separated tags,
     names without extension) as a float32 multi-hot vector over the sorted tag set, or else
     from the name of each image's sub-folder as an int64 class index. ``classes`` lists them.
+
+    ``reduced_decode`` (default on): when the Loader's transform plans its warp from the
+    image's size (``Compose``, a geometric transform) and that warp shrinks the image by 2x
+    or more, a JPEG is decoded at scale 1/2, 1/4 or 1/8 and the warp takes the rest. The
+    choice depends only on the sample's drawn parameters and the file's header, so batches
+    stay identical across backends; they differ slightly from full decoding (README).
     """
 
-    def __init__(self, root: str | Path, labels_csv: str | Path | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        labels_csv: str | Path | None = None,
+        reduced_decode: bool = True,
+    ):
         self.root = Path(root)
+        self.reduced_decode = bool(reduced_decode)
         if not self.root.is_dir():
             raise ValueError(f"ImageFolder root {str(self.root)!r} is not a directory")
         self.paths = sorted(
@@ -154,8 +220,10 @@ class ImageFolder:
     def read(self, index: int) -> bytes:
         return read_file(self.paths[index])
 
-    def decode(self, data: bytes, index: int) -> np.ndarray:
-        return decode_image(data, self.source(index))
+    def decode(self, data: bytes, index: int, reduce: Reduce | None = None) -> np.ndarray:
+        """Pixels of sample ``index``; ``reduce`` as in ``decode_image``, used only with
+        ``reduced_decode``."""
+        return decode_image(data, self.source(index), reduce if self.reduced_decode else None)
 
     def label(self, index: int) -> np.ndarray:
         return self.labels[index]
@@ -164,7 +232,10 @@ class ImageFolder:
         return self.decode(self.read(index), index), self.label(index)
 
     def __repr__(self) -> str:
-        return f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes)"
+        off = "" if self.reduced_decode else ", reduced_decode=False"
+        return (
+            f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes{off})"
+        )
 
 
 def _folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:

@@ -41,7 +41,8 @@ class StagedDataset(Protocol):
         """The raw bytes of sample ``index`` (a file, a URL)."""
 
     def decode(self, data: bytes, index: int) -> np.ndarray:
-        """Pixels (H, W, C) from what ``read`` returned."""
+        """Pixels (H, W, C) from what ``read`` returned. A dataset that can decode smaller
+        takes a third argument, ``reduce`` (see ``augment.data.decode_image``)."""
 
     def label(self, index: int) -> Any:
         """The target of sample ``index`` (anything ``default_collate`` batches)."""
@@ -73,14 +74,19 @@ class Staged:
 
     def __init__(self, dataset):
         self.dataset = dataset
+        # decode(data, index, reduce): it may decode at the scale the transform's plan allows
+        self.reduces = _takes(dataset.decode, "reduce")
 
-    def load(self, index: int, clock) -> tuple[np.ndarray, tuple]:
+    def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple]:
         stage = "read"
         try:
             data = self.dataset.read(index)
             clock.lap(stage)
             stage = "decode"
-            img = self.dataset.decode(data, index)
+            if reduce is None:
+                img = self.dataset.decode(data, index)
+            else:
+                img = self.dataset.decode(data, index, reduce)
             clock.lap(stage)
         except BadImageError:
             clock.lap(stage)
@@ -97,11 +103,12 @@ class MapStyle:
     ``default_collate``: the rest of a tuple, the other keys of a dict, or nothing."""
 
     stages = MAP_STAGES
+    reduces = False
 
     def __init__(self, dataset):
         self.dataset = dataset
 
-    def load(self, index: int, clock) -> tuple[np.ndarray, tuple | dict]:
+    def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple | dict]:
         try:
             item = self.dataset[index]
             if isinstance(item, dict):
@@ -127,6 +134,13 @@ class MapStyle:
         if callable(source):
             return str(source(index))
         return f"{type(self.dataset).__name__}[{index}]"
+
+
+def _takes(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def as_image(img, describe: Callable[[], str]) -> np.ndarray:
