@@ -210,9 +210,10 @@ def affine(
     Maps that only move whole pixels (flips, quarter turns, integer shifts) are done as
     exact copies; the rest are resampled once by ``kernel`` (default: the fastest installed).
     With ``antialias`` (bilinear only), a map that shrinks an input axis by more than 2x
-    first averages blocks of ``floor(shrink)`` pixels along it (``box_reduce``, the same for
-    every kernel), so the bilinear warp that follows shrinks by less than 2x and does not
-    alias; only the part of the input that the output samples is reduced.
+    first averages blocks of 2, 4, 8... pixels along it (``antialias_factors``,
+    ``box_reduce``: the same for every kernel), so the bilinear warp that follows shrinks by
+    less than 2x and does not alias; only the part of the input that the output samples is
+    reduced.
     """
     check_image(img)
     _check_choice(interpolation, "interpolation", INTERPOLATIONS)
@@ -253,13 +254,21 @@ def affine(
 
 def antialias_factors(matrix: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
     """The block sizes ``(kx, ky)`` that ``affine(..., antialias=True)`` averages before a
-    bilinear warp by ``matrix`` of an image of ``shape``: ``floor(shrink)`` along each input
-    axis that the map shrinks by more than 2x (``geometry.shrink``), else 1."""
+    bilinear warp by ``matrix`` of an image of ``shape``: along each input axis that the map
+    shrinks by more than 2x (``geometry.shrink``), the largest power of two not above the
+    shrink, else 1. Powers of two, like the scales a JPEG decodes at (1/2, 1/4, 1/8): a
+    reduced decode then stands in for the same blocks, and the warp after both shrinks by
+    less than 2x."""
     sx, sy = geometry.shrink(matrix)
     h, w = shape
-    kx = min(int(sx + _SHRINK_TOL), w) if sx > 2 + _SHRINK_TOL else 1
-    ky = min(int(sy + _SHRINK_TOL), h) if sy > 2 + _SHRINK_TOL else 1
-    return kx, ky
+    return _power_of_two(sx, w), _power_of_two(sy, h)
+
+
+def _power_of_two(shrink: float, n: int) -> int:
+    if not shrink > 2 + _SHRINK_TOL:
+        return 1
+    k = 1 << (int(min(shrink + _SHRINK_TOL, n)).bit_length() - 1)
+    return max(k, 1)
 
 
 def box_reduce(img: np.ndarray, kx: int, ky: int | None = None) -> np.ndarray:

@@ -18,9 +18,11 @@ from augment.transforms import (
     Compose,
     RandomCrop,
     RandomFlip,
+    RandomResizedCrop,
     RandomRotate,
     RandomRotate90,
     RandomScale,
+    Resize,
     kaggle_pipeline,
 )
 
@@ -44,6 +46,10 @@ RANDOM_TRANSFORMS = [
     RandomCrop((6, 9)),
     CenterCrop(8),
     CenterCrop((5, 7)),
+    RandomResizedCrop(8),
+    RandomResizedCrop((6, 9), scale=(0.5, 1.0), ratio=(0.5, 2.0)),
+    Resize(8),
+    Resize((5, 7)),
 ]
 IDS = [repr(t) for t in RANDOM_TRANSFORMS]
 
@@ -72,6 +78,7 @@ def test_same_seed_same_output(t, dtype):
         RandomRotate(30),
         RandomScale(0.8, 1.3),
         RandomCrop(8),
+        RandomResizedCrop(8),
     ],
     ids=repr,
 )
