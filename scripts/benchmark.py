@@ -7,7 +7,8 @@
     python scripts/benchmark.py tracing    # the cost of tracing every stage of every batch
     python scripts/benchmark.py dataloader # a plain DataLoader: tracing it, moving it to augment
     python scripts/benchmark.py soak       # RSS and /dev/shm over 10,000 batches per backend
-    python scripts/benchmark.py all --write-readme  # all but soak (soak: 12 min on 2 cores)
+    python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
+    python scripts/benchmark.py all --write-readme  # all but soak and realistic (long runs)
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -502,6 +503,15 @@ def bench_soak(args) -> str:
     return soak.bench_soak(args)
 
 
+def bench_realistic(args) -> str:
+    """ImageNet-like photographs, RandomResizedCrop(224) + flip, ours vs DataLoader with the
+    torchvision Pillow path and with albumentations: the code is in scripts/realistic.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import realistic
+
+    return realistic.bench_realistic(args)
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -547,7 +557,12 @@ def main(argv: list[str] | None = None) -> None:
 
     soak.add_arguments(soak_parser)
     soak_parser.add_argument("--write-readme", action="store_true")
-    every = sub.add_parser("all", help="every benchmark but soak, with its defaults")
+    import realistic
+
+    real = sub.add_parser("realistic", help="photographs, RandomResizedCrop(224), vs DataLoader")
+    realistic.add_arguments(real)
+    real.add_argument("--write-readme", action="store_true")
+    every = sub.add_parser("all", help="every benchmark but soak and realistic, with defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
     runs = {
@@ -557,8 +572,10 @@ def main(argv: list[str] | None = None) -> None:
         "tracing": bench_tracing,
         "dataloader": bench_dataloader,
         "soak": bench_soak,
+        "realistic": bench_realistic,
     }
-    chosen = [n for n in runs if n != "soak"] if args.what == "all" else [args.what]
+    long_runs = ("soak", "realistic")
+    chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)

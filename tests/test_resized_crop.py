@@ -487,3 +487,77 @@ def test_reduced_decode_batches_are_identical_on_every_backend(photos):
     for backend, workers in (("thread", 2), ("process", 2), ("torch", 2)):
         got = epoch(dataset, backend, workers)
         assert all(torch.equal(a, b) for a, b in zip(got, serial)), backend
+
+
+# --------------------------------------------------------------------------- photographs
+
+
+def test_imagenet_like_preset_writes_photograph_sized_jpegs(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "make_dataset.py"
+    for out in ("a", "b"):
+        subprocess.run(
+            [sys.executable, str(script), "--out", str(tmp_path / out), "--preset",
+             "imagenet-like", "--n", "6", "--classes", "2", "--seed", "4"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    files = sorted((tmp_path / "a").rglob("*.jpg"))
+    assert len(files) == 6 and {p.parent.name for p in files} == {"class_0", "class_1"}
+    for p in files:  # same arguments, same bytes
+        assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
+        with Image.open(p) as im:
+            assert im.format == "JPEG" and im.mode == "RGB"
+            assert im.size in augment.sample_data.PHOTO_SIZES
+    dataset = augment.ImageFolder(tmp_path / "a")
+    assert dataset.classes == ["class_0", "class_1"]
+
+
+def spectrum_slope(grey: np.ndarray) -> float:
+    """Slope of log power against log frequency, radially averaged (natural images: ~ -2)."""
+    h, w = grey.shape
+    power = np.abs(np.fft.fft2(grey - grey.mean())) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    f = np.sqrt(fx**2 + fy**2).ravel()
+    keep = (f > 0.01) & (f < 0.25)
+    bins = np.logspace(np.log10(0.01), np.log10(0.25), 12)
+    idx = np.digitize(f[keep], bins)
+    p = power.ravel()[keep]
+    centres = [np.log(f[keep][idx == i].mean()) for i in range(1, len(bins)) if (idx == i).any()]
+    levels = [np.log(p[idx == i].mean()) for i in range(1, len(bins)) if (idx == i).any()]
+    return float(np.polyfit(centres, levels, 1)[0])
+
+
+def test_photographs_have_the_spectrum_of_natural_images():
+    slopes = [spectrum_slope(photo(rng(i), 240, 320).mean(axis=2)) for i in range(4)]
+    assert all(-3.0 < s < -1.5 for s in slopes), slopes
+    flat = rng(0).integers(0, 256, (240, 320)).astype(float)
+    assert abs(spectrum_slope(flat)) < 0.5  # the check tells white noise apart
+
+
+def test_realistic_benchmark_datasets_give_the_batches_ours_gives(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    import realistic
+
+    write_photos(tmp_path, n=2, seed=0, classes=1)
+    dataset = augment.ImageFolder(tmp_path)
+    paths = [realistic.PillowPath(dataset.paths, dataset.labels)]
+    try:
+        import albumentations  # noqa: F401
+
+        paths.append(realistic.AlbumentationsPath(dataset.paths, dataset.labels))
+    except ImportError:
+        pass
+    for ds in paths:
+        pixels, label = ds[0]
+        assert pixels.shape == (3, 224, 224) and pixels.dtype == torch.uint8 and label == 0
+    # the box rule of the Pillow path is RandomResizedCrop's
+    import random
+
+    random.seed(0)
+    areas = [np.prod(realistic.torchvision_box(375, 500)[2:]) / (375 * 500) for _ in range(2000)]
+    ours = boxes(RandomResizedCrop(224), (375, 500), 2000, seed=5)
+    assert abs(np.median(areas) - np.median(ours[:, 2] * ours[:, 3] / (375 * 500))) < 0.04
