@@ -8,6 +8,7 @@ them into one warp that resamples once and computes only the output pixels.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -372,12 +373,16 @@ class WarpPlan:
 
     ``warp`` is their folded map (None when the pipeline does not start with one), ``rest``
     the index of the first step not in it, ``reduction`` the largest of 1, 2, 4, 8 by which
-    the image may be decoded smaller (the warp shrinks both axes by at least that much)."""
+    the image may be decoded smaller (the warp shrinks both axes by at least that much),
+    worked out only when asked (a plain call never needs it)."""
 
     shape: Shape
     warp: _PendingWarp | None
     rest: int
-    reduction: int = 1
+
+    @functools.cached_property
+    def reduction(self) -> int:
+        return decode_reduction(self.warp, self.shape)
 
     def decoded_scale(self, shape: Shape) -> int:
         """1 for an image of the planned shape, ``reduction`` for one decoded that much
@@ -405,7 +410,7 @@ def _plan(transforms: Sequence[Callable], shape: Shape, rng: np.random.Generator
             pending = _PendingWarp(geometry.translation(0, 0), shape)
         pending.add(t, matrix, out_shape)
         rest += 1
-    return WarpPlan(shape, pending, rest, decode_reduction(pending, shape))
+    return WarpPlan(shape, pending, rest)
 
 
 def _warp(
