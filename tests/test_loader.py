@@ -437,6 +437,43 @@ def test_worker_death_is_a_runtime_error_and_leaves_nothing(dataset, tmp_path, b
         next(iter(loader))
 
 
+class LargeImages:
+    """Map-style dataset of 512x512 images: the first batches go back to the consumer
+    pickled (about 3 MiB each), far more than a pipe holds, so a worker sends for as long
+    as the consumer does not read. Module level, so spawned workers can unpickle it."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int):
+        return np.full((512, 512, 3), index, dtype=np.uint8), index
+
+
+def test_worker_killed_halfway_through_sending_a_batch_is_an_error_not_a_hang():
+    """The worker is killed while the consumer, busy in its loop body, has read only part of
+    the batch it sends: the rest never comes. That is the worker's death, named, and the
+    other workers' answers stay readable."""
+    children, shm_before = live_children(), psm_names()
+    loader = Loader(LargeImages(), None, batch_size=4, backend="process", workers=1,
+                    shuffle=False, prefetch=2)
+    try:
+        with hang_guard(30):
+            batches = iter(loader)
+            images, _ = next(batches)
+            assert tuple(images.shape) == (4, 3, 512, 512)
+            time.sleep(1.0)  # the worker made batch 1 and is stuck sending it
+            (pid,) = loader.worker_pids()
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(RuntimeError) as info:
+                next(batches)
+        workers_left = sorted(live_children() - children)
+        leaked = leaked_psm(shm_before)
+    finally:
+        loader.close()
+    assert f"pid {pid}" in str(info.value) and "SIGKILL" in str(info.value), str(info.value)
+    assert workers_left == [] and leaked == set()
+
+
 # --------------------------------------------------------------------------- arguments
 
 

@@ -8,6 +8,9 @@ Invariants:
   share the consumer's resource tracker whatever the start method, so nothing else unlinks;
 - the task goes to workers by value (cloudpickle): what a notebook or the main script
   defines runs there too;
+- each worker answers on a pipe of its own: one killed halfway through a message leaves
+  that pipe at its end (an error naming the worker), never a shared queue half-written and
+  locked for the others;
 - while waiting, the consumer checks every 0.2 s that all workers live: a dead worker is a
   ``RuntimeError`` naming it and, where the worker could say, why; never a hang;
 - before a slot is made or grown, /dev/shm must hold every slot at that size (capacity x the
@@ -30,7 +33,7 @@ import queue
 import signal
 import time
 import traceback
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import connection, resource_tracker, shared_memory
 
 import numpy as np
 
@@ -66,17 +69,27 @@ class _Slot:
         return np.empty(shape, dtype=dtype)
 
 
-def _worker_main(worker: int, packed_task: bytes, jobs, results, lanes, threads: int) -> None:
-    """Loop of one worker: make batches until told to stop (None). A task that cannot be
-    loaded goes back to the consumer as the worker's last message."""
+def _worker_main(worker: int, packed_task: bytes, jobs, answers, lanes, threads: int) -> None:
+    """Loop of one worker: make batches until told to stop (None) or the consumer stops
+    listening. A task that cannot be loaded goes back to the consumer as the worker's last
+    message."""
+    try:
+        _serve(worker, packed_task, jobs, answers, lanes, threads)
+    except (BrokenPipeError, ConnectionResetError):  # the consumer closed its end: nobody waits
+        pass
+    finally:
+        answers.close()
+
+
+def _serve(worker: int, packed_task: bytes, jobs, answers, lanes, threads: int) -> None:
     worker_setup.set_up(threads)
     lane = lanes.lane(worker)
     try:
         task = worker_setup.unpack(packed_task)
     except worker_setup.WorkerSetupError as exc:
-        results.put((_FATAL, "error", (worker, _portable(exc))))
+        answers.send((_FATAL, "error", (worker, _portable(exc))))
         return
-    results.put((_READY, "ok", worker))
+    answers.send((_READY, "ok", worker))
     attached: dict[str, shared_memory.SharedMemory] = {}
     while (job := _next_job(jobs)) is not None:
         job_id, plan, slot_name, slot_size = job
@@ -88,9 +101,10 @@ def _worker_main(worker: int, packed_task: bytes, jobs, results, lanes, threads:
             result = make_batch(task, plan, slot.buffer, worker=worker, lane=lane)
             if slot.used and result.images is not None and result.images.size:
                 result.images = None  # it sits in the slot; the consumer copies it out
-            results.put((job_id, "ok", result))
+            message = (job_id, "ok", result)
         except Exception as exc:  # noqa: BLE001 - everything goes back to the consumer
-            results.put((job_id, "error", _portable(exc)))
+            message = (job_id, "error", _portable(exc))
+        answers.send(message)
         if len(attached) > 64:
             for shm in attached.values():
                 shm.close()
@@ -168,7 +182,7 @@ class ProcessBackend(Backend):
         # workers of a later fork).
         self._sample_nbytes = self._largest = 0
         resource_tracker.ensure_running()  # before forking, so workers share it
-        self._jobs, self._results = ctx.Queue(), ctx.Queue()
+        self._jobs = ctx.Queue()
         self.lanes = Lanes(self.workers, ctx)
         self._slots = [None] * self.capacity
         self._free = list(range(self.capacity))
@@ -176,17 +190,21 @@ class ProcessBackend(Backend):
         self._ready: set[int] = set()
         self._next_job = 0
         packed = worker_setup.pack(task)
-        self._procs = [
-            ctx.Process(
+        self._procs, self._answers = [], {}
+        for i in range(self.workers):
+            answers, sender = ctx.Pipe(duplex=False)
+            p = ctx.Process(
                 target=_worker_main,
-                args=(i, packed, self._jobs, self._results, self.lanes, self.threads),
+                args=(i, packed, self._jobs, sender, self.lanes, self.threads),
                 name=f"augment-worker-{i}",
                 daemon=True,
             )
-            for i in range(self.workers)
-        ]
-        for p in self._procs:
             p.start()
+            # only the worker holds the sending end (and no later worker inherits it): its
+            # death is the end of this pipe, even halfway through a message
+            sender.close()
+            self._procs.append(p)
+            self._answers[answers] = i
 
     def submit(self, plan):
         if not self._free:
@@ -245,22 +263,35 @@ class ProcessBackend(Backend):
 
     def _wait(self, job: int) -> tuple:
         while job not in self._arrived:
-            try:
-                message = self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                message = None
-            if message is None:
+            if not self._answers:  # closed (at exit, say) while a batch was awaited
+                raise RuntimeError("process backend: the loader is closed")
+            ready = connection.wait(list(self._answers), timeout=_POLL_S)
+            if not ready:
                 self._check_workers()
-            elif message[0] == _READY:
-                self._ready.add(message[2])
-            elif message[0] == _FATAL:
-                worker, exc = message[2]
-                raise RuntimeError(
-                    f"process backend: worker {worker} could not start: {exc}; the loader is closed"
-                ) from exc
-            else:
-                self._arrived[message[0]] = message
+            for answers in ready:
+                self._receive(answers)
         return self._arrived.pop(job)
+
+    def _receive(self, answers) -> None:
+        worker = self._answers[answers]
+        try:
+            message = answers.recv()
+        except (EOFError, OSError):  # the worker is gone, perhaps halfway through a message
+            self._procs[worker].join(_JOIN_S)
+            self._check_workers()
+            raise RuntimeError(
+                f"process backend: worker {worker} (pid {self._procs[worker].pid}) closed its "
+                "pipe without exiting; the loader is closed"
+            ) from None
+        if message[0] == _READY:
+            self._ready.add(message[2])
+        elif message[0] == _FATAL:
+            worker, exc = message[2]
+            raise RuntimeError(
+                f"process backend: worker {worker} could not start: {exc}; the loader is closed"
+            ) from exc
+        else:
+            self._arrived[message[0]] = message
 
     def _check_workers(self) -> None:
         for i, p in enumerate(self._procs):
@@ -293,8 +324,10 @@ class ProcessBackend(Backend):
 
     def close(self):
         procs, self._procs = [p for p in self._procs if p.pid is not None], []
-        jobs, results = getattr(self, "_jobs", None), getattr(self, "_results", None)
-        self._jobs = self._results = None
+        jobs, answers = getattr(self, "_jobs", None), getattr(self, "_answers", {})
+        self._jobs, self._answers = None, {}
+        for pipe in answers:  # a worker still sending finds the pipe closed and stops
+            pipe.close()
         for _ in procs:
             try:
                 jobs.put_nowait(None)
@@ -307,11 +340,10 @@ class ProcessBackend(Backend):
             if p.is_alive():
                 p.kill()
                 p.join(_JOIN_S)
-        for q in (jobs, results):
-            if q is not None:
-                q.cancel_join_thread()
-                q.close()
-        shm_check.forget(jobs, results)  # their semaphores, even if a kept frame holds them
+        if jobs is not None:
+            jobs.cancel_join_thread()
+            jobs.close()
+        shm_check.forget(jobs)  # its semaphores, even if a kept frame holds it
         slots, self._slots = self._slots, []
         for shm in slots:
             if shm is not None:
