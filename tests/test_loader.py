@@ -454,8 +454,9 @@ def test_worker_killed_halfway_through_sending_a_batch_is_an_error_not_a_hang():
     the batch it sends: the rest never comes. That is the worker's death, named, and the
     other workers' answers stay readable."""
     children, shm_before = live_children(), psm_names()
-    loader = Loader(LargeImages(), None, batch_size=4, backend="process", workers=1,
-                    shuffle=False, prefetch=2)
+    loader = Loader(
+        LargeImages(), None, batch_size=4, backend="process", workers=1, shuffle=False, prefetch=2
+    )
     try:
         with hang_guard(30):
             batches = iter(loader)
