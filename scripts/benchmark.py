@@ -8,7 +8,8 @@
     python scripts/benchmark.py dataloader # a plain DataLoader: tracing it, moving it to augment
     python scripts/benchmark.py soak       # RSS and /dev/shm over 10,000 batches per backend
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
-    python scripts/benchmark.py all --write-readme  # all but soak and realistic (long runs)
+    python scripts/benchmark.py advice     # tune: does following the recommendation pay?
+    python scripts/benchmark.py all --write-readme  # all but soak, realistic, advice (long runs)
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -512,6 +513,15 @@ def bench_realistic(args) -> str:
     return realistic.bench_realistic(args)
 
 
+def bench_advice(args) -> str:
+    """augment-profile tune on misconfigured, step-bound, concurrent and shipped configs:
+    the code is in scripts/advice_bench.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import advice_bench
+
+    return advice_bench.bench_advice(args)
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -562,7 +572,12 @@ def main(argv: list[str] | None = None) -> None:
     real = sub.add_parser("realistic", help="photographs, RandomResizedCrop(224), vs DataLoader")
     realistic.add_arguments(real)
     real.add_argument("--write-readme", action="store_true")
-    every = sub.add_parser("all", help="every benchmark but soak and realistic, with defaults")
+    import advice_bench
+
+    advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
+    advice_bench.add_arguments(advice)
+    advice.add_argument("--write-readme", action="store_true")
+    every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
     runs = {
@@ -573,14 +588,22 @@ def main(argv: list[str] | None = None) -> None:
         "dataloader": bench_dataloader,
         "soak": bench_soak,
         "realistic": bench_realistic,
+        "advice": bench_advice,
     }
-    long_runs = ("soak", "realistic")
+    long_runs = ("soak", "realistic", "advice")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)
         if args.write_readme:
-            write_readme(what, table, f"python scripts/benchmark.py {what}")
+            write_readme(what, table, _command(what, argv))
+
+
+def _command(what: str, argv: list[str] | None) -> str:
+    """The command line that made a table, with the options it was given."""
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-readme"]
+    options = given[1:] if given and given[0] == what else []
+    return " ".join(["python scripts/benchmark.py", what, *options])
 
 
 if __name__ == "__main__":
