@@ -48,15 +48,16 @@ def label(backend: str, workers: int) -> str:
 
 
 def headline(exp: dict) -> str:
-    """ "process x2: about 1,150 img/s, 1.9x now" (or why there is none)."""
+    """ "process x2: about 1,150 img/s, 1.9x now", "keep thread x2: ..." when the current
+    configuration is the best found (or why there is none)."""
     rec = exp.get("recommendation")
     if rec is None:
         return "none: too short to judge" if exp.get("too_short") else "none"
-    gain = rec["expected_images_per_s"] / exp["images_per_s"] if exp["images_per_s"] else 0.0
-    return (
-        f"{label(rec['backend'], rec['workers'])}: about {rec['expected_images_per_s']:,.0f} "
-        f"img/s, {gain:.1f}x now"
-    )
+    what, expected = label(rec["backend"], rec["workers"]), rec["expected_images_per_s"]
+    if what == label(exp["backend"], exp["workers"]):
+        return f"keep {what}: about {expected:,.0f} img/s expected, {exp['images_per_s']:,.0f} measured"
+    gain = expected / exp["images_per_s"] if exp["images_per_s"] else 0.0
+    return f"{what}: about {expected:,.0f} img/s, {gain:.1f}x now"
 
 
 def _groups(experiments: list[dict], intervals: dict) -> list[list[dict]]:
