@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from crafted import Plan, by_name, report, write_trace
 
-from augment.report import model
+from augment.report import model, recommend
 
 B = 16  # Plan's batch size
 
@@ -61,6 +61,10 @@ def test_a_cpu_bound_run_is_worth_no_more_workers_than_cores(tmp_path):
     assert (rec["backend"], rec["workers"]) == ("process", 2)
     assert "already the best" in rec["why"]
     assert "2 cores" in rec["why"]
+    expected, measured = rec["expected_images_per_s"], e["images_per_s"]
+    assert recommend.headline(e) == (
+        f"keep process x2: about {expected:,.0f} img/s expected, {measured:,.0f} measured"
+    )
 
 
 def test_a_step_bound_run_keeps_one_worker_and_the_same_rate(tmp_path):
@@ -83,6 +87,11 @@ def test_a_serial_loop_with_a_step_is_told_to_overlap_it(tmp_path):
     rec = e["recommendation"]
     assert rec["backend"] != "serial" and rec["workers"] >= 1
     assert rec["expected_images_per_s"] > 1.3 * e["expected_images_per_s"]
+    gain = rec["expected_images_per_s"] / e["images_per_s"]
+    assert recommend.headline(e) == (
+        f"{recommend.label(rec['backend'], rec['workers'])}: "
+        f"about {rec['expected_images_per_s']:,.0f} img/s, {gain:.1f}x now"
+    )
 
 
 def test_oversubscribed_experiments_keep_their_sum_with_fewer_workers(tmp_path):
