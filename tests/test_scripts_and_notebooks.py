@@ -126,6 +126,9 @@ def test_a_script_without_a_main_guard_fails_at_once_saying_why(tmp_path, backen
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("RuntimeError: ") and 'if __name__ == "__main__":' in last, last
     assert "backend 'thread'" in last
+    # the workers' own words name the start method they were made with, spawn (the default)
+    worker_lines = [x for x in done.stderr.splitlines() if x.startswith("augment: ")]
+    assert worker_lines and all("the 'spawn' start method" in x for x in worker_lines), worker_lines
     assert "Empty" not in done.stderr  # no chained queue.Empty
     assert "During handling of the above exception" not in done.stderr
     print(f"{backend}: failed after {took:.1f} s")  # README reports it; no timing assertion

@@ -277,12 +277,14 @@ class ProcessBackend(Backend):
         try:
             message = answers.recv()
         except (EOFError, OSError):  # the worker is gone, perhaps halfway through a message
+            message = None
+        if message is None:  # said outside the except: the EOF is no part of the story
             self._procs[worker].join(_JOIN_S)
             self._check_workers()
             raise RuntimeError(
                 f"process backend: worker {worker} (pid {self._procs[worker].pid}) closed its "
                 "pipe without exiting; the loader is closed"
-            ) from None
+            )
         if message[0] == _READY:
             self._ready.add(message[2])
         elif message[0] == _FATAL:

@@ -102,8 +102,8 @@ def refuse_reimported_main() -> None:
     """Called when a Loader would start while this process is still being spawned: the main
     script is being imported into a worker. Say why on stderr and exit with the code the
     consumer recognises."""
-    import multiprocessing as mp
-
-    method = mp.get_start_method(allow_none=True) or "spawn"
+    # Only spawn and forkserver re-import the main script, and the child's default context
+    # says nothing about the one its parent chose: the command line that started it does.
+    method = "forkserver" if "forkserver" in " ".join(sys.orig_argv) else "spawn"
     print(f"augment: {REIMPORTED_MAIN.format(method=method)}", file=sys.stderr, flush=True)
     os._exit(REIMPORTED_MAIN_EXIT)
