@@ -204,6 +204,7 @@ def affine(
     fill: float = 0.0,
     kernel: str | None = None,
     antialias: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Warp by a 2x3 ``matrix`` mapping input pixel coordinates to output coordinates.
 
@@ -214,6 +215,10 @@ def affine(
     ``box_reduce``: the same for every kernel), so the bilinear warp that follows shrinks by
     less than 2x and does not alias; only the part of the input that the output samples is
     reduced.
+
+    ``out``: where to write the result (returned), a C-contiguous array of ``img``'s dtype
+    shaped ``out_shape`` plus ``img``'s channels (a slot of a batch buffer, say), so the
+    warp allocates no output; the pixels are those of the call without it.
     """
     check_image(img)
     _check_choice(interpolation, "interpolation", INTERPOLATIONS)
@@ -235,9 +240,11 @@ def affine(
         _check_size(out_shape[0], "out_shape height"),
         _check_size(out_shape[1], "out_shape width"),
     )
+    if out is not None:
+        _check_out(out, img, out_shape)
     inverse = geometry.snap(geometry.invert(m))
     if geometry.is_pixel_permutation(inverse):
-        copied = _permute_pixels(img, inverse, out_shape)
+        copied = _permute_pixels(img, inverse, out_shape, out)
         if copied is not None:
             return copied
     if interpolation == "nearest":
@@ -248,8 +255,20 @@ def affine(
     if antialias and interpolation == "bilinear":
         src, inverse = _antialias(src, m, inverse, out_shape)
     src = np.ascontiguousarray(src)
-    out = warp(src, inverse, out_shape, interpolation, border, fill)
-    return out.reshape(out_shape) if img.ndim == 2 else out
+    if out is None:
+        res = warp(src, inverse, out_shape, interpolation, border, fill)
+        return res.reshape(out_shape) if img.ndim == 2 else res
+    warp(src, inverse, out_shape, interpolation, border, fill, out=out.reshape(*out_shape, -1))
+    return out
+
+
+def _check_out(out, img: np.ndarray, out_shape: tuple[int, int]) -> None:
+    expected = (*out_shape, *img.shape[2:])
+    if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != img.dtype:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a {img.dtype} array of shape {expected}, got {got}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
 
 
 def antialias_factors(matrix: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
@@ -349,9 +368,10 @@ def _block_span(lo: float, hi: float, k: int, n: int) -> tuple[int, int]:
     return max(first, 0), min(last, -(-n // k) - 1)
 
 
-def _permute_pixels(img, inverse, out_shape):
-    """Output as a strided view of the input when every output pixel is one input pixel
-    inside the image; None when some fall outside (the kernel handles the border then)."""
+def _permute_pixels(img, inverse, out_shape, out=None):
+    """Output as a strided view of the input, copied (into ``out`` where given) when every
+    output pixel is one input pixel inside the image; None when some fall outside (the
+    kernel handles the border then)."""
     ho, wo = out_shape
     lin, (tx, ty) = inverse[:, :2], inverse[:, 2].astype(int)
     src = img
@@ -367,7 +387,10 @@ def _permute_pixels(img, inverse, out_shape):
         return None
     rows = slice(ty, ys_end + sy if ys_end + sy >= 0 else None, sy)
     cols = slice(tx, xs_end + sx if xs_end + sx >= 0 else None, sx)
-    return _copy(src[rows, cols])
+    if out is None:
+        return _copy(src[rows, cols])
+    np.copyto(out, src[rows, cols])
+    return out
 
 
 def row_gains(img: np.ndarray, gains: np.ndarray) -> np.ndarray:

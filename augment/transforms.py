@@ -63,24 +63,42 @@ class GeometricTransform(Transform):
     def geometry(self, shape: Shape, params: Params) -> tuple[np.ndarray, Shape]:
         raise NotImplementedError
 
-    def apply(self, img: np.ndarray, params: Params, kernel: str | None = None) -> np.ndarray:
+    def apply(
+        self,
+        img: np.ndarray,
+        params: Params,
+        kernel: str | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         matrix, out_shape = self.geometry(img.shape[:2], params)
         return F.affine(
-            img, matrix, out_shape, self.interpolation, self.border, self.fill, kernel=kernel
+            img, matrix, out_shape, self.interpolation, self.border, self.fill, kernel, out=out
         )
 
-    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, img: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The transformed image; in ``out`` (returned) where given (``F.affine``)."""
         F.check_image(img)
-        return self.apply(img, self.make_params(img.shape[:2], rng))
+        return self.apply(img, self.make_params(img.shape[:2], rng), out=out)
 
     def plan(self, shape: Shape, rng: np.random.Generator) -> WarpPlan:
         """Draw the parameters for an image of ``shape``, as ``Compose.plan``."""
         return _plan((self,), shape, rng)
 
-    def finish(self, img: np.ndarray, plan: WarpPlan, rng: np.random.Generator) -> np.ndarray:
+    def finish(
+        self,
+        img: np.ndarray,
+        plan: WarpPlan,
+        rng: np.random.Generator,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The planned warp of ``img`` (full size or decoded smaller), as ``Compose.finish``."""
         F.check_image(img)
-        return _warp(img, plan.warp, plan.decoded_scale(img.shape[:2]))
+        pending = plan.warp
+        return _warp(
+            img, pending, plan.decoded_scale(img.shape[:2]), out=_fits(out, img, pending.shape)
+        )
 
 
 def _probability(p: float, name: str) -> float:
@@ -419,9 +437,10 @@ def _warp(
     scale: int = 1,
     kernel: str | None = None,
     antialias: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample ``img`` once by the folded map; ``scale`` > 1 when ``img`` was decoded that
-    many times smaller than the image the map was drawn for."""
+    many times smaller than the image the map was drawn for; into ``out`` where given."""
     matrix = pending.matrix
     if scale > 1:  # map the reduced image's pixels onto the full image's first
         matrix = geometry.then(geometry.from_reduced(scale), matrix)
@@ -434,7 +453,16 @@ def _warp(
         pending.fill,
         kernel=kernel,
         antialias=antialias,
+        out=out,
     )
+
+
+def _fits(out: np.ndarray | None, img: np.ndarray, shape: Shape) -> np.ndarray | None:
+    """``out`` where a warp of ``img`` to ``shape`` can write into it (same dtype, same
+    channels, C-contiguous), else None: the warp then makes a new array."""
+    if out is None or out.dtype != img.dtype or not out.flags.c_contiguous:
+        return None
+    return out if out.shape == (*shape, *img.shape[2:]) else None
 
 
 def decode_reduction(pending: _PendingWarp | None, shape: Shape) -> int:
@@ -447,6 +475,15 @@ def decode_reduction(pending: _PendingWarp | None, shape: Shape) -> int:
         if k <= shrink + F._SHRINK_TOL and k <= min(shape):
             return k
     return 1
+
+
+def _copy_into(img: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A copy of ``img``: into ``out`` where it fits, else a new array."""
+    fits = _fits(out, img, img.shape[:2])
+    if fits is None:
+        return img.copy()
+    np.copyto(fits, img)
+    return fits
 
 
 class SamplePlan:
@@ -467,12 +504,14 @@ class SamplePlan:
         self.plan = self.transform.plan((height, width), self.rng)
         return self.plan.reduction
 
-    def finish(self, img: np.ndarray) -> np.ndarray:
+    def finish(self, img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The transform's output for ``img``; written into ``out`` (and ``out`` returned)
+        where the pipeline ends with a warp of that shape and dtype, see ``Compose.finish``."""
         plan = self.plan
         if plan is None:
             F.check_image(img)
             plan = self.transform.plan(img.shape[:2], self.rng)
-        return self.transform.finish(img, plan, self.rng)
+        return self.transform.finish(img, plan, self.rng, out)
 
 
 class Compose(Transform):
@@ -488,6 +527,12 @@ class Compose(Transform):
     ``plan(shape, rng)`` draws the leading geometric steps from the image's shape alone and
     ``finish(img, plan, rng)`` does the rest, so a loader can decode a JPEG no larger than
     the warp needs (``plan.reduction``); calling the Compose is ``finish(img, plan(...))``.
+
+    ``out=``: an array for the output (a slot of the loader's batch buffer). When the
+    pipeline ends with geometric steps, the warp they fold into writes its pixels straight
+    into it (and ``out`` is returned) if it is C-contiguous and its shape, dtype and
+    channels are the output's; when it ends with any other step, or ``out`` does not match,
+    the output is a new array and ``out`` is untouched. The pixels are the same either way.
     """
 
     def __init__(
@@ -505,24 +550,39 @@ class Compose(Transform):
         kernels.get(self.kernel)  # fails early on an unknown or missing kernel
         self.antialias = bool(antialias)
 
-    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, img: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None
+    ) -> np.ndarray:
         F.check_image(img)
-        return self.finish(img, self.plan(img.shape[:2], rng), rng)
+        return self.finish(img, self.plan(img.shape[:2], rng), rng, out)
 
     def plan(self, shape: Shape, rng: np.random.Generator) -> WarpPlan:
         """Draw the parameters of the leading geometric steps for an image of ``shape``, before
         its pixels exist: the warp, and how much smaller a decode it allows (``reduction``)."""
         return _plan(self.transforms, shape, rng)
 
-    def finish(self, img: np.ndarray, plan: WarpPlan, rng: np.random.Generator) -> np.ndarray:
+    def finish(
+        self,
+        img: np.ndarray,
+        plan: WarpPlan,
+        rng: np.random.Generator,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The output for ``img``, the image ``plan`` was drawn for, or that image decoded at
         ``1 / plan.reduction`` (its shape tells which): the planned warp, then the steps after
-        it, drawing from ``rng`` where ``plan`` left it."""
+        it, drawing from ``rng`` where ``plan`` left it; into ``out`` where it can (see the
+        class docstring)."""
         F.check_image(img)
         original = img
-        img = self._flush(img, plan.warp, plan.decoded_scale(img.shape[:2]))
+        scale = plan.decoded_scale(img.shape[:2])
+        rest = self.transforms[plan.rest :] if plan.rest < len(self.transforms) else ()
+        if not rest:  # the planned warp is the whole pipeline
+            if plan.warp is None:
+                return _copy_into(img, out)
+            return self._flush(img, plan.warp, scale, _fits(out, img, plan.warp.shape))
+        img = self._flush(img, plan.warp, scale)
         pending: _PendingWarp | None = None
-        for t in self.transforms[plan.rest :]:
+        for t in rest:
             if isinstance(t, GeometricTransform):
                 shape = pending.shape if pending else img.shape[:2]
                 matrix, out_shape = t.geometry(shape, t.make_params(shape, rng))
@@ -533,13 +593,20 @@ class Compose(Transform):
                 img = self._flush(img, pending)
                 pending = None
                 img = t(img, rng)
-        out = self._flush(img, pending)
-        return out.copy() if out is original else out
+        if pending is not None:
+            return self._flush(img, pending, 1, _fits(out, img, pending.shape))
+        return _copy_into(img, out) if img is original else img
 
-    def _flush(self, img: np.ndarray, pending: _PendingWarp | None, scale: int = 1) -> np.ndarray:
+    def _flush(
+        self,
+        img: np.ndarray,
+        pending: _PendingWarp | None,
+        scale: int = 1,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         if pending is None:
             return img
-        return _warp(img, pending, scale, self.kernel, self.antialias)
+        return _warp(img, pending, scale, self.kernel, self.antialias, out)
 
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)

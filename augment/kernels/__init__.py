@@ -1,8 +1,11 @@
 """Resampling kernels: one job, sample an image through an inverse affine map.
 
-Every kernel has the signature ``warp(img, inverse, out_shape, interpolation, border, fill)``
-with ``img`` a C-contiguous ``(H, W, C)`` uint8 or float32 array and ``inverse`` the 2x3 map
-from output to input pixel coordinates (pixel centres on integers). The numpy kernel is the
+Every kernel has the signature
+``warp(img, inverse, out_shape, interpolation, border, fill, out=None)`` with ``img`` a
+C-contiguous ``(H, W, C)`` uint8 or float32 array and ``inverse`` the 2x3 map from output to
+input pixel coordinates (pixel centres on integers); it returns a new ``(H', W', C)`` array,
+or writes into ``out`` (C-contiguous, that shape, ``img``'s dtype: a slot of a batch buffer)
+and returns it. The numpy kernel is the
 reference and is always there; the others are used only where their package is installed.
 
 The default is fixed by a preference order, not timed at run time: a timing race could pick
@@ -19,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-WarpFn = Callable[[np.ndarray, np.ndarray, tuple[int, int], str, str, float], np.ndarray]
+WarpFn = Callable[..., np.ndarray]
 
 PREFERENCE = ("opencv", "numpy", "pillow")
 _MODULES = {

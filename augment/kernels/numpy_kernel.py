@@ -113,31 +113,44 @@ def _unpack(picked: np.ndarray, c: int) -> np.ndarray:
     return picked.reshape(-1, c)
 
 
-def _finish(values: np.ndarray, dtype, c: int, out_shape) -> np.ndarray:
-    """(N, width) samples (maybe a scratch buffer) to a new (H, W, C) image of ``dtype``."""
-    if values.shape[1] == c and values.dtype == dtype:
-        return values.reshape(*out_shape, c).copy()
+def _finish(values: np.ndarray, dtype, c: int, out_shape, out=None) -> np.ndarray:
+    """(N, width) samples (maybe a scratch buffer) to an (H, W, C) image of ``dtype``: a new
+    one, or ``out`` (C-contiguous) filled."""
     n = values.shape[0]
+    if values.shape[1] == c and values.dtype == dtype:
+        if out is None:
+            return values.reshape(*out_shape, c).copy()
+        np.copyto(out.reshape(n, c), values)
+        return out
     if values.shape[1] == 4 and c == 3 and dtype == np.uint8:
         # Write each packed pixel as 4 bytes every 3, in order: the next pixel overwrites
-        # the spare byte. Ten times faster than a strided (N, 4) -> (N, 3) copy.
+        # the spare byte. Ten times faster than a strided (N, 4) -> (N, 3) copy. In ``out``,
+        # which has no spare byte after the last pixel, that pixel is copied on its own.
         packed = np.ascontiguousarray(values, dtype=np.uint8).view(np.uint32).reshape(-1)
-        buf = np.empty(n * 3 + 1, dtype=np.uint8)
-        np.ndarray((n,), dtype="<u4", buffer=buf, strides=(3,))[...] = packed
-        return buf[:-1].reshape(*out_shape, c)
-    out = np.empty((n, c), dtype=dtype)
-    np.copyto(out, values[:, :c], casting="unsafe")
-    return out.reshape(*out_shape, c)
+        if out is None:
+            buf = np.empty(n * 3 + 1, dtype=np.uint8)
+            np.ndarray((n,), dtype="<u4", buffer=buf, strides=(3,))[...] = packed
+            return buf[:-1].reshape(*out_shape, c)
+        flat = out.reshape(-1)
+        np.ndarray((n - 1,), dtype="<u4", buffer=flat, strides=(3,))[...] = packed[:-1]
+        flat[-3:] = values[-1, :3]
+        return out
+    if out is None:
+        out = np.empty((*out_shape, c), dtype=dtype)
+    np.copyto(out.reshape(n, c), values[:, :c], casting="unsafe")
+    return out
 
 
-def warp(img, inverse, out_shape, interpolation, border, fill):
+def warp(img, inverse, out_shape, interpolation, border, fill, out=None):
     h, w, c = img.shape
     inverse = np.asarray(inverse, dtype=np.float64)
     pixels = _pixels(img)
     xr, yr = _index_range(inverse, out_shape, 0, w), _index_range(inverse, out_shape, 1, h)
     padded = _padded_source(pixels, border, fill, xr, yr)
     if padded is None:
-        return _warp_mapped(pixels, img.dtype, c, inverse, out_shape, interpolation, border, fill)
+        return _warp_mapped(
+            pixels, img.dtype, c, inverse, out_shape, interpolation, border, fill, out
+        )
     src, top, left = padded
     row = src.shape[1]
     flat = src.reshape(-1) if src.ndim == 2 else src.reshape(-1, c)
@@ -145,13 +158,14 @@ def warp(img, inverse, out_shape, interpolation, border, fill):
         xs, ys = _coordinates(inverse, out_shape, left, top)
         base = np.floor(ys + np.float32(0.5)).astype(np.intp) * row
         base += np.floor(xs + np.float32(0.5)).astype(np.intp)
-        return _finish(_unpack(np.take(flat, base.reshape(-1), axis=0), c), img.dtype, c, out_shape)
+        picked = _unpack(np.take(flat, base.reshape(-1), axis=0), c)
+        return _finish(picked, img.dtype, c, out_shape, out)
 
     width = 4 if src.dtype == np.uint32 else c
-    return _bilinear_padded(flat, row, inverse, out_shape, left, top, width, img.dtype, c)
+    return _bilinear_padded(flat, row, inverse, out_shape, left, top, width, img.dtype, c, out)
 
 
-def _bilinear_padded(flat, row, inverse, out_shape, dx, dy, width, dtype, c):
+def _bilinear_padded(flat, row, inverse, out_shape, dx, dy, width, dtype, c, out=None):
     """Bilinear sampling where every neighbour index is in range, in per-thread scratch
     buffers: coordinates -> weights and base index -> four gathers -> in-place blend."""
     ho, wo = out_shape
@@ -186,10 +200,10 @@ def _bilinear_padded(flat, row, inverse, out_shape, dx, dy, width, dtype, c):
         value = _buffer(f"val{k}", (n, width), np.float32)
         np.copyto(value, _unpack(picked, c))
         pixels.append(value)
-    return _blend(*pixels, weights[0], weights[1], dtype, c, out_shape)
+    return _blend(*pixels, weights[0], weights[1], dtype, c, out_shape, out)
 
 
-def _blend(p00, p01, p10, p11, fx, fy, dtype, c, out_shape):
+def _blend(p00, p01, p10, p11, fx, fy, dtype, c, out_shape, out=None):
     """Bilinear mix in place: top = p00 + (p01 - p00) fx, bottom likewise,
     out = top + (bottom - top) fy."""
     p01 -= p00
@@ -203,10 +217,10 @@ def _blend(p00, p01, p10, p11, fx, fy, dtype, c, out_shape):
     p11 += p01
     if dtype == np.uint8:  # convex mixes of 0..255: rounding needs no clip
         np.rint(p11, out=p11)
-    return _finish(p11, dtype, c, out_shape)
+    return _finish(p11, dtype, c, out_shape, out)
 
 
-def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fill):
+def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fill, out=None):
     """The same sampling for maps that reach far outside the image: map each index by the
     border rule instead of padding."""
     h, w = pixels.shape[:2]
@@ -224,7 +238,7 @@ def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fi
         xi = _map_index(np.floor(xs + np.float32(0.5)).astype(np.intp), w, border)
         yi = _map_index(np.floor(ys + np.float32(0.5)).astype(np.intp), h, border)
         index = (yi * row + xi).reshape(-1)
-        return _finish(_unpack(np.take(flat, index, axis=0), c), dtype, c, out_shape)
+        return _finish(_unpack(np.take(flat, index, axis=0), c), dtype, c, out_shape, out)
     width = 4 if pixels.dtype == np.uint32 else c
     xs, ys = _coordinates(inverse, out_shape, 0.0, 0.0, width)
     x0, y0 = np.floor(xs), np.floor(ys)
@@ -237,4 +251,4 @@ def _warp_mapped(pixels, dtype, c, inverse, out_shape, interpolation, border, fi
         _unpack(np.take(flat, (yy + xx).reshape(-1), axis=0), c).astype(np.float32)
         for yy, xx in ((ya, xa), (ya, xb), (yb, xa), (yb, xb))
     ]
-    return _blend(*pixels, fx, fy, dtype, c, out_shape)
+    return _blend(*pixels, fx, fy, dtype, c, out_shape, out)

@@ -49,22 +49,23 @@ def _region(img, box, border, fill):
     return full[y0 + top : y1 + top, x0 + left : x1 + left]
 
 
-def warp(img, inverse, out_shape, interpolation, border, fill):
+def warp(img, inverse, out_shape, interpolation, border, fill, out=None):
     if interpolation == "nearest":  # Pillow's nearest uses 16.16 fixed point: off at near-ties
-        return numpy_kernel.warp(img, inverse, out_shape, interpolation, border, fill)
+        return numpy_kernel.warp(img, inverse, out_shape, interpolation, border, fill, out)
     h, w, c = img.shape
     box = _source_box(inverse, out_shape)
     too_large = (box[2] - box[0]) * (box[3] - box[1]) > _MAX_REGION_FACTOR * (h + 4) * (w + 4)
     region = None if too_large else _region(img, box, border, fill)
     if region is None:
-        return numpy_kernel.warp(img, inverse, out_shape, interpolation, border, fill)
+        return numpy_kernel.warp(img, inverse, out_shape, interpolation, border, fill, out)
     a = np.array(inverse, dtype=np.float64)
     a[0, 2] -= box[0]
     a[1, 2] -= box[1]
     # Pillow maps output pixel corners to input pixel corners: shift by half a pixel each side.
     a[:, 2] += 0.5 - 0.5 * (a[:, 0] + a[:, 1])
     ho, wo = out_shape
-    out = np.empty((ho, wo, c), dtype=img.dtype)
+    if out is None:
+        out = np.empty((ho, wo, c), dtype=img.dtype)
     for channel in range(c):
         # Pillow's 8-bit modes truncate (half a grey level darker on average): sample each
         # channel as 32-bit float and round here instead.
