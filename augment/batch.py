@@ -2,12 +2,15 @@
 
 ``make_batch`` runs in a worker (or in the consumer for the serial backend). It takes each
 sample through loading (``read`` and ``decode`` for a staged dataset, ``load`` for a
-map-style one, see ``augment.samples``), ``augment`` and ``collate`` (a copy into the batch
-buffer, which may be shared memory) before the next, so the decoded image is still in cache
-when it is augmented (14% faster than stage by stage over the batch). Each stage's time is
-summed over the batch and reported as one span per stage, the spans laid end to end in stage
-order from the batch's start. A sample's randomness comes from (seed, epoch, index) only, so
-the output never depends on which worker ran it.
+map-style one, see ``augment.samples``), ``augment`` and ``collate`` before the next, so the
+decoded image is still in cache when it is augmented (14% faster than stage by stage over
+the batch). The batch buffer (``buffer``: shared memory for the process backend) is made
+from the first sample's output; after that, a pipeline that ends with augment's geometric
+warp writes each sample straight into its slot (``Compose(out=)``: no allocation, and
+``collate`` costs next to nothing), and any other output is copied in ("collate"). Each
+stage's time is summed over the batch and reported as one span per stage, the spans laid
+end to end in stage order from the batch's start. A sample's randomness comes from (seed,
+epoch, index) only (``KeyedRng``), so the output never depends on which worker ran it.
 """
 
 from __future__ import annotations
@@ -67,12 +70,81 @@ class BatchResult:
     transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
 
 
+# Philox streams, keyed directly (no SeedSequence hashing, see ``KeyedRng``): the key is
+# (seed, stream tag), the counter starts at (0, 0, epoch, index).
+ORDER_STREAM, SAMPLE_STREAM = 0, 1
+_WORD = 1 << 64
+
+
+class KeyedRng:
+    """A ``numpy.random.Generator`` on a Philox bit generator, re-keyed for each sample.
+
+    Philox (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) turns a
+    256-bit counter into random bits under a 128-bit key; numpy's ``Philox`` takes both as
+    they are. The stream of ``(seed, epoch, index)`` is key ``(seed, tag)`` and counter
+    ``(0, 0, epoch, index)``; each draw of 4 words adds 1 to the counter, carrying upwards.
+    Distinct ``(seed, tag)`` are distinct keys; under one key, distinct ``(epoch, index)``
+    start 2**128 blocks apart, farther than any sample draws, so no two samples (and no
+    sample and an epoch's order, whose tag differs) ever share a block of random bits. Each
+    of seed, epoch and index is an integer in ``[0, 2**64)``, else a ``ValueError``.
+
+    Why not ``np.random.default_rng([seed, epoch, 1, index])`` as before: it hashes a
+    ``SeedSequence`` for every sample (about 13 us); building a ``Philox`` is no cheaper (it
+    draws OS entropy for a ``SeedSequence`` it then ignores), but setting the state of one
+    already built takes about 1 us. ``at(epoch, index)`` does that and returns the same
+    generator each time: what a transform got for one sample is re-keyed for the next, so a
+    transform must not keep the generator beyond its call (none of augment's does).
+    """
+
+    __slots__ = ("seed", "tag", "generator", "_bits", "_state", "_counter")
+
+    def __init__(self, seed: int, tag: int = SAMPLE_STREAM):
+        self.seed = _check_word(seed, "seed")
+        self.tag = _check_word(tag, "tag")
+        self._bits = np.random.Philox(key=np.array([self.seed, self.tag], dtype=np.uint64))
+        self.generator = np.random.Generator(self._bits)
+        self._counter = [0, 0, 0, 0]
+        self._state = {
+            "bit_generator": "Philox",
+            "state": {"counter": self._counter, "key": [self.seed, self.tag]},
+            "buffer": [0, 0, 0, 0],
+            "buffer_pos": 4,  # the buffer is empty: the first draw computes a block
+            "has_uint32": 0,
+            "uinteger": 0,
+        }
+
+    def at(self, epoch: int, index: int = 0) -> np.random.Generator:
+        """The generator, set to the start of the stream of ``(epoch, index)``."""
+        if not (
+            type(epoch) is int and type(index) is int and 0 <= epoch < _WORD and 0 <= index < _WORD
+        ):
+            epoch, index = _check_word(epoch, "epoch"), _check_word(index, "index")
+        counter = self._counter
+        counter[2], counter[3] = epoch, index
+        self._bits.state = self._state
+        return self.generator
+
+
+def _check_word(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}")
+    if not 0 <= value < _WORD:
+        raise ValueError(
+            f"{name} must be in [0, 2**64) (the random streams are keyed on 64-bit words), "
+            f"got {value}"
+        )
+    return int(value)
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, 1, index])
+    """A new generator for sample ``index`` of ``epoch`` (see ``KeyedRng``): the one
+    ``make_batch`` hands the transform, which re-keys a single generator instead."""
+    return KeyedRng(seed, SAMPLE_STREAM).at(epoch, index)
 
 
 def order_rng(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, 0])
+    """The generator of ``epoch``'s order (see ``KeyedRng``; a stream no sample shares)."""
+    return KeyedRng(seed, ORDER_STREAM).at(epoch, 0)
 
 
 class _StageClock:
@@ -117,24 +189,32 @@ class BatchTask:
     def dataset(self):
         return self.source.dataset
 
-    def sample_plan(self, epoch: int, index: int) -> SamplePlan | None:
-        """The sample's transform, to be planned by the decoder from the image's size (it may
-        then decode smaller, see ``ImageFolder(reduced_decode=)``), or None where the dataset
-        or the transform cannot do that."""
-        if not (self.source.reduces and isinstance(self.transform, (Compose, GeometricTransform))):
-            return None
-        return SamplePlan(self.transform, sample_rng(self.seed, epoch, index))
+    def plan(self, rng: np.random.Generator) -> SamplePlan | None:
+        """The sample's transform, planned from the image's size (by the decoder, which may
+        then decode smaller, see ``ImageFolder(reduced_decode=)``, or from the decoded
+        pixels), or None where the transform is not augment's own geometric pipeline."""
+        if isinstance(self.transform, (Compose, GeometricTransform)):
+            return SamplePlan(self.transform, rng)
+        return None
 
     def augment(
-        self, img: np.ndarray, epoch: int, index: int, planned: SamplePlan | None = None
+        self,
+        img: np.ndarray,
+        rng: np.random.Generator,
+        index: int,
+        planned: SamplePlan | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
+        """The transform's output for ``img``. ``out`` is where the batch wants it: a
+        planned warp that ends the pipeline writes its pixels there (and returns ``out``)
+        when the shape and dtype match; anything else returns a new array."""
         if self.transform is None:
             return img
         if planned is not None:
-            out = planned.finish(img)
+            img = planned.finish(img, out)
         else:
-            out = self.transform(img, sample_rng(self.seed, epoch, index))
-        return as_image(out, lambda: f"the transform's output for {self.source.name(index)}")
+            img = self.transform(img, rng)
+        return as_image(img, lambda: f"the transform's output for {self.source.name(index)}")
 
 
 def make_batch(
@@ -165,14 +245,18 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     source = task.source
     clock = _StageClock(source.stages)
     result = BatchResult(plan, None, pid=os.getpid(), worker=worker, host=_HOST)
+    targets = result.targets
+    keyed = KeyedRng(task.seed)  # one generator for the batch, re-keyed for each sample
+    reduce = source.reduces
     out: np.ndarray | None = None
     first = 0
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
-        planned = task.sample_plan(plan.epoch, index)
+        rng = keyed.at(plan.epoch, index)
+        planned = task.plan(rng)
         try:
-            img, targets = source.load(index, clock, planned)
+            img, sample_targets = source.load(index, clock, planned if reduce else None)
         except BadImageError as exc:
             _bad(task, result, exc)
             if result.error is not None:
@@ -181,24 +265,30 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
         except Exception as exc:
             _add_note(exc, f"while loading {source.name(index)} (sample {index})")
             raise
+        slot = None
+        if out is not None and planned is not None:  # the warp may write into the batch
+            slot = out[len(targets)]
+            if img.ndim == 2:
+                slot = slot[:, :, 0]
         try:
-            img = task.augment(img, plan.epoch, index, planned)
+            img = task.augment(img, rng, index, planned, slot)
         except Exception as exc:
             _add_note(exc, f"while transforming {source.name(index)} (sample {index})")
             raise
         clock.lap("augment")
-        if out is None:
-            out = _batch_buffer(img, len(plan.indices), buffer)
-            first = index
-        _check_sample(img, out, source, first, index)
-        out[len(result.targets)] = img.reshape(out.shape[1:])
-        result.targets.append(targets)
+        if img is not slot:  # a new array: copy it into the batch ("collate")
+            if out is None:
+                out = _batch_buffer(img, len(plan.indices), buffer)
+                first = index
+            _check_sample(img, out, source, first, index)
+            out[len(targets)] = img.reshape(out.shape[1:])
+        targets.append(sample_targets)
         clock.lap("collate")
     if result.error is None:
         if out is None:
             result.images = np.zeros((0, 0, 0, 0), dtype=np.uint8)
         else:
-            kept = len(result.targets)
+            kept = len(targets)
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
     clock.lap("collate")
