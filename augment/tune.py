@@ -63,6 +63,19 @@ def tune(config: Config, out: Path, quiet: bool, sweep: bool, concurrent: bool =
     if now is None:
         return None
     too_short = [e for e in now["experiments"] if e["recommendation"] is None]
+    if too_short:  # once more, as long as the report asks for: the runs are the point here
+        longer = max(e["batches_to_judge"] for e in too_short)
+        for e in too_short:
+            print(f"tune: {e['name']}: {e['too_short'] or 'no recommendation'}", file=sys.stderr)
+        print(f"tune: running it again with {longer} batches per experiment", file=sys.stderr)
+        config = replace(
+            config,
+            experiments=[replace(e, batches=max(e.batches, longer)) for e in config.experiments],
+        )
+        now = _run(config, config.experiments, concurrent, out / "now-longer", quiet)
+        if now is None:
+            return None
+        too_short = [e for e in now["experiments"] if e["recommendation"] is None]
     if too_short:
         for e in too_short:
             print(f"{e['name']}: {e['advice']}", file=sys.stderr)

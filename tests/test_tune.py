@@ -106,6 +106,25 @@ def test_tune_runs_the_recommendation(tmp_path):
     assert "sweep" not in result
 
 
+def test_tune_runs_a_run_too_short_to_judge_again_as_long_as_the_report_asks(tmp_path):
+    out = tmp_path / "tune"
+    done = profiler(
+        "tune", "--backends", "serial", "--workers", "0", "--step-ms", "20", "--batches", "2",
+        "--batch-size", "8", "--data", DATA, "--out", out, "--quiet",
+    )  # fmt: skip
+    first = json.loads((out / "now" / "summary.json").read_text())["experiments"][0]
+    assert first["too_short"] and first["recommendation"] is None
+    longer = first["batches_to_judge"]
+    assert longer > 2 and f"run at least {longer} batches" in first["too_short"]
+    assert f"running it again with {longer} batches per experiment" in done.stderr
+    again = json.loads((out / "now-longer" / "summary.json").read_text())["experiments"][0]
+    assert again["batches"] == longer and not again["too_short"]
+    (row,) = json.loads((out / "tune.json").read_text())["flags"]["rows"]
+    assert row["now_measured"] == again["images_per_s"]
+    after = json.loads((out / "recommended" / "summary.json").read_text())["experiments"][0]
+    assert after["batches"] == longer
+
+
 def test_the_sweep_table_names_the_best_found_and_how_close_the_recommendation_came():
     result = {
         "rows": [{"experiment": "a", "now": "serial", "now_expected": 90.0,

@@ -175,6 +175,7 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
         "stall_fraction": round(min(stalled / steady_s, 1.0), 4) if steady_s > 0 else 0.0,
         "steady_from_ns": steady_from,
         "too_short": _too_short(steady_batches, steady_s, len(waits), (end - start) / 1e9),
+        "batches_to_judge": _batches_to_judge(len(waits), (end - start) / 1e9),
         "start_ns": start,
         "end_ns": end,
     }
@@ -202,12 +203,17 @@ def _startup(waits: list[dict], measured_from: int | None) -> float:
     return round((waits[0]["end_ns"] - waits[0]["start_ns"]) / 1e9, 4)
 
 
+def _batches_to_judge(batches: int, wall_s: float) -> int:
+    """Batches that would run about JUDGE_FOR_S at this run's pace."""
+    per_batch = wall_s / max(batches, 1)
+    return max(MIN_BATCHES + 1, math.ceil(JUDGE_FOR_S / per_batch) if per_batch > 0 else 0)
+
+
 def _too_short(steady_batches: int, steady_s: float, batches: int, wall_s: float) -> str | None:
     """Why a run is too short to judge, or None."""
     if steady_batches >= MIN_BATCHES and steady_s >= MIN_STEADY_S:
         return None
-    per_batch = wall_s / max(batches, 1)
-    needed = max(MIN_BATCHES + 1, math.ceil(JUDGE_FOR_S / per_batch) if per_batch > 0 else 0)
+    needed = _batches_to_judge(batches, wall_s)
     return (
         f"too short to judge: {batches} batches in {wall_s:.2f} s; run at least {needed} "
         f"batches (about {JUDGE_FOR_S:.0f} s at this pace)"
