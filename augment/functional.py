@@ -224,10 +224,6 @@ def affine(
     _check_choice(interpolation, "interpolation", INTERPOLATIONS)
     _check_choice(border, "border", BORDERS)
     fill = _check_finite(fill, "fill")
-    if img.dtype == np.uint8:
-        if not 0 <= fill <= 255:
-            raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
-        fill = float(round(fill))  # every kernel fills with the same whole grey level
     try:
         m = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError):
@@ -242,19 +238,32 @@ def affine(
     )
     if out is not None:
         _check_out(out, img, out_shape)
-    inverse = geometry.snap(geometry.invert(m))
-    if geometry.is_pixel_permutation(inverse):
+    return _affine(
+        img, geometry.entries(m), out_shape, interpolation, border, fill, kernel, antialias, out
+    )
+
+
+def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, out):
+    """``affine`` once its arguments are known good (``Compose`` checked them when it was
+    built): ``m`` is the map's six entries (``geometry.Entries``)."""
+    if img.dtype == np.uint8:
+        if not 0 <= fill <= 255:
+            raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
+        fill = float(round(fill))  # every kernel fills with the same whole grey level
+    inverse = geometry.snapped(geometry.inverse(m))
+    if geometry.moves_whole_pixels(inverse):
         copied = _permute_pixels(img, inverse, out_shape, out)
         if copied is not None:
             return copied
     if interpolation == "nearest":
-        inverse = inverse.copy()
-        inverse[:, 2] += _NEAREST_NUDGE
+        a, b, c, d, e, f = inverse
+        inverse = (a, b, c + _NEAREST_NUDGE, d, e, f + _NEAREST_NUDGE)
     warp = kernels.get(kernel)
     src = img if img.ndim == 3 else img[:, :, None]
     if antialias and interpolation == "bilinear":
         src, inverse = _antialias(src, m, inverse, out_shape)
     src = np.ascontiguousarray(src)
+    inverse = geometry.as_matrix(inverse)
     if out is None:
         res = warp(src, inverse, out_shape, interpolation, border, fill)
         return res.reshape(out_shape) if img.ndim == 2 else res
@@ -339,7 +348,7 @@ def _antialias(src, matrix, inverse, out_shape):
     kx, ky = antialias_factors(matrix, (h, w))
     if kx == 1 and ky == 1:
         return src, inverse
-    (a, b, c), (d, e, f) = inverse.tolist()
+    a, b, c, d, e, f = inverse
     ho, wo = out_shape
     corners = [(0, 0), (wo - 1, 0), (0, ho - 1), (wo - 1, ho - 1)]
     xs = [a * x + b * y + c for x, y in corners]
@@ -352,11 +361,9 @@ def _antialias(src, matrix, inverse, out_shape):
         return src, inverse
     part = src[y0 * ky : min((y1 + 1) * ky, h), x0 * kx : min((x1 + 1) * kx, w)]
     reduced = _box_reduce(part, kx, ky)
-    to_reduced = geometry.invert(geometry.from_reduced(kx, ky))
-    inverse = geometry.then(inverse, to_reduced)
-    inverse[0, 2] -= x0
-    inverse[1, 2] -= y0
-    return reduced, inverse
+    to_reduced = geometry.inverse(geometry.entries(geometry.from_reduced(kx, ky)))
+    a, b, c, d, e, f = geometry.compose(inverse, to_reduced)
+    return reduced, (a, b, c - x0, d, e, f - y0)
 
 
 def _block_span(lo: float, hi: float, k: int, n: int) -> tuple[int, int]:
@@ -373,14 +380,15 @@ def _permute_pixels(img, inverse, out_shape, out=None):
     output pixel is one input pixel inside the image; None when some fall outside (the
     kernel handles the border then)."""
     ho, wo = out_shape
-    lin, (tx, ty) = inverse[:, :2], inverse[:, 2].astype(int)
+    a, b, tx, d, e, ty = inverse  # six entries, snapped to whole numbers
+    tx, ty = int(tx), int(ty)
     src = img
-    if lin[0, 0] == 0:  # x_src comes from y_out: transpose so each axis maps to itself
+    if a == 0:  # x_src comes from y_out: transpose so each axis maps to itself
         src = np.swapaxes(img, 0, 1)
-        sx, sy = int(lin[1, 0]), int(lin[0, 1])
+        sx, sy = int(d), int(b)
         tx, ty = ty, tx
     else:
-        sx, sy = int(lin[0, 0]), int(lin[1, 1])
+        sx, sy = int(a), int(e)
     h, w = src.shape[:2]
     xs_end, ys_end = tx + sx * (wo - 1), ty + sy * (ho - 1)
     if min(tx, xs_end) < 0 or max(tx, xs_end) >= w or min(ty, ys_end) < 0 or max(ty, ys_end) >= h:

@@ -5,7 +5,10 @@ Convention: ``x`` is the column, ``y`` the row, pixel centres sit on integers. A
 transforms is a matrix product, which is how ``Compose`` resamples once for many steps.
 
 The arithmetic is plain Python on six floats: for 2x3 matrices it is several times faster
-than numpy's small-array calls, and it runs once per transform per image.
+than numpy's small-array calls, and it runs once per transform per image. The public
+functions take and return 2x3 arrays; the per-image path (``Compose``, ``F.affine``) keeps a
+matrix as its six entries ``(a, b, c, d, e, f)`` (``Entries``: ``entries``, ``compose``,
+``inverse``, ``as_matrix``) and makes an array only for the kernel.
 """
 
 from __future__ import annotations
@@ -15,18 +18,34 @@ import math
 import numpy as np
 
 Shape = tuple[int, int]
+Entries = tuple[float, float, float, float, float, float]
 
 _SNAP_TOL = 1e-9
+IDENTITY: Entries = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def _entries(matrix) -> tuple[float, float, float, float, float, float]:
-    (a, b, c), (d, e, f) = np.asarray(matrix, dtype=np.float64).tolist()
+def entries(matrix) -> Entries:
+    """The six entries of a 2x3 matrix (an array, nested lists or already six floats)."""
+    if type(matrix) is tuple and len(matrix) == 6:
+        return matrix
+    if type(matrix) is np.ndarray and matrix.dtype == np.float64 and matrix.shape == (2, 3):
+        (a, b, c), (d, e, f) = matrix.tolist()
+    else:
+        (a, b, c), (d, e, f) = np.asarray(matrix, dtype=np.float64).tolist()
     return a, b, c, d, e, f
 
 
-def invert(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine matrix, as 2x3. Raises ValueError if it is singular."""
-    a, b, c, d, e, f = _entries(matrix)
+_entries = entries
+
+
+def as_matrix(m: Entries) -> np.ndarray:
+    """Six entries as a 2x3 float64 array."""
+    return np.array(m, dtype=np.float64).reshape(2, 3)
+
+
+def inverse(m: Entries) -> Entries:
+    """``invert`` on six entries."""
+    a, b, c, d, e, f = m
     det = a * e - b * d
     if not math.isfinite(det) or abs(det) < 1e-12:
         raise ValueError(
@@ -34,19 +53,31 @@ def invert(matrix: np.ndarray) -> np.ndarray:
             f"{[[a, b, c], [d, e, f]]}"
         )
     ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
-    return np.array([[ia, ib, -(ia * c + ib * f)], [id_, ie, -(id_ * c + ie * f)]])
+    return ia, ib, -(ia * c + ib * f), id_, ie, -(id_ * c + ie * f)
+
+
+def compose(first: Entries, second: Entries) -> Entries:
+    """``then`` on six entries."""
+    a, b, c, d, e, f = first
+    p, q, r, s, t, u = second
+    return (
+        p * a + q * d,
+        p * b + q * e,
+        p * c + q * f + r,
+        s * a + t * d,
+        s * b + t * e,
+        s * c + t * f + u,
+    )
+
+
+def invert(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix, as 2x3. Raises ValueError if it is singular."""
+    return as_matrix(inverse(entries(matrix)))
 
 
 def then(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """The 2x3 matrix that applies ``first`` and then ``second``."""
-    a, b, c, d, e, f = _entries(first)
-    p, q, r, s, t, u = _entries(second)
-    return np.array(
-        [
-            [p * a + q * d, p * b + q * e, p * c + q * f + r],
-            [s * a + t * d, s * b + t * e, s * c + t * f + u],
-        ]
-    )
+    return as_matrix(compose(entries(first), entries(second)))
 
 
 def translation(tx: float, ty: float) -> np.ndarray:
@@ -102,17 +133,26 @@ def crop(top: int, left: int) -> np.ndarray:
     return translation(-left, -top)
 
 
+def snapped(m: Entries) -> Entries:
+    """``snap`` on six entries."""
+    return tuple(float(round(v)) if abs(v - round(v)) < _SNAP_TOL else v for v in m)
+
+
 def snap(matrix: np.ndarray) -> np.ndarray:
     """Round entries within 1e-9 of an integer, so cos(90 deg) is 0 and a quarter turn is exact."""
-    values = [round(v) if abs(v - round(v)) < _SNAP_TOL else v for v in _entries(matrix)]
-    return np.array([values[:3], values[3:]], dtype=np.float64)
+    return as_matrix(snapped(entries(matrix)))
 
 
 def is_pixel_permutation(matrix: np.ndarray) -> bool:
     """True when the map only moves whole pixels: flips, quarter turns, integer shifts."""
-    a, b, c, d, e, f = snap(matrix).ravel().tolist()
-    if not all(float(v).is_integer() for v in (a, b, c, d, e, f)):
+    return moves_whole_pixels(snapped(entries(matrix)))
+
+
+def moves_whole_pixels(m: Entries) -> bool:
+    """``is_pixel_permutation`` on six entries already snapped."""
+    if not all(float(v).is_integer() for v in m):
         return False
+    a, b, _, d, e, _ = m
     return (
         abs(a) + abs(b) == 1
         and abs(d) + abs(e) == 1
@@ -123,11 +163,12 @@ def is_pixel_permutation(matrix: np.ndarray) -> bool:
 
 def outside_reach(matrix: np.ndarray, in_shape: Shape, out_shape: Shape) -> float:
     """How many pixels beyond the input's edge the output's corners sample (0 if inside)."""
-    a, b, c, d, e, f = invert(matrix).ravel().tolist()
+    a, b, c, d, e, f = inverse(entries(matrix))
     (h, w), (ho, wo) = in_shape, out_shape
-    corners = [(0, 0), (wo - 1, 0), (0, ho - 1), (wo - 1, ho - 1)]
-    xs = [a * x + b * y + c for x, y in corners]
-    ys = [d * x + e * y + f for x, y in corners]
+    # the corners (0, 0), (wo - 1, 0), (0, ho - 1), (wo - 1, ho - 1): a * x + b * y + c
+    ax, by, dx, ey = a * (wo - 1), b * (ho - 1), d * (wo - 1), e * (ho - 1)
+    xs = (c, ax + c, by + c, ax + by + c)
+    ys = (f, dx + f, ey + f, dx + ey + f)
     return max(-min(xs), max(xs) - (w - 1), -min(ys), max(ys) - (h - 1), 0.0)
 
 

@@ -130,12 +130,13 @@ class RandomFlip(GeometricTransform):
         return {"h": bool(u[0] < self.horizontal), "v": bool(u[1] < self.vertical)}
 
     def geometry(self, shape, params):
-        m = geometry.translation(0, 0)
-        if params["h"]:
-            m = geometry.then(m, geometry.hflip(shape))
-        if params["v"]:
-            m = geometry.then(m, geometry.vflip(shape))
-        return m, shape
+        (h, w), flip_x, flip_y = shape, params["h"], params["v"]
+        # geometry.hflip then geometry.vflip, as chosen: x -> w-1-x, y -> h-1-y
+        m = [
+            [-1.0 if flip_x else 1.0, 0.0, w - 1.0 if flip_x else 0.0],
+            [0.0, -1.0 if flip_y else 1.0, h - 1.0 if flip_y else 0.0],
+        ]
+        return np.array(m), shape
 
 
 class RandomRotate90(GeometricTransform):
@@ -356,20 +357,28 @@ class RandomRowJitter(Transform):
         return F.row_gains(img, gains)
 
 
-@dataclass
 class _PendingWarp:
-    """Geometric steps folded so far: their product matrix and how to resample it."""
+    """Geometric steps folded so far: their product map (``entries``, the six entries of its
+    2x3 matrix, see ``geometry``), the output shape and how to resample it."""
 
-    matrix: np.ndarray
-    shape: Shape
-    interpolation: str = "nearest"
-    border: str = "reflect"
-    fill: float = 0.0
-    reach: float = -1.0  # how far outside its input the border-deciding step samples
+    __slots__ = ("entries", "shape", "interpolation", "border", "fill", "reach")
+
+    def __init__(self, shape: Shape):
+        self.entries = geometry.IDENTITY
+        self.shape = shape
+        self.interpolation = "nearest"
+        self.border, self.fill = "reflect", 0.0
+        self.reach = -1.0  # how far outside its input the border-deciding step samples
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The folded map as a 2x3 array."""
+        return geometry.as_matrix(self.entries)
 
     def add(self, t: GeometricTransform, matrix: np.ndarray, out_shape: Shape) -> None:
         in_shape = self.shape
-        self.matrix = geometry.then(self.matrix, matrix)
+        matrix = geometry.entries(matrix)
+        self.entries = geometry.compose(self.entries, matrix)
         self.shape = out_shape
         if t.resamples:
             # The step that samples furthest outside its input brings the border in (a
@@ -425,7 +434,7 @@ def _plan(transforms: Sequence[Callable], shape: Shape, rng: np.random.Generator
         current = pending.shape if pending else shape
         matrix, out_shape = t.geometry(current, t.make_params(current, rng))
         if pending is None:
-            pending = _PendingWarp(geometry.translation(0, 0), shape)
+            pending = _PendingWarp(shape)
         pending.add(t, matrix, out_shape)
         rest += 1
     return WarpPlan(shape, pending, rest)
@@ -441,19 +450,20 @@ def _warp(
 ) -> np.ndarray:
     """Resample ``img`` once by the folded map; ``scale`` > 1 when ``img`` was decoded that
     many times smaller than the image the map was drawn for; into ``out`` where given."""
-    matrix = pending.matrix
+    m = pending.entries
     if scale > 1:  # map the reduced image's pixels onto the full image's first
-        matrix = geometry.then(geometry.from_reduced(scale), matrix)
-    return F.affine(
+        m = geometry.compose(geometry.entries(geometry.from_reduced(scale)), m)
+    # F.affine without its checks: the transforms checked their arguments when built
+    return F._affine(
         img,
-        matrix,
+        m,
         pending.shape,
         pending.interpolation,
         pending.border,
         pending.fill,
-        kernel=kernel,
-        antialias=antialias,
-        out=out,
+        kernel,
+        antialias,
+        out,
     )
 
 
@@ -470,7 +480,7 @@ def decode_reduction(pending: _PendingWarp | None, shape: Shape) -> int:
     axes by (never more than the image's shorter side), else 1."""
     if pending is None or pending.interpolation != "bilinear":
         return 1
-    shrink = min(geometry.shrink(pending.matrix))
+    shrink = min(geometry.shrink(pending.entries))
     for k in _DECODE_SCALES:
         if k <= shrink + F._SHRINK_TOL and k <= min(shape):
             return k
@@ -587,7 +597,7 @@ class Compose(Transform):
                 shape = pending.shape if pending else img.shape[:2]
                 matrix, out_shape = t.geometry(shape, t.make_params(shape, rng))
                 if pending is None:
-                    pending = _PendingWarp(geometry.translation(0, 0), shape)
+                    pending = _PendingWarp(shape)
                 pending.add(t, matrix, out_shape)
             else:
                 img = self._flush(img, pending)
