@@ -8,8 +8,9 @@
     python scripts/benchmark.py dataloader # a plain DataLoader: tracing it, moving it to augment
     python scripts/benchmark.py soak       # RSS and /dev/shm over 10,000 batches per backend
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
+    python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
-    python scripts/benchmark.py all --write-readme  # all but soak, realistic, advice (long runs)
+    python scripts/benchmark.py all --write-readme  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -513,6 +514,15 @@ def bench_realistic(args) -> str:
     return realistic.bench_realistic(args)
 
 
+def bench_overhead(args) -> str:
+    """The Python overhead per image of the Kaggle pipeline, this tree against ``--base``:
+    the code is in scripts/overhead.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import overhead
+
+    return overhead.bench_overhead(args)
+
+
 def bench_advice(args) -> str:
     """augment-profile tune on misconfigured, step-bound, concurrent and shipped configs:
     the code is in scripts/advice_bench.py."""
@@ -573,7 +583,11 @@ def main(argv: list[str] | None = None) -> None:
     realistic.add_arguments(real)
     real.add_argument("--write-readme", action="store_true")
     import advice_bench
+    import overhead
 
+    over = sub.add_parser("overhead", help="Python per image (1x1 images): --base REV vs now")
+    overhead.add_arguments(over)
+    over.add_argument("--write-readme", action="store_true")
     advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
     advice_bench.add_arguments(advice)
     advice.add_argument("--write-readme", action="store_true")
@@ -589,8 +603,9 @@ def main(argv: list[str] | None = None) -> None:
         "soak": bench_soak,
         "realistic": bench_realistic,
         "advice": bench_advice,
+        "overhead": bench_overhead,
     }
-    long_runs = ("soak", "realistic", "advice")
+    long_runs = ("soak", "realistic", "advice", "overhead")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
