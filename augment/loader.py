@@ -13,6 +13,11 @@ Invariants:
   yields the batches the uninterrupted run would have;
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
   yielded (bounded memory); one epoch runs at a time;
+- a batch's pixels are not copied on their way to the loop: the tensor views the buffer the
+  worker filled (the process backend's shared-memory slot, torch's shared storage, the
+  array made in the loop or a thread; Ray's object store is read-only, so that backend
+  copies once). The tensor is the loop's: nothing writes into it after it is handed over,
+  and the loop may write into it;
 - workers start on the first epoch and live until ``close()`` (or garbage collection, or the
   end of the ``with`` block); an error or Ctrl-C during an epoch closes them, and ``close()``
   releases what they held (processes, queues, shared memory) even while something still
@@ -257,6 +262,9 @@ class Loader:
                 self._progress[1] += 1
                 if batch is not None:
                     yield batch
+                # the loop holds the batch, not this generator: a process-backend slot is
+                # free again as soon as the loop lets go of it
+                batch = result = None
                 timing.back()
             finished = True
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
@@ -282,7 +290,10 @@ class Loader:
                 log.warning("skipped %s: %s", source, reason)
         if result.images is None or len(result.images) == 0:
             return None
-        return _assemble(torch.from_numpy(result.images).permute(0, 3, 1, 2), result.targets)
+        images = result.images
+        if not isinstance(images, torch.Tensor):  # no copy: the tensor views the array
+            images = torch.from_numpy(images)
+        return _assemble(images.permute(0, 3, 1, 2), result.targets)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers (empty before the first epoch, and for

@@ -131,7 +131,9 @@ def runs(dataset):
                 epoch = []
                 for batch in loader:
                     epoch.append(batch)
-                    rec.mapped.append(mapped_psm(os.getpid()))
+                    # in /dev/shm: the slots of earlier runs, unlinked, stay mapped while
+                    # the batches kept from them live
+                    rec.mapped.append(mapped_psm(os.getpid()) & psm_names())
                 rec.epochs.append(epoch)
         seen = set().union(*rec.mapped)
         rec.leaked, rec.left_over = leaked_psm(before), seen & psm_names()
@@ -246,12 +248,17 @@ def test_batch_size_larger_than_dataset(dataset):
 # --------------------------------------------------------------------------- memory bound
 
 
-def test_process_backend_keeps_at_most_prefetch_x_workers_shared_memory_blocks(runs):
+def test_process_backend_slots_are_capacity_plus_the_batches_the_loop_holds(runs):
+    # This run keeps every batch it is given (12, over two epochs; the first ones come back
+    # pickled, before the slots are sized): each it holds keeps its slot, nothing is
+    # overwritten, and new slots are made for the batches still to come.
     rec = runs("process", 2)
     assert rec.capacity == 4  # prefetch 2 x 2 workers, fewer than the 6 batches of an epoch
     assert len(rec.mapped) == 12
-    assert all(0 < len(names) <= rec.capacity for names in rec.mapped), [len(n) for n in rec.mapped]
-    assert len(set().union(*rec.mapped)) <= rec.capacity  # slots are reused, not renewed
+    held = range(1, 13)
+    assert all(0 < len(n) <= rec.capacity + k for n, k in zip(rec.mapped, held)), [
+        len(n) for n in rec.mapped
+    ]
     assert rec.left_over == set()  # every slot unlinked at close
     assert rec.leaked == set()
 
@@ -566,19 +573,23 @@ CONSUMER_SCRIPT = textwrap.dedent("""
         transform = augment.Compose([augment.RandomRotate90(0.5), augment.RandomCrop(48)])
         loader = augment.Loader(dataset, transform, batch_size=2, backend="process",
                                 workers=2)
+        kept = []  # with "keep": every batch, each viewing a shared-memory slot of its own
         while True:
             for i, (images, labels) in enumerate(loader):
                 if i == 0:
                     print("PIDS", *loader.worker_pids(), flush=True)
+                if sys.argv[2:] == ["keep"]:
+                    kept.append(images)
                 time.sleep(0.3)
 """)
 
 
 @contextlib.contextmanager
-def consumer_process(sample_dir: Path, tmp_path: Path):
-    """A training loop in its own session on a 2-worker process-backend loader; yields
-    (process, worker pids, psm_ names it maps) once its first batch arrived. Whatever is
-    left of it afterwards is killed and its slots unlinked, so a failure leaks nothing."""
+def consumer_process(sample_dir: Path, tmp_path: Path, keep: bool = False):
+    """A training loop in its own session on a 2-worker process-backend loader (``keep``:
+    one that keeps every batch); yields (process, worker pids, psm_ names it maps) once its
+    first batch arrived. Whatever is left of it afterwards is killed and its slots unlinked,
+    so a failure leaks nothing."""
     script = tmp_path / "consumer.py"
     script.write_text(CONSUMER_SCRIPT)
     # the same augment as this test imports (a checkout may shadow the installed one)
@@ -588,7 +599,7 @@ def consumer_process(sample_dir: Path, tmp_path: Path):
         "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
     }
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(sample_dir)],
+        [sys.executable, str(script), str(sample_dir), *(["keep"] if keep else [])],
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -621,9 +632,13 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
-def test_ctrl_c_stops_workers_and_frees_shared_memory(sample_dir, tmp_path):
+@pytest.mark.parametrize("keep", [False, True], ids=["loop", "loop-keeping-batches"])
+def test_ctrl_c_stops_workers_and_frees_shared_memory(sample_dir, tmp_path, keep):
     shm_before = psm_names()
-    with consumer_process(sample_dir, tmp_path) as (proc, pids, seen):
+    with consumer_process(sample_dir, tmp_path, keep) as (proc, pids, seen):
+        if keep:  # some batches kept, each in a slot of its own
+            time.sleep(1.5)
+            seen = seen | mapped_psm(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         sent = time.monotonic()
         try:

@@ -188,7 +188,7 @@ SMALL_SHM_CHILD = textwrap.dedent(
     from multiprocessing import shared_memory
     from augment import shm
 
-    class Frames:  # 8 images of 128x128x3 a batch: 0.4 MiB; 4 in flight need 1.5 MiB
+    class Frames:  # 8 images of 128x128x3 a batch: 0.4 MiB; 6 slots need 2.2 MiB
         def __len__(self):
             return 64
 
@@ -248,8 +248,9 @@ def test_process_backend_refuses_a_too_small_dev_shm_with_the_sizes(tmp_path):
     error = lines["ERROR"]
     for words in (
         "process backend",
-        "4 shared-memory slots",
-        "need 1.5 MiB",
+        "6 shared-memory slots",
+        "4 for the batches in flight, prefetch x workers, and 2 for those the training loop",
+        "need 2.2 MiB",
         "1.0 MiB free",
         "--shm-size",
         "prefetch",

@@ -3,8 +3,10 @@
 A backend runs ``make_batch`` somewhere: in the consumer, in threads, in processes, in torch
 DataLoader workers, on a Ray cluster. It reads like an executor: ``start(task)`` once,
 ``submit(plan)`` returns a handle whose ``result()`` is the ``BatchResult`` (images as an
-N x H x W x C numpy array owned by the caller), ``close()`` releases everything. The Loader
-submits in order, collects in order, and keeps at most ``capacity`` handles open.
+N x H x W x C numpy array or torch tensor owned by the caller: the Loader hands it to the
+training loop without copying, so nothing may write into it afterwards), ``close()``
+releases everything. The Loader submits in order, collects in order, and keeps at most
+``capacity`` handles open.
 
 A new backend is a subclass with a ``name`` and ``@register``::
 

@@ -1,11 +1,21 @@
-"""Worker processes: no GIL to share, pixels come back through shared memory.
+"""Worker processes: no GIL to share, pixels come back through shared memory, uncopied.
 
 Invariants:
 - workers start once per backend (once per loader), not per epoch;
-- each submitted batch owns one shared-memory slot until the consumer has copied it out,
-  so at most ``capacity`` slots exist and memory stays bounded;
-- slots belong to the consumer, which creates and unlinks them; workers only attach, and
-  share the consumer's resource tracker whatever the start method, so nothing else unlinks;
+- a worker writes a batch into a shared-memory slot and the consumer hands the training loop
+  a view of that slot: no copy. A slot is given to a new batch only once every array and
+  tensor viewing its last batch has been released (``weakref.finalize`` on the array the
+  tensor is made from: a tensor, its views and its storage keep that array alive), so a
+  batch never changes under whoever holds it, and the loop may write into it;
+- when a batch needs a slot and every slot is in flight or still held by the loop (a loop
+  that keeps batches in a list), a new slot is made; nothing is overwritten and nothing
+  blocks. Memory in flight is ``capacity`` batches plus the batches the loop still holds,
+  as with copies (a kept copy costs as much as a kept slot); a ``for`` loop holds two while
+  it asks for the next (the one in its variable, the one being handed over), so
+  ``capacity + 2`` slots are kept, and slots made beyond that are unlinked once free;
+- slots belong to the consumer, which creates and unlinks them; workers only attach (and
+  let go of slots the consumer no longer has), and share the consumer's resource tracker
+  whatever the start method, so nothing else unlinks;
 - the task goes to workers by value (cloudpickle): what a notebook or the main script
   defines runs there too;
 - each worker answers on a pipe of its own: one killed halfway through a message leaves
@@ -13,11 +23,14 @@ Invariants:
   locked for the others;
 - while waiting, the consumer checks every 0.2 s that all workers live: a dead worker is a
   ``RuntimeError`` naming it and, where the worker could say, why; never a hang;
-- before a slot is made or grown, /dev/shm must hold every slot at that size (capacity x the
-  largest batch), and each slot's pages are allocated as it is made: too little shared
-  memory is a ``RuntimeError`` in the consumer saying what to change, never a SIGBUS;
+- before a slot is made or grown, /dev/shm must hold every slot at that size (``capacity +
+  2``, or more while the loop holds more, x the largest batch), and each slot's pages are
+  allocated as it is made: too little shared memory is a ``RuntimeError`` in the consumer
+  saying what to change, never a SIGBUS;
 - ``close()`` drops the queues (their semaphores live in /dev/shm), the processes and the
-  slots, so nothing stays allocated whoever still holds the backend (a kept traceback).
+  slots: every slot's name is unlinked at once, so nothing stays in /dev/shm whoever still
+  holds the backend (a kept traceback); a slot still viewed by a batch the loop holds stays
+  mapped, and valid, until the last view of it is released, which unmaps it.
 
 Start methods: "spawn" (the default) starts clean interpreters, safe with any threads in the
 consumer; "forkserver" forks them from a clean server process, faster to start after the
@@ -27,12 +40,15 @@ consumer already runs native threads (OpenCV, torch intra-op, a BLAS).
 
 from __future__ import annotations
 
+import itertools
 import math
+import mmap
 import multiprocessing as mp
 import queue
 import signal
 import time
 import traceback
+import weakref
 from multiprocessing import connection, resource_tracker, shared_memory
 
 import numpy as np
@@ -47,6 +63,9 @@ _POLL_S = 0.2
 _JOIN_S = 2.0
 _FATAL = -1  # the job id of a worker's last word
 _READY = -2  # the job id of a worker's first: it has its task
+# Batches a training loop holds while it asks for the next one: the one in its loop variable
+# and the one being handed over. Slots kept beyond ``capacity``.
+LOOP_HOLDS = 2
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
@@ -92,23 +111,32 @@ def _serve(worker: int, packed_task: bytes, jobs, answers, lanes, threads: int) 
     answers.send((_READY, "ok", worker))
     attached: dict[str, shared_memory.SharedMemory] = {}
     while (job := _next_job(jobs)) is not None:
-        job_id, plan, slot_name, slot_size = job
+        job_id, plan, slot_name, slot_size, live = job
+        shm = slot = result = None
         try:
-            shm = None
             if slot_name is not None:
                 shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
             slot = _Slot(shm, slot_size)
             result = make_batch(task, plan, slot.buffer, worker=worker, lane=lane)
             if slot.used and result.images is not None and result.images.size:
-                result.images = None  # it sits in the slot; the consumer copies it out
+                result.images = None  # it sits in the slot, where the consumer views it
             message = (job_id, "ok", result)
         except Exception as exc:  # noqa: BLE001 - everything goes back to the consumer
             message = (job_id, "error", _portable(exc))
         answers.send(message)
-        if len(attached) > 64:
-            for shm in attached.values():
-                shm.close()
-            attached.clear()
+        message = slot = shm = result = None  # no view of a slot outlives its batch here
+        _detach(attached, live)
+
+
+def _detach(attached: dict[str, shared_memory.SharedMemory], live: frozenset[str]) -> None:
+    """Let go of the slots the consumer no longer has (unlinked when it shrank its pool or
+    grew a slot), so their memory goes once the consumer's views of them go."""
+    for name in [n for n in attached if n not in live]:
+        try:
+            attached[name].close()
+        except BufferError:  # still viewed (a traceback's frame): next time
+            continue
+        del attached[name]
 
 
 def _next_job(jobs):
@@ -146,6 +174,76 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class _Block:
+    """One shared-memory slot, as the consumer holds it: its name (which workers attach to)
+    and a mapping of its own, which the batches handed to the loop view. The
+    ``SharedMemory``'s own mapping is closed at once, so nothing ever needs closing while a
+    view lives; the consumer's mapping goes when the block and its last view are gone."""
+
+    def __init__(self, backend: str, what: str, nbytes: int):
+        self.shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
+        self.name, self.size = self.shm.name, self.shm.size
+        try:
+            shm_check.reserve(getattr(self.shm, "_fd", -1), self.size, backend, what)
+            self.map = mmap.mmap(self.shm._fd, self.size)
+        except BaseException:
+            self.shm.close()
+            self.shm.unlink()
+            raise
+        self.shm.close()  # its fd and its own mapping; the name stays until unlink()
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm; the memory goes with the last mapping of it."""
+        self.shm.unlink()
+
+
+class _Pool:
+    """The consumer's slots. A slot is free when no batch is in it and nothing views it;
+    ``release`` (called by ``weakref.finalize`` when the array a batch's tensor is made from
+    dies, in whatever thread) makes it free again. ``keep`` slots stay; more are made while
+    the loop holds batches, and unlinked when they are free again."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.blocks: dict[int, _Block] = {}
+        self.free: list[int] = []  # appended to by finalizers: list operations only
+        self.closed = False
+        self._ids = itertools.count()
+
+    def release(self, slot: int) -> None:
+        if not self.closed and slot in self.blocks:
+            self.free.append(slot)
+
+    def take(self) -> tuple[int, _Block | None]:
+        """A free slot (its block None when it has none yet), or a new one when none is free;
+        free slots beyond ``keep`` are unlinked first."""
+        while len(self.blocks) > self.keep and len(self.free) > 1:
+            self.blocks.pop(self.free.pop(0)).unlink()
+        if self.free:
+            slot = self.free.pop()
+            return slot, self.blocks.get(slot)
+        return next(self._ids), None
+
+    def add(self, slot: int, block: _Block) -> None:
+        old = self.blocks.pop(slot, None)
+        if old is not None:
+            old.unlink()
+        self.blocks[slot] = block
+
+    def live(self) -> frozenset[str]:
+        return frozenset(b.name for b in self.blocks.values())
+
+    def close(self) -> None:
+        """Unlink every slot: /dev/shm is empty at once. A slot a batch still views stays
+        mapped until the view is released."""
+        self.closed = True
+        blocks = list(self.blocks.values())
+        self.blocks.clear()
+        self.free.clear()
+        for block in blocks:
+            block.unlink()
+
+
 class _Handle:
     def __init__(self, backend: ProcessBackend, job: int, slot: int):
         self.backend, self.job, self.slot = backend, job, slot
@@ -172,7 +270,7 @@ class ProcessBackend(Backend):
             )
         self.start_method, self.threads = start_method, worker_setup.check_threads(threads)
         self._procs: list = []
-        self._slots: list[shared_memory.SharedMemory | None] = []
+        self._pool: _Pool | None = None
 
     def start(self, task):
         super().start(task)
@@ -184,8 +282,8 @@ class ProcessBackend(Backend):
         resource_tracker.ensure_running()  # before forking, so workers share it
         self._jobs = ctx.Queue()
         self.lanes = Lanes(self.workers, ctx)
-        self._slots = [None] * self.capacity
-        self._free = list(range(self.capacity))
+        self._pool = _Pool(self.capacity + LOOP_HOLDS)
+        self._in_flight = 0  # submitted, not yet collected
         self._arrived: dict[int, tuple] = {}
         self._ready: set[int] = set()
         self._next_job = 0
@@ -207,43 +305,42 @@ class ProcessBackend(Backend):
             self._answers[answers] = i
 
     def submit(self, plan):
-        if not self._free:
+        if self._in_flight >= self.capacity:
             raise RuntimeError("process backend: more batches submitted than its capacity")
-        slot = self._free.pop()
         # sized for the largest batch yet, so a short last batch does not shrink a slot
         self._largest = max(self._largest, len(plan.indices))
-        shm = self._slot(slot, self._largest * self._sample_nbytes)
+        slot, block = self._slot(self._largest * self._sample_nbytes)
         job, self._next_job = self._next_job, self._next_job + 1
-        self._jobs.put((job, plan, shm and shm.name, shm and shm.size))
+        name, size = (None, 0) if block is None else (block.name, block.size)
+        self._jobs.put((job, plan, name, size, self._pool.live()))
+        self._in_flight += 1
         return _Handle(self, job, slot)
 
-    def _slot(self, slot: int, nbytes: int) -> shared_memory.SharedMemory | None:
-        """Slot ``slot`` with room for ``nbytes``; None until the sample size is known."""
-        shm = self._slots[slot]
-        if nbytes == 0:
-            return shm
-        if shm is None or shm.size < nbytes:
-            what = (
-                f"{self.capacity} shared-memory slots (prefetch x workers) of {self._largest} "
-                f"images, {nbytes / 2**20:.1f} MiB each,"
-            )
-            own = sum(s.size for s in self._slots if s is not None)
-            shm_check.check(self.name, what, self.capacity * nbytes, own)
-            if shm is not None:
-                self._slots[slot] = None
-                shm.close()
-                shm.unlink()
-            shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
-            try:
-                shm_check.reserve(getattr(shm, "_fd", -1), shm.size, self.name, what)
-            except RuntimeError:
-                shm.close()
-                shm.unlink()
-                raise
-            self._slots[slot] = shm
-        return shm
+    def _slot(self, nbytes: int) -> tuple[int, _Block | None]:
+        """A slot no batch is in and nothing views, with room for ``nbytes`` (its block None
+        until the sample size is known): a free one, grown if it is too small, or a new one
+        when the loop holds all the others."""
+        pool = self._pool
+        slot, block = pool.take()
+        if nbytes == 0 or (block is not None and block.size >= nbytes):
+            return slot, block
+        count = max(pool.keep, len(pool.blocks) + (block is None))
+        held = count - self.capacity
+        what = (
+            f"{count} shared-memory slots of {self._largest} images, {nbytes / 2**20:.1f} MiB "
+            f"each ({self.capacity} for the batches in flight, prefetch x workers, and {held} "
+            "for those the training loop holds"
+            + ("" if held <= LOOP_HOLDS else ": .clone() the batches you keep")
+            + "),"
+        )
+        own = sum(b.size for b in pool.blocks.values())
+        shm_check.check(self.name, what, count * nbytes, own)
+        pool.add(slot, _Block(self.name, what, nbytes))
+        return slot, pool.blocks[slot]
 
     def _collect(self, job: int, slot: int) -> BatchResult:
+        self._in_flight -= 1
+        viewed = False
         try:
             _, kind, payload = self._wait(job)
             if kind == "error":
@@ -251,15 +348,20 @@ class ProcessBackend(Backend):
             result: BatchResult = payload
             if result.images is None and result.shape:  # in the slot (None with an error)
                 t0, c0 = time.time_ns(), time.thread_time_ns()
-                view = np.ndarray(result.shape, dtype=result.dtype, buffer=self._slots[slot].buf)
-                result.images = view.copy()
-                del view
+                # a view, not a copy: the slot is the batch's until this array (and every
+                # tensor made from it) is released
+                block = self._pool.blocks[slot]
+                result.images = np.ndarray(result.shape, dtype=result.dtype, buffer=block.map)
+                weakref.finalize(result.images, self._pool.release, slot).atexit = False
+                viewed = True
                 result.transfer = Span("transfer", t0, time.time_ns(), time.thread_time_ns() - c0)
             elif result.shape and result.images.size:  # the sample size grew: next time it fits
                 self._sample_nbytes = max(self._sample_nbytes, result.images[0].nbytes)
             return result
         finally:
-            self._free.append(slot)
+            pool = self._pool  # None once closed (a batch cancelled as the loader is collected)
+            if not viewed and pool is not None:
+                pool.release(slot)
 
     def _wait(self, job: int) -> tuple:
         while job not in self._arrived:
@@ -346,11 +448,9 @@ class ProcessBackend(Backend):
             jobs.cancel_join_thread()
             jobs.close()
         shm_check.forget(jobs)  # its semaphores, even if a kept frame holds it
-        slots, self._slots = self._slots, []
-        for shm in slots:
-            if shm is not None:
-                shm.close()
-                shm.unlink()
+        pool, self._pool = self._pool, None
+        if pool is not None:  # names go now; a slot a kept batch views stays mapped until then
+            pool.close()
         # whoever still holds this backend (a kept traceback's frames) holds nothing here
         self._arrived, self.lanes, self.task = {}, None, None
 
