@@ -2,7 +2,8 @@
 
 Checked against torch 2.4 to 2.13. ``tests/test_torch_internals.py`` fails loudly when a
 torch release renames or removes any of them: the torch backend (persistent workers driven
-through a DataLoader) and DataLoader tracing (``augment.trace.dataloader``) use only these.
+through a DataLoader, batches made in shared storage) and DataLoader tracing
+(``augment.trace.dataloader``) use only these.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def release(loader) -> None:
         getattr(iterator, "_workers_done_event", None),
     )
     loader._iterator = None
+
+
+def shared_storage(nbytes: int):
+    """A new ``torch.UntypedStorage`` of ``nbytes`` made in shared memory (by torch's sharing
+    strategy: a file descriptor, or a file in /dev/shm), so that sending it to another
+    process passes its handle, never its bytes. ``Tensor.share_memory_()`` would copy a
+    storage made elsewhere into a new shared one."""
+    import torch
+
+    return torch.UntypedStorage._new_shared(nbytes)
 
 
 def is_worker_death(exc: BaseException) -> bool:

@@ -2,19 +2,25 @@
 with torch's own shared-memory transfer, order and worker-death watchdog.
 
 Each worker records the batch it makes in shared ``Lanes`` (written in ``_Plans``), so the
-loader's watchdog names and kills a stuck one. Torch puts every batch in a shared-memory file
-of its own; when /dev/shm cannot hold one, the worker's "No space left on device" (or its
-death by SIGBUS) becomes the loader's error saying what to change.
+loader's watchdog names and kills a stuck one. A worker makes every batch in a new storage
+in shared memory (``_SharedBuffer``), which torch sends to the loop as a handle (a file
+descriptor): the pixels are written once, where the loop reads them, and no copy is made on
+the way (torch would otherwise copy the batch into shared memory as it sends it). The
+worker lets go of the storage once sent, so a batch the loop holds is the loop's alone.
+When /dev/shm cannot hold a batch, the worker's "No space left on device" (or its death by
+SIGBUS) becomes the loader's error saying what to change.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,7 +53,11 @@ class _Plans(Dataset):
         info = torch.utils.data.get_worker_info()
         if info is None:
             return make_batch(self._task, plan)
-        return make_batch(self._task, plan, worker=info.id, lane=self.lanes.lane(info.id))
+        buffer = _SharedBuffer()
+        result = make_batch(self._task, plan, buffer, worker=info.id, lane=self.lanes.lane(info.id))
+        if result.images is not None:
+            result.images = buffer.tensor(result.images)
+        return result
 
     def __len__(self) -> int:
         return self.size
@@ -64,12 +74,50 @@ class _EpochPlans(torch.utils.data.Sampler):
         return len(self.plans)
 
 
+class _SharedBuffer:
+    """A worker's batch buffer (``make_batch``'s ``buffer``): a numpy view of a new storage
+    in shared memory, made there from the start, so the batch is sent as it was written.
+    Allocated in the worker, not when the queue's feeder thread pickles it, so that a full
+    /dev/shm is an error the loop receives: in the feeder thread it is only printed, the
+    batch is lost and the loop waits forever."""
+
+    def __init__(self):
+        self.storage: torch.UntypedStorage | None = None
+        self.dtype: torch.dtype | None = None
+
+    def __call__(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        try:  # the dtypes torch has (not big-endian ones, say): others go back pickled
+            tdtype = torch.from_numpy(np.empty(0, dtype)).dtype
+        except (TypeError, ValueError):
+            return np.empty(shape, dtype)
+        count = math.prod(shape)
+        if count == 0:
+            return np.empty(shape, dtype)
+        self.storage, self.dtype = torch_internals.shared_storage(count * dtype.itemsize), tdtype
+        return self._flat(count).numpy().reshape(shape)
+
+    def _flat(self, count: int) -> torch.Tensor:
+        return torch.empty(0, dtype=self.dtype).set_(self.storage, 0, (count,))
+
+    def tensor(self, images: np.ndarray) -> np.ndarray | torch.Tensor:
+        """``images`` (the batch, the buffer's first samples) as a tensor on the shared
+        storage; anything else unchanged."""
+        if (
+            self.storage is None
+            or not isinstance(images, np.ndarray)
+            or images.size == 0
+            or images.ctypes.data != self.storage.data_ptr()
+            or not images.flags.c_contiguous
+        ):
+            return images
+        return self._flat(images.size).view(images.shape)
+
+
 def _to_tensors(result: BatchResult) -> BatchResult:
-    """Runs in the worker: images become a tensor in shared memory, which torch sends as a
-    file descriptor. Moved here, not when the queue's feeder thread pickles it (torch's
-    default), so that a full /dev/shm is an error the loop receives: in the feeder thread it
-    is only printed, the batch is lost and the loop waits forever."""
-    if result.images is not None:
+    """Runs in the worker: images not already in shared memory (a buffer torch has no dtype
+    for) are copied into it here, for the reason ``_SharedBuffer`` says."""
+    if isinstance(result.images, np.ndarray):
         result.images = torch.from_numpy(result.images).share_memory_()
     return result
 
@@ -164,8 +212,7 @@ class TorchBackend(Backend):
             raise RuntimeError(
                 f"torch backend: expected batch {plan.number}, got {result.plan.number}"
             )
-        if isinstance(result.images, torch.Tensor):
-            result.images = result.images.numpy()
+        if isinstance(result.images, torch.Tensor):  # the worker's storage, not a copy
             self._batch_nbytes = max(self._batch_nbytes, result.images.nbytes)
         return result
 
