@@ -17,7 +17,8 @@ Invariants:
   worker filled (the process backend's shared-memory slot, torch's shared storage, the
   array made in the loop or a thread; Ray's object store is read-only, so that backend
   copies once). The tensor is the loop's: nothing writes into it after it is handed over,
-  and the loop may write into it;
+  and the loop may write into it. Memory in flight is the batches submitted plus those the
+  loop still holds, as it would be with copies;
 - workers start on the first epoch and live until ``close()`` (or garbage collection, or the
   end of the ``with`` block); an error or Ctrl-C during an epoch closes them, and ``close()``
   releases what they held (processes, queues, shared memory) even while something still
