@@ -17,9 +17,10 @@ Measured per image (the worker stages of the run, ``summary.summarize``):
   the traced stages' CPU, per image. It is charged to every backend alike.
 
 Measured per batch: the loop's ``step`` (wall and CPU) and the ``transfer`` of the backend
-that ran. Backends that did not run get a transfer from the pixels' copy cost (collate per
-image): the process backend copies a batch out of shared memory once in the loop; torch
-workers copy it into shared memory once more.
+that ran. Backends that did not run get none: the process backend hands the loop a tensor
+viewing its shared-memory slot, and torch's loop maps the block its worker wrote. Torch
+workers write each batch into a new shared-memory block, whose fresh pages cost about a copy
+of the pixels (collate per image); the process backend's slots are reused.
 
 For a backend and n workers, the rate without CPU contention is the smallest of:
 
@@ -65,15 +66,11 @@ class Costs:
 
     def transfer_for(self, backend: str) -> float:
         """Consumer-side cost of receiving one batch on ``backend``."""
-        if backend == self.backend:
-            return self.transfer
-        if backend == "process":
-            return self.batch_size * self.copy
-        return 0.0
+        return self.transfer if backend == self.backend else 0.0
 
     def worker_copy_for(self, backend: str) -> float:
-        """Worker-side cost per batch beyond making it: torch pickles the batch into
-        shared memory (one more copy); the process backend collates straight into it."""
+        """Worker-side cost per batch beyond making it: a torch worker fills a new shared
+        block per batch (fresh pages, about a copy); process slots are reused."""
         return self.batch_size * self.copy if backend == "torch" else 0.0
 
     def to_dict(self) -> dict:
