@@ -121,6 +121,9 @@ def bench_ops(args) -> str:
     for name, ms in per_image.items():
         ratio = f"{ms / per_image[reference]:.2f}x" if reference else "n/a"
         lines.append(f"| {name} | {ms:.3f} | {ratio} |")
+    if reference:
+        ours = per_image[f"augment, default kernel ({default})"] / per_image[reference]
+        lines += ["", f"- default kernel / albumentations: {ours:.2f}x (target <= 0.5x)"]
     table = "\n".join(lines)
     print(
         f"Kaggle pipeline on {len(images)} 256x256 tiles, crop {args.crop}, one thread, "
@@ -140,11 +143,6 @@ def bench_dataset(n: int) -> Path:
     if not (folder / "labels.csv").exists():
         write_dataset(folder, n=n, size=256, seed=1)
     return folder
-
-
-def identity(img, rng):
-    """No augmentation: the decode-only floor."""
-    return img
 
 
 class AlbumentationsFiles:
@@ -198,8 +196,9 @@ def bench_pipeline(args) -> str:
     except ImportError:
         print("albumentations is not installed (pip install -e '.[bench]')", file=sys.stderr)
     for backend in ("thread", "process"):
-        loaders[f"decode only ({backend}, 2 workers)"] = augment.Loader(
-            dataset, identity, batch_size=batch, backend=backend, workers=2
+        # the floor: decode and the output's crop, nothing resampled (an exact copy)
+        loaders[f"decode and crop only ({backend}, 2 workers)"] = augment.Loader(
+            dataset, augment.CenterCrop(args.crop), batch_size=batch, backend=backend, workers=2
         )
 
     def epoch(loader):
@@ -214,7 +213,7 @@ def bench_pipeline(args) -> str:
     rate = {name: len(dataset) / t for name, t in medians.items()}
     ours = {n: r for n, r in rate.items() if n.startswith("augment")}
     best = max(ours, key=ours.get)
-    floor = max(r for n, r in rate.items() if n.startswith("decode only"))
+    floor = max(r for n, r in rate.items() if n.startswith("decode and crop only"))
     two_workers = max(r for n, r in ours.items() if n.endswith("2 workers"))
     lines = ["| pipeline | images/s |", "|---|---:|"]
     lines += [f"| {name} | {r:.0f} |" for name, r in rate.items()]
@@ -224,8 +223,8 @@ def bench_pipeline(args) -> str:
         f"{ours[best] / rate.get('DataLoader(2 workers) + albumentations', float('nan')):.2f}x"
         " (target >= 1.4x)",
         f"2 workers / serial: {two_workers / ours['augment serial, 1 worker']:.2f}x"
-        " (target >= 1.8x)",
-        f"best / decode-only floor: {ours[best] / floor:.0%} (target >= 60%)",
+        " (target >= 1.9x)",
+        f"best / decode-and-crop-only floor: {ours[best] / floor:.0%} (target >= 70%)",
     ]
     if "augment ray, 2 workers" in ours:
         checks.append(
@@ -291,7 +290,7 @@ def bench_tracing(args) -> str:
         "|---|---:|---:|---:|",
     ]
     lines += [f"| {b} | {off:.0f} | {on:.0f} | {on / off:.3f} |" for b, off, on in rows]
-    table = "\n".join(lines) + "\n\n- target: on / off >= 0.98"
+    table = "\n".join(lines) + "\n\n- target: on / off >= 0.99"
     print(f"{len(dataset)} tiles per epoch, median of {args.rounds} alternated epochs:\n{table}")
     return table
 
