@@ -95,6 +95,8 @@ class Loader:
         check_int(workers, "workers", 0)
         check_int(prefetch, "prefetch", 1)
         check_int(seed, "seed", 0)
+        if seed >= 2**64:  # a Philox key word (augment.batch.KeyedRng)
+            raise ValueError(f"seed must be an integer below 2**64, got {seed!r}")
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
         if backend not in backends.names():

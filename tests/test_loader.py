@@ -494,6 +494,8 @@ def test_worker_killed_halfway_through_sending_a_batch_is_an_error_not_a_hang():
         ({"on_error": "ignore"}, ["'ignore'", "raise", "skip"]),
         ({"prefetch": 0}, ["prefetch", ">= 1"]),
         ({"batch_size": 2.5}, ["batch_size"]),
+        ({"seed": 2**64}, ["seed", "2**64"]),
+        ({"seed": -1}, ["seed", ">= 0"]),
     ],
 )
 def test_wrong_arguments_are_value_errors_saying_what_is_accepted(dataset, kwargs, words):
