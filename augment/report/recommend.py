@@ -94,6 +94,12 @@ def _why(exp, c, choice, now, together: int, machine: tuple[int, float], availab
         f"{now.images_per_s:,.0f} img/s for the current one"
     )
     parts.append(f"measured now: {exp['images_per_s']:,.0f} img/s")
+    if c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
+        parts.append(
+            "expect more than this: threads that wait for the GIL spend more CPU per image "
+            "than the same work in separate processes, and the figure is costed at the "
+            "threads' CPU"
+        )
     if c.gil_known == "not measured" and "thread" in available and choice.backend != "thread":
         no_gil = model.Costs(**{**c.__dict__, "gil": 0.0})
         threads = max(
