@@ -346,8 +346,9 @@ def run(experiment: Experiment, trace_dir: str | Path, progress=None, barrier=No
                 batches += 1
                 if batches <= warmup:
                     if batches == warmup:
+                        waited_from = time.time_ns()
                         _release_together(barrier, experiment.name)
-                        tracer.mark_measured()
+                        tracer.mark_measured(waited_from)
                     continue
                 if batches == warmup + 1:  # the steady state starts at this batch's hand-over
                     tracer.record_process_cpu(loader.worker_pids())

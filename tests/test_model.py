@@ -112,6 +112,28 @@ def test_oversubscribed_experiments_keep_their_sum_with_fewer_workers(tmp_path):
     assert sum(e["recommendation"]["workers"] for e in exps.values()) < 6
 
 
+def test_an_experiment_given_less_for_the_group_is_told_why(tmp_path):
+    cheap = {k: (ms / 4, cpu / 4) for k, (ms, cpu) in CPU_HEAVY.items()}
+    plans = [
+        Plan("heavy", backend="process", workers=2, stages=CPU_HEAVY, pid=1000),
+        Plan("cheap", backend="process", workers=2, stages=cheap, pid=2000),
+    ]
+    exps = judge(tmp_path, plans, [100.0, 100.0])
+    now = sum(e["expected_images_per_s"] for e in exps.values())
+    after = sum(e["recommendation"]["expected_images_per_s"] for e in exps.values())
+    assert after > 1.03 * now  # the cheap pipeline makes more images per core-second
+    losers = [
+        e for e in exps.values()
+        if e["recommendation"]["expected_images_per_s"] < 0.97 * e["expected_images_per_s"]
+    ]  # fmt: skip
+    assert [e["name"] for e in losers] == ["heavy"]
+    assert (
+        f"less than now so that the 2 experiments at once make more in all: about "
+        f"{after:,.0f} img/s summed, from {now:,.0f}"
+    ) in losers[0]["recommendation"]["why"]
+    assert "less than now" not in exps["cheap"]["recommendation"]["why"]
+
+
 def test_one_after_another_each_is_recommended_alone(tmp_path):
     plans = [
         Plan(

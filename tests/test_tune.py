@@ -47,6 +47,9 @@ def test_experiments_at_once_overlap_even_when_short(tmp_path):
     marks = {m["experiment"]: m["measured_from_ns"] for m in trace.marks}
     assert set(marks) == {"thread_1w", "process_1w"}
     assert abs(marks["thread_1w"] - marks["process_1w"]) < 0.5e9  # released together
+    # the thread loader warmed up first and waited for the process one, which started later
+    waited = {m["experiment"]: m["measured_from_ns"] - m["waited_from_ns"] for m in trace.marks}
+    assert all(w >= 0 for w in waited.values()) and waited["thread_1w"] > waited["process_1w"]
     exps = {e["name"]: e for e in json.loads((out / "summary.json").read_text())["experiments"]}
     for e in exps.values():
         assert e["images"] == 5 * 8  # the warm-up batches are not counted

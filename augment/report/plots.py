@@ -26,6 +26,7 @@ COLORS = {
     "wait": "#d62728",
     "step": "#bdbdbd",
 }
+BARRIER_COLOR = "#fdd0a2"  # a loop waiting for the experiments that run with it
 
 
 def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
@@ -46,6 +47,18 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
                 label += f" ({len(rows[lane])} processes)"
             lanes.append((f"{name}: {label}", lane, rows[lane]))
     return lanes
+
+
+def _barrier_bars(trace: Trace, lanes, clock) -> list[tuple[int, tuple[float, float]]]:
+    """(row, (start, width)) of each loop's wait for the experiments run with it."""
+    loops = {key[0]: i for i, (_, key, _) in enumerate(lanes) if key[2] == CONSUMER_LANE}
+    out = []
+    for mark in trace.marks:
+        row = loops.get(mark["experiment"])
+        if row is not None and "waited_from_ns" in mark:
+            start = clock(mark["waited_from_ns"])
+            out.append((row, (start, max(clock(mark["measured_from_ns"]) - start, 1e-9))))
+    return out
 
 
 class _Clock:
@@ -104,6 +117,9 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
             zorder=3 if thin else 2,
         )
     drawn = {stage for _, stage in bars}
+    barrier = _barrier_bars(trace, lanes, clock)
+    for y, span in barrier:  # over the step that holds it: that time was no training step
+        ax.broken_barh([span], (y - 0.4, 0.8), facecolors=BARRIER_COLOR, linewidth=0, zorder=2.5)
     ax.set_yticks(range(len(lanes)), [label for label, _, _ in lanes], fontsize=8)
     ax.set_ylim(len(lanes) - 0.5, -0.5)
     previous = None
@@ -114,8 +130,9 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
     ax.legend(
-        handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn],
-        ncol=7,
+        handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn]
+        + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else []),
+        ncol=8,
         fontsize=8,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),

@@ -32,13 +32,18 @@ def recommend(experiments: list[dict], intervals: dict, cores: int) -> None:
         free = max(cores - other_load, 0.5)
         current = model.predict(now, free)
         choices = model.best_allocation(now, free, available, max_workers=2 * cores)
+        group = (
+            len(judged),
+            sum(r.images_per_s for r in current),
+            sum(c.rate.images_per_s for c in choices),
+        )
         for (exp, c), rate, choice in zip(judged, current, choices):
             exp["expected_images_per_s"] = round(rate.images_per_s, 1)
             exp["recommendation"] = {
                 "backend": choice.backend,
                 "workers": choice.workers,
                 "expected_images_per_s": round(choice.rate.images_per_s, 1),
-                "why": _why(exp, c, choice, rate, len(judged), (cores, free), available),
+                "why": _why(exp, c, choice, rate, group, (cores, free), available),
             }
 
 
@@ -55,7 +60,8 @@ def headline(exp: dict) -> str:
         return "none: too short to judge" if exp.get("too_short") else "none"
     what, expected = label(rec["backend"], rec["workers"]), rec["expected_images_per_s"]
     if what == label(exp["backend"], exp["workers"]):
-        return f"keep {what}: about {expected:,.0f} img/s expected, {exp['images_per_s']:,.0f} measured"
+        measured = exp["images_per_s"]
+        return f"keep {what}: about {expected:,.0f} img/s expected, {measured:,.0f} measured"
     gain = expected / exp["images_per_s"] if exp["images_per_s"] else 0.0
     return f"{what}: about {expected:,.0f} img/s, {gain:.1f}x now"
 
@@ -79,9 +85,12 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> float:
     return max(0, min(a[1], b[1]) - max(a[0], b[0])) / shorter
 
 
-def _why(exp, c, choice, now, together: int, machine: tuple[int, float], available) -> str:
-    """The recommendation's reasons; ``machine`` is (cores, cores free of other work)."""
+def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> str:
+    """The recommendation's reasons; ``group`` is (experiments at once, their summed
+    images/s now and as recommended, the model's), ``machine`` (cores, cores free of other
+    work)."""
     cores, free = machine
+    together, sum_now, sum_recommended = group
     rate = choice.rate
     parts = [_bound(c, choice, machine, together)]
     same = (choice.backend, choice.workers) == (exp["backend"], exp["workers"]) or (
@@ -94,6 +103,11 @@ def _why(exp, c, choice, now, together: int, machine: tuple[int, float], availab
         f"{now.images_per_s:,.0f} img/s for the current one"
     )
     parts.append(f"measured now: {exp['images_per_s']:,.0f} img/s")
+    if together > 1 and rate.images_per_s < 0.97 * now.images_per_s:
+        parts.append(
+            f"less than now so that the {together} experiments at once make more in all: "
+            f"about {sum_recommended:,.0f} img/s summed, from {sum_now:,.0f}"
+        )
     if c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
         parts.append(
             "expect more than this: threads that wait for the GIL spend more CPU per image "

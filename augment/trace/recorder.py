@@ -108,11 +108,15 @@ class Tracer:
             [{"meta": {"experiment": self.experiment, "host": self.host, "pid": self.pid, **info}}]
         )
 
-    def mark_measured(self) -> int:
+    def mark_measured(self, waited_from_ns: int | None = None) -> int:
         """From now on the experiment is measured: what came before was warm-up (the report
-        leaves out batches handed over before this). Returns the time written."""
+        leaves out batches handed over before this). ``waited_from_ns``: when it began to
+        wait for the experiments that run with it. Returns the time written."""
         now = time.time_ns()
-        self.write([{"mark": {"experiment": self.experiment, "measured_from_ns": now}}])
+        mark = {"experiment": self.experiment, "measured_from_ns": now}
+        if waited_from_ns is not None:
+            mark["waited_from_ns"] = waited_from_ns
+        self.write([{"mark": mark}])
         return now
 
     def record_process_cpu(self, pids: list[int]) -> None:
