@@ -53,9 +53,13 @@ def load_images(n: int, size: int = 256) -> list[np.ndarray]:
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def race(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Run each contender once per round, in alternating order; median seconds per call."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+def race(
+    contenders: dict[str, Callable[[], None]], rounds: int, times: dict | None = None
+) -> dict[str, float]:
+    """Run each contender once per round, in alternating order; median seconds per call.
+    ``times``, where given, receives every round's seconds per contender."""
+    times = {} if times is None else times
+    times.update({name: [] for name in contenders})
     names = list(contenders)
     for fn in contenders.values():  # warm-up: imports, caches, scratch buffers
         fn()
@@ -275,21 +279,27 @@ def bench_tracing(args) -> str:
                     tracer=tracer,
                 ),
             }
+            times: dict[str, list[float]] = {}
             try:
                 medians = race(
                     {k: (lambda ld=ld: sum(len(x) for x, _ in ld)) for k, ld in loaders.items()},
                     args.rounds,
+                    times,
                 )
             finally:
                 for loader in loaders.values():
                     loader.close()
                 tracer.close()
-            rows.append((backend, len(dataset) / medians["off"], len(dataset) / medians["on"]))
+            # paired: each round's off time over its on time, so a slow moment of the
+            # shared machine weighs on both sides of one ratio
+            paired = statistics.median(o / n for o, n in zip(times["off"], times["on"]))
+            n = len(dataset)
+            rows.append((backend, n / medians["off"], n / medians["on"], paired))
     lines = [
-        "| backend, 2 workers | tracing off, images/s | tracing on | on / off |",
+        "| backend, 2 workers | tracing off, images/s | tracing on | on / off, paired |",
         "|---|---:|---:|---:|",
     ]
-    lines += [f"| {b} | {off:.0f} | {on:.0f} | {on / off:.3f} |" for b, off, on in rows]
+    lines += [f"| {b} | {off:.0f} | {on:.0f} | {ratio:.3f} |" for b, off, on, ratio in rows]
     table = "\n".join(lines) + "\n\n- target: on / off >= 0.99"
     print(f"{len(dataset)} tiles per epoch, median of {args.rounds} alternated epochs:\n{table}")
     return table
