@@ -356,3 +356,58 @@ def test_uint8_bilinear_rounds_to_nearest_without_bias(name):
     err = got.astype(np.float64) - ref
     assert abs(err.mean()) < 0.1, f"{name}: mean error {err.mean():+.3f} grey levels"
     assert np.abs(err).max() <= 0.5 + 1e-3, f"{name}: max error {np.abs(err).max():.3f}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.data(),
+    st.sampled_from([None, 1, 2, 3, 4]),
+    st.sampled_from([np.uint8, np.float32]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_box_resizes_match_reference(ho, wo, data, c, dtype, flip_x, flip_y):
+    """What RandomResizedCrop and Resize make: a whole-pixel box shrunk (or kept) onto the
+    output, maybe mirrored. The OpenCV kernel takes cv2.resize for these; every kernel must
+    still agree with the reference everywhere, and the uint8 errors must not lean."""
+    h = data.draw(st.integers(ho, ho * 3 + 2))
+    w = data.draw(st.integers(wo, wo * 3 + 2))
+    bh, bw = data.draw(st.integers(ho, h)), data.draw(st.integers(wo, w))
+    top, left = data.draw(st.integers(0, h - bh)), data.draw(st.integers(0, w - bw))
+    sx, sy = wo / bw, ho / bh  # forward: box -> output, half-pixel centres
+    m = np.array([[sx, 0.0, 0.5 * sx - 0.5 - sx * left], [0.0, sy, 0.5 * sy - 0.5 - sy * top]])
+    if flip_x:
+        m[0] = [-m[0, 0], 0.0, wo - 1 - m[0, 2]]
+    if flip_y:
+        m[1] = [0.0, -m[1, 1], ho - 1 - m[1, 2]]
+    img = random_image(np.random.default_rng(h * 1000 + w), shape_with(h, w, c), dtype)
+    ref, xs, ys = ref_warp(img, m, (ho, wo), "bilinear", "reflect", 0)
+    if "opencv" in KERNELS:  # the case is one the OpenCV kernel resizes
+        from augment.kernels import opencv_kernel
+
+        inverse = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+        src = img if img.ndim == 3 else img[:, :, None]
+        assert opencv_kernel._resize_box(src, inverse, (ho, wo), None) is not None
+    for name in KERNELS:
+        got = F.affine(img, m, (ho, wo), "bilinear", "reflect", kernel=name, antialias=False)
+        ctx = f"{name} {img.shape} {dtype} box {top},{left} {bh}x{bw} -> {ho}x{wo}"
+        assert_close_to_reference(got, img, ref, xs, ys, "bilinear", ctx)
+        out = np.zeros_like(ref, dtype=dtype)
+        into = F.affine(img, m, (ho, wo), "bilinear", "reflect", kernel=name, antialias=False,
+                        out=out)  # fmt: skip
+        assert into is out and np.array_equal(out, got), ctx
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_box_resize_rounds_without_bias(name):
+    img = random_image(np.random.default_rng(9), (300, 280, 3), np.uint8)
+    top, left, bh, bw, ho, wo = 20, 30, 250, 230, 224, 224
+    sx, sy = wo / bw, ho / bh
+    m = np.array([[sx, 0.0, 0.5 * sx - 0.5 - sx * left], [0.0, sy, 0.5 * sy - 0.5 - sy * top]])
+    ref, _, _ = ref_warp(img, m, (ho, wo), "bilinear", "reflect", 0)
+    got = F.affine(img, m, (ho, wo), "bilinear", "reflect", kernel=name, antialias=False)
+    err = got.astype(np.float64) - ref
+    assert abs(err.mean()) < 0.05, f"{name}: mean error {err.mean():+.3f} grey levels"
+    assert np.abs(err).max() <= 1.0 + 1e-9, f"{name}: max error {np.abs(err).max():.3f}"
