@@ -354,8 +354,9 @@ def test_over_max_pixels_is_bad_image_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("pillow_limit", [3000, 1000])  # warning zone (< 2x) and error zone
-def test_pillow_decompression_bomb_is_bad_image_error(tmp_path, monkeypatch, pillow_limit):
-    path = _write(tmp_path / "bomb.png", _noise(64, 64))  # 4096 pixels
+@pytest.mark.parametrize("name", ["bomb.png", "bomb.jpg"])  # a JPEG skips Pillow's header
+def test_pillow_decompression_bomb_is_bad_image_error(tmp_path, monkeypatch, pillow_limit, name):
+    path = _write(tmp_path / name, _noise(64, 64))  # 4096 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
     with pytest.raises(BadImageError) as info:
         _decode_file(path)
