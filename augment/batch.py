@@ -26,7 +26,8 @@ import numpy as np
 from augment.data import BadImageError
 from augment.samples import MapStyle, Staged, as_image
 from augment.trace.schema import CONSUMER_LANE
-from augment.transforms import Compose, GeometricTransform, SamplePlan
+from augment.transforms import Compose, GeometricTransform
+from augment.warp_plan import SamplePlan
 from augment.watchdog import Lane
 
 ON_ERROR = ("raise", "skip")

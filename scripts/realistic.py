@@ -159,7 +159,7 @@ class AlbumentationsPath:
 def reduced_share(dataset, transform, n: int = 256) -> float:
     """The share of the first ``n`` samples of epoch 0 that are decoded smaller."""
     from augment.batch import sample_rng
-    from augment.transforms import SamplePlan
+    from augment.warp_plan import SamplePlan
 
     count = 0
     for i in range(min(n, len(dataset))):

@@ -27,7 +27,7 @@ import augment  # noqa: E402
 from augment import data  # noqa: E402
 from augment.batch import sample_rng  # noqa: E402
 from augment.sample_data import photo  # noqa: E402
-from augment.transforms import SamplePlan  # noqa: E402
+from augment.warp_plan import SamplePlan  # noqa: E402
 
 
 def jpeg(img: np.ndarray, quality: int = 90) -> bytes:

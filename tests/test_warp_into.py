@@ -29,8 +29,8 @@ from augment.transforms import (
     RandomRowJitter,
     RandomScale,
     Resize,
-    SamplePlan,
 )
+from augment.warp_plan import SamplePlan
 
 KERNELS = kernels.available()
 
