@@ -3,9 +3,10 @@
 OpenCV 5 interpolates in floating point, within half a grey level of the reference; older
 releases quantise coordinates to 1/32 pixel, so they are refused.
 
-Every map warps just the part of the image its samples touch (a smaller source stays in
-cache). Which OpenCV call is cheapest depends on the pixels (measured on the RandomResizedCrop
-boxes of the realistic benchmark, 224 x 224 out):
+An image more than twice the output's area is warped from just the part its samples touch
+(a smaller source stays in cache, and less is converted below). Which OpenCV call is
+cheapest depends on the pixels (measured on the RandomResizedCrop boxes of the realistic
+benchmark, 224 x 224 out):
 
 - uint8 with 3 or 4 channels: ``warpAffine`` on 4 channels, a 3-channel image converted to
   RGBA and back (OpenCV's 4-channel path is vectorised; the first three channels hold the
@@ -130,11 +131,12 @@ def _part_read(img, inverse, out_shape, border):
     borders only (mirrored reads may reach anywhere)."""
     h, w = img.shape[:2]
     ho, wo = out_shape
-    (a, b, c), (d, e, f) = inverse
-    xs = (c, a * (wo - 1) + c, b * (ho - 1) + c, a * (wo - 1) + b * (ho - 1) + c)
-    ys = (f, d * (wo - 1) + f, e * (ho - 1) + f, d * (wo - 1) + e * (ho - 1) + f)
-    x0, x1 = math.floor(min(xs)) - 1, math.ceil(max(xs)) + 2
-    y0, y1 = math.floor(min(ys)) - 1, math.ceil(max(ys)) + 2
+    (a, b, c), (d, e, f) = inverse.tolist()  # Python floats: numpy scalars are slow
+    ax, by, dx, ey = a * (wo - 1), b * (ho - 1), d * (wo - 1), e * (ho - 1)
+    x0 = math.floor(c + min(ax, 0.0) + min(by, 0.0)) - 1
+    x1 = math.ceil(c + max(ax, 0.0) + max(by, 0.0)) + 2
+    y0 = math.floor(f + min(dx, 0.0) + min(ey, 0.0)) - 1
+    y1 = math.ceil(f + max(dx, 0.0) + max(ey, 0.0)) + 2
     inside = x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     usable = x0 < x1 and y0 < y1 and (inside or border != "reflect")
@@ -144,10 +146,17 @@ def _part_read(img, inverse, out_shape, border):
 def _warp_affine(img, matrix, out_shape, border, kwargs, out=None):
     """``cv2.warpAffine`` of the part of ``img`` read, 3-channel uint8 as RGBA."""
     ho, wo = out_shape
-    (y0, y1, x0, x1), usable = _part_read(img, matrix, out_shape, border)
-    if usable and (y0, y1, x0, x1) != (0, img.shape[0], 0, img.shape[1]):
+    h, w = img.shape[:2]
+    if h * w > 2 * ho * wo:  # a part worth cutting out (else not worth the Python)
+        (y0, y1, x0, x1), usable = _part_read(img, matrix, out_shape, border)
+        usable = usable and (y0, y1, x0, x1) != (0, h, 0, w)
+    else:
+        usable = False
+    if usable:
         img = img[y0:y1, x0:x1]
-        matrix = matrix - np.array([[0, 0, x0], [0, 0, y0]], dtype=np.float64)
+        matrix = matrix.copy()
+        matrix[0, 2] -= x0
+        matrix[1, 2] -= y0
     c = img.shape[2]
     if c == 3 and img.dtype == np.uint8:  # as RGBA: see the module's docstring
         rgba = cv2.warpAffine(cv2.cvtColor(img, cv2.COLOR_RGB2RGBA), matrix, (wo, ho), **kwargs)
