@@ -250,6 +250,11 @@ def bench_realistic(args) -> str:
             f"best / DataLoader + {short}: {paired(name):.2f}x (target >= {TARGETS[short]}x)"
         )
     checks.append(f"best / decode-only floor: {paired(floor):.0%}")  # time ratio = speed ratio
+    if "albumentations" in baselines:  # the ceiling for any pipeline that decodes every pixel
+        ceiling = statistics.median(
+            o / f for o, f in zip(times[baselines["albumentations"]], times[floor])
+        )
+        checks.append(f"decode-only floor / DataLoader + albumentations: {ceiling:.2f}x")
     checks.append(
         f"samples decoded smaller (warp shrinks 2x or more): {reduced_share(dataset, pipeline):.0%}"
     )
