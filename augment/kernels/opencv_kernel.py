@@ -76,7 +76,7 @@ def _box_axis(scale: float, offset: float, n_out: int, n_in: int):
     return start, length, mirrored, edge
 
 
-def _resize_box(img, inverse, out_shape, out, warp_part=None):
+def _resize_box(img, inverse, out_shape, out, warp_part):
     """The map as ``cv2.resize`` of a box, when it is one (see the module's docstring);
     ``warp_part(inverse, shape)`` warps the few output rows or columns next to the edges of
     an enlarged box."""
@@ -86,7 +86,7 @@ def _resize_box(img, inverse, out_shape, out, warp_part=None):
     ho, wo = out_shape
     xs = _box_axis(a, c, wo, img.shape[1])
     ys = _box_axis(e, f, ho, img.shape[0])
-    if xs is None or ys is None or (warp_part is None and (xs[3] or ys[3])):
+    if xs is None or ys is None:
         return None
     (x0, w, flip_x, edge_x), (y0, h, flip_y, edge_y) = xs, ys
     box = img[y0 : y0 + h, x0 : x0 + w]
