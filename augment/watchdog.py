@@ -11,9 +11,13 @@ Invariants:
   the loop asks for it); only the batch the loop waits for is judged, never the training step;
 - past ``WARN_AFTER_S`` one warning is logged (logger "augment"), once per loader; past the
   loader's ``timeout`` the backend stops the worker (``Backend.stop``) and the wait raises
-  the ``RuntimeError``, after which the loader closes. A thread cannot be stopped: the thread
-  backend releases the loop and abandons the thread; the serial backend, whose loop makes the
-  batch itself, can only warn, and raises if the batch ever comes back;
+  the ``RuntimeError``, after which the loader closes. A batch no worker has begun (workers
+  stuck starting: an import or a dataset's unpickling that never returns) is judged from
+  when the loop asked, past the timeout but never before ``START_GRACE_S`` (workers may
+  take that long to start); then every worker is stopped (``Backend.stop_all``). A thread
+  cannot be stopped: the thread backend releases the loop and abandons the thread; the
+  serial backend, whose loop makes the batch itself, can only warn, and raises if the batch
+  ever comes back;
 - one daemon thread per loader, started by its first wait and ended by ``close()``.
 """
 
@@ -31,6 +35,9 @@ log = logging.getLogger("augment")
 # Seconds a batch may take before the one warning of a loader without a timeout (a module
 # constant: tests shorten it).
 WARN_AFTER_S = 60.0
+# Seconds a batch no worker has begun may wait, at least, before the timeout applies to it:
+# spawning workers, importing torch and unpickling a dataset can take that long.
+START_GRACE_S = 60.0
 _FIELDS = 5  # per lane: batch number (-1: idle), epoch, since (monotonic ns), pid, sample
 _MAX_NAMED = 8  # samples listed in a message, besides the one the worker is at
 
@@ -156,9 +163,11 @@ class Watchdog:
     def _check(self, backend, plan, asked_ns: int) -> None:
         held = backend.holder(plan)
         now = time.monotonic_ns()
-        if held is None:  # no worker has taken it yet: only the warning, for a long wait
+        if held is None:  # no worker has taken it yet: stuck starting, or slow to start
             waited = (now - asked_ns) / 1e9
-            if waited > WARN_AFTER_S and not self._warned:
+            if self.timeout is not None and waited > max(self.timeout, START_GRACE_S):
+                self._unbegun_error(backend, plan, waited)
+            elif waited > WARN_AFTER_S and not self._warned:
                 self._warned = True
                 log.warning(
                     "%s: the loop has waited %.1f s for batch %d of epoch %d, which no worker "
@@ -193,6 +202,23 @@ class Watchdog:
             facts = self._describe(backend.name, plan, held, elapsed, " so far")
             log.warning("%s. %s", facts, self._advice())
 
+    def _unbegun_error(self, backend, plan, waited: float) -> None:
+        facts = (
+            f"{backend.name} backend: the loop has waited {waited:.1f} s for batch "
+            f"{plan.number} of epoch {plan.epoch}, which no worker has begun, past "
+            f"Loader(timeout={self.timeout:g}) (at least {START_GRACE_S:g} s for a batch not "
+            "begun, as workers start): the workers are stuck before it (an import, or the "
+            f"dataset's unpickling in a new worker, that never returns?); "
+            f"{self._samples(plan, None)}"
+        )
+        outcome = backend.stop_all()
+        if outcome is None:  # nothing to stop: only say it, once
+            if not self._warned:
+                self._warned = True
+                log.warning("%s", facts)
+            return
+        self.error = RuntimeError(f"{facts}; {outcome}")
+
     def _advice(self) -> str:
         if self.timeout is None:
             return (
@@ -224,4 +250,4 @@ class Watchdog:
         return f"{text}the batch holds {', '.join(names)}{more}"
 
 
-__all__ = ["WARN_AFTER_S", "Watchdog", "Lanes", "Lane", "Held", "check_timeout"]
+__all__ = ["WARN_AFTER_S", "START_GRACE_S", "Watchdog", "Lanes", "Lane", "Held", "check_timeout"]

@@ -172,6 +172,96 @@ def test_without_a_timeout_a_slow_batch_logs_one_warning_naming_it(
         assert words in warnings[0], (words, warnings[0])
 
 
+class StuckArriving:
+    """A dataset whose copy in a new worker process never finishes unpickling (a dataset
+    that opens a file on a dead network mount as it arrives, say): the worker is alive but
+    never takes a batch. It writes its pid into ``marks`` first."""
+
+    def __init__(self, dataset: ImageFolder, marks: Path):
+        self.dataset, self.marks, self.parent = dataset, marks, os.getpid()
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.getpid() != self.parent:
+            (self.marks / f"arrived-{os.getpid()}").write_text(str(time.time()))
+            while not (self.marks / "release").exists():
+                time.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["process", "torch"])
+def test_workers_stuck_starting_past_the_timeout_are_an_error_not_a_hang(
+    dataset, tmp_path, backend, monkeypatch
+):
+    """No worker ever begins a batch: past the timeout (and the start-up grace, cut short
+    here once a worker is seen stuck, so a slow start is never mistaken for a stuck one)
+    the loop gets an error saying so, every worker is killed, nothing is left."""
+    monkeypatch.setattr(watchdog_module, "START_GRACE_S", 3600.0)
+
+    def shorten_grace_once_stuck():
+        while not any(tmp_path.glob("arrived-*")) and not (tmp_path / "release").exists():
+            time.sleep(0.02)
+        monkeypatch.setattr(watchdog_module, "START_GRACE_S", 0.5)
+
+    threading.Thread(target=shorten_grace_once_stuck, daemon=True).start()
+    children, shm_before = live_children(), shm_names()
+    loader = Loader(
+        StuckArriving(dataset, tmp_path), batch_size=BATCH, backend=backend, workers=2,
+        shuffle=False, timeout=1.5,
+    )  # fmt: skip
+    try:
+        with hang_guard(60), pytest.raises(RuntimeError) as info:
+            start = time.monotonic()
+            next(iter(loader))
+        waited = time.monotonic() - start
+        workers_left = sorted(live_children() - children)
+        leaked = leaked_psm(shm_before, ALL_SHM)
+    finally:
+        (tmp_path / "release").touch()
+        loader.close()
+    message = str(info.value)
+    arrived = [int(p.name.split("-")[1]) for p in tmp_path.glob("arrived-*")]
+    assert arrived, "no worker started unpickling the dataset"
+    for words in (
+        f"{backend} backend",
+        "batch 0 of epoch 0, which no worker has begun",
+        "timeout=1.5",
+        "StuckArriving[0], StuckArriving[1]",  # the batch's samples
+        "every worker was killed",
+    ):
+        assert words in message, (words, message)
+    assert waited < 30, message
+    assert not any(alive(pid) for pid in arrived)
+    assert workers_left == []
+    assert leaked == set()
+
+
+def test_without_a_timeout_workers_stuck_starting_are_only_warned_about(
+    dataset, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(watchdog_module, "START_GRACE_S", 0.2)
+    monkeypatch.setattr(watchdog_module, "WARN_AFTER_S", 0.5)
+    loader = Loader(StuckArriving(dataset, tmp_path), batch_size=BATCH, backend="process",
+                    workers=1, shuffle=False)  # fmt: skip
+    releaser = threading.Timer(2.0, (tmp_path / "release").touch)
+    releaser.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="augment"), hang_guard(60):
+            batches = list(loader)
+    finally:
+        releaser.cancel()
+        (tmp_path / "release").touch()
+        loader.close()
+    assert len(batches) == N_IMAGES // BATCH  # released: every batch, no error
+    warnings = [r.getMessage() for r in caplog.records if r.name == "augment"]
+    assert len(warnings) == 1 and "which no worker has begun" in warnings[0], warnings
+
+
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), "2", True])
 def test_a_wrong_timeout_is_a_value_error_naming_it(dataset, timeout):
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0, or None"):

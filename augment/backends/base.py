@@ -108,6 +108,12 @@ class Backend(ABC):
         loop makes the batch itself)."""
         return None
 
+    def stop_all(self) -> str | None:
+        """Stop every worker, when none has begun the batch the loop waits for past the
+        loader's timeout (stuck starting); says what was done, for the error. None: nothing
+        to stop."""
+        return None
+
     def close(self) -> None:
         """Stop workers and free what they hold. Safe to call twice."""
 

@@ -426,6 +426,12 @@ class ProcessBackend(Backend):
         self._procs[held.lane].kill()
         return "the worker was killed and the loader closed"
 
+    def stop_all(self):
+        for proc in self._procs:
+            if proc.pid is not None and proc.is_alive():
+                proc.kill()
+        return "every worker was killed and the loader closed"
+
     def close(self):
         procs, self._procs = [p for p in self._procs if p.pid is not None], []
         jobs, answers = getattr(self, "_jobs", None), getattr(self, "_answers", {})

@@ -82,6 +82,10 @@ class ThreadBackend(Backend):
             "loader is closed"
         )
 
+    def stop_all(self):
+        self.abandoned.update(range(self.workers))
+        return "threads cannot be stopped: they are abandoned, and the loader is closed"
+
     def close(self):
         threads, self._threads = getattr(self, "_threads", []), []
         if not threads:

@@ -238,6 +238,14 @@ class TorchBackend(Backend):
             os.kill(held.pid, signal.SIGKILL)
         return "the worker was killed and the loader closed"
 
+    def stop_all(self):
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # gone already
+                pass
+        return "every worker was killed and the loader closed"
+
     def _exit_codes(self) -> list[int | None]:
         for w in self._workers():
             w.join(0.5)  # a worker that just died may not be reaped yet
