@@ -320,9 +320,12 @@ def _box_reduce(src: np.ndarray, kx: int, ky: int) -> np.ndarray:
     if bh * ky != h or bw * kx != w:
         src = np.pad(src, ((0, bh * ky - h), (0, bw * kx - w), (0, 0)), mode="edge")
     n = kx * ky
-    if n == 4 and kx == 2 and src.dtype == np.uint8 and src.shape[2] in (1, 3, 4) and _cv2:
-        # OpenCV's INTER_AREA at exactly 1/2 is (a + b + c + d + 2) >> 2: the same integers.
-        return _cv2.resize(src, (bw, bh), interpolation=_cv2.INTER_AREA).reshape(bh, bw, -1)
+    if kx == 2 and ky <= 2 and src.dtype == np.uint8 and src.shape[2] in (1, 3, 4) and _cv2:
+        # OpenCV's INTER_AREA at exactly 1/2 is (a + b + c + d + 2) >> 2, and its INTER_LINEAR
+        # at 1/2 along x alone (weights 1/2, 1/2, fixed point without loss) is (a + b + 1) >> 1:
+        # the same integers, 8x faster than numpy's 3-byte strides for the latter.
+        flag = _cv2.INTER_AREA if ky == 2 else _cv2.INTER_LINEAR
+        return _cv2.resize(src, (bw, bh), interpolation=flag).reshape(bh, bw, -1)
     if src.dtype == np.uint8:
         acc_dtype = np.uint16 if n <= 257 else np.uint32
     else:

@@ -267,12 +267,13 @@ def test_box_reduce_partial_blocks_repeat_the_edge_pixel():
 def test_box_reduce_opencv_fast_path_is_bit_identical_to_numpy(monkeypatch):
     if F._cv2 is None:
         pytest.skip("OpenCV is not installed")
-    for c in (1, 3, 4):
-        img = random_image(c, (37, 51, c))
-        fast = F.box_reduce(img, 2)
-        monkeypatch.setattr(F, "_cv2", None)
-        assert np.array_equal(fast, F.box_reduce(img, 2))
-        monkeypatch.undo()
+    for c, shape in [(1, (37, 51)), (3, (37, 51)), (4, (37, 51)), (3, (240, 321))]:
+        img = random_image(c, (*shape, c))
+        for kx, ky in [(2, 2), (2, 1), (4, 1), (4, 2), (8, 8), (16, 16), (1, 4), (3, 5)]:
+            fast = F.box_reduce(img, kx, ky)
+            monkeypatch.setattr(F, "_cv2", None)
+            assert np.array_equal(fast, F.box_reduce(img, kx, ky)), (c, kx, ky)
+            monkeypatch.undo()
 
 
 @pytest.mark.parametrize("name", [k for k in KERNELS if k != "numpy"])
