@@ -122,7 +122,12 @@ def _plain_jpeg(im: Image.Image, data: bytes) -> bool:
     with grey."""
     if im.format != "JPEG" or im.mode != "RGB":
         return False
-    return data.rstrip(b"\0").endswith(b"\xff\xd9") and im.getexif().get(0x0112, 1) == 1
+    return _complete_jpeg(data) and im.getexif().get(0x0112, 1) == 1
+
+
+def _complete_jpeg(data: bytes) -> bool:
+    """The file ends with the JPEG end-of-image marker (padding zeros allowed)."""
+    return data.rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -138,7 +143,7 @@ def _plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
     limit = Image.MAX_IMAGE_PIXELS or MAX_PIXELS  # Pillow's, as a user may have set it
     if colorspace not in ("YCbCr", "RGB") or w * h > limit or b"Exif\x00\x00" in data:
         return None
-    return (w, h) if data.rstrip(b"\0").endswith(b"\xff\xd9") else None
+    return (w, h) if _complete_jpeg(data) else None
 
 
 def _reduction(reduce: Reduce, size: tuple[int, int]) -> int:
