@@ -286,6 +286,43 @@ def test_cpu_sampler_writes_one_value_per_core(traced):
     assert len(loaded.cpu) == len(samples)
 
 
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_cpu_sampler_reads_busy_cores_as_busy_from_its_first_sample(tmp_path):
+    """Every core kept busy by a spinning process: every sample, the first included, reads
+    each core as busy (psutil's cpu_percent keeps its baseline per thread: a baseline taken
+    in the caller's thread made the sampler's first reading 0% on every core)."""
+    import multiprocessing as mp
+
+    from augment.trace.sampler import CpuSampler
+
+    cores = psutil.cpu_count()
+    spinners = [mp.get_context("spawn").Process(target=_spin, args=(30.0,)) for _ in range(cores)]
+    for p in spinners:
+        p.start()
+    try:
+        time.sleep(1.0)  # the spinners are past their start-up and spinning
+        for _ in range(3):  # start and stop again: each start's first sample counts
+            sampler = CpuSampler(tmp_path, interval_s=0.1)
+            sampler.start()
+            time.sleep(0.35)
+            sampler.stop()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.join()
+    samples = read_jsonl(next(tmp_path.glob("cpu-samples.*.jsonl")))
+    assert len(samples) >= 3 * 3
+    for sample in samples:
+        assert len(sample["cpu"]) == cores
+        # a spinning process on every core: no core reads idle, whatever else runs
+        assert min(sample["cpu"]) > 50, sample
+
+
 def test_load_reads_back_every_span_sorted(traced):
     loaded = load(traced.directory)
     assert len(loaded.spans) == len(traced.spans)
