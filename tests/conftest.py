@@ -155,6 +155,8 @@ EXPERIMENT_KEYS = {
     "startup_s",
     "images_per_s",
     "stall_fraction",
+    "measured_s",
+    "measured_batches",
     "stage_cpu_s",
     "stage_wall_s",
     "cpu_utilization",

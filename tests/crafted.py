@@ -42,6 +42,7 @@ class Plan:
     transfer: tuple = (1.0, 1.0)  # (wall, cpu)
     start_ms: float = 0.0  # offset from T0
     pid: int = 1000
+    epoch: int = 0
 
     @property
     def t0(self) -> int:
@@ -73,7 +74,7 @@ class Plan:
                 "backend": self.backend,
                 "host": HOST,
                 "batch": i,
-                "epoch": 0,
+                "epoch": self.epoch,
                 "images": self.batch_size,
             }
             asked = self.asked(i)
@@ -131,7 +132,7 @@ class Plan:
                 "backend": self.backend,
                 "workers": 0 if self.backend == "serial" else self.workers,
                 "batch_size": self.batch_size,
-                "epoch": 0,
+                "epoch": self.epoch,
             }
         }
 

@@ -104,6 +104,36 @@ def test_workers_count_for_the_time_they_ran_alongside(tmp_path):
         assert e["concurrent_workers"] == pytest.approx(2 + 2 * 0.5, abs=0.02), e["name"]
 
 
+def test_loaders_that_take_turns_are_not_counted_as_running_at_once(tmp_path):
+    """A script's training and validation loaders alternate (train epoch, validation, train
+    epoch...): each spans most of the run, but they never load at the same time, so each is
+    judged alone: its own workers busy, no experiment shrunk for the other's sake."""
+    plans, t = [], 0.0
+    for epoch in range(3):
+        train = Plan("train", start_ms=t, pid=1000 + epoch, epoch=epoch, batches=12)
+        t = (train.end - Plan("x").t0) / MS + 5
+        val = Plan("val", start_ms=t, pid=2000 + epoch, epoch=epoch, batches=6, step=2.0)
+        t = (val.end - Plan("x").t0) / MS + 5
+        plans += [train, val]
+    summary = report(write_trace(tmp_path, plans, [60.0, 60.0]))
+    exps = by_name(summary)
+    # the intervals do overlap: validation runs inside the training loader's first-to-last
+    assert exps["train"]["start_ns"] < exps["val"]["start_ns"] < exps["train"]["end_ns"]
+    assert summary["machine"]["concurrent_workers"] == pytest.approx(2, abs=0.1)
+    for e in exps.values():
+        assert e["concurrent_workers"] == pytest.approx(2, abs=0.1), e["name"]
+        assert e["bottleneck"] != "cpu oversubscribed"
+        assert "experiments at once" not in e["recommendation"]["why"], e["recommendation"]
+
+
+def test_loaders_at_once_in_one_script_are_counted_together(tmp_path):
+    """The same two loaders run side by side (two experiments at once): 4 workers busy."""
+    plans = [Plan("train", pid=1000, batches=12), Plan("val", pid=2000, batches=12)]
+    summary = report(write_trace(tmp_path, plans, [99.0, 99.0]))
+    for e in summary["experiments"]:
+        assert e["concurrent_workers"] == pytest.approx(4, abs=0.1), e["name"]
+
+
 def test_same_experiments_one_after_another_are_not_oversubscribed(tmp_path):
     plans = oversubscribed_plans(2000)  # each ends before the next starts
     assert all(a.end < b.start for a, b in zip(plans, plans[1:]))
@@ -228,7 +258,10 @@ def test_without_cpu_samples_the_cores_are_this_machines(tmp_path):
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-HEADER = "| experiment | backend | workers | images/s | stall | CPU | bottleneck | recommended |"
+HEADER = (
+    "| experiment | backend | workers | measured | images/s | stall | CPU | bottleneck "
+    "| recommended |"
+)
 
 
 def test_write_report_writes_every_file(tmp_path):

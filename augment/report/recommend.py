@@ -13,11 +13,12 @@ from augment.report import model
 OVERLAP = 0.5  # experiments overlapping this much of the shorter one ran "at once"
 
 
-def recommend(experiments: list[dict], intervals: dict, cores: int) -> None:
+def recommend(experiments: list[dict], ran_with: dict, cores: int) -> None:
     """Add ``model``, ``expected_images_per_s`` and ``recommendation`` to each experiment
-    summary (None where the run is too short to judge or has no images)."""
+    summary (None where the run is too short to judge or has no images). ``ran_with[(a, b)]``
+    is the share of a's active time b was active too (``augment.report.overlap``)."""
     available = tuple(b for b in backends.names() if b in model.CANDIDATE_BACKENDS)
-    for group in _groups(experiments, intervals):
+    for group in _groups(experiments, ran_with):
         judged = []
         for exp in group:
             exp["expected_images_per_s"] = exp["recommendation"] = None
@@ -66,23 +67,21 @@ def headline(exp: dict) -> str:
     return f"{what}: about {expected:,.0f} img/s, {gain:.1f}x now"
 
 
-def _groups(experiments: list[dict], intervals: dict) -> list[list[dict]]:
-    """Experiments that ran at once, together; one after another, apart."""
+def _groups(experiments: list[dict], ran_with: dict) -> list[list[dict]]:
+    """Experiments that ran at once (for at least ``OVERLAP`` of the shorter one's active
+    time), together; those that ran one after another or took turns, apart."""
     groups: list[list[dict]] = []
     for exp in experiments:
-        s0, e0 = intervals[exp["name"]]
+        a = exp["name"]
         for group in groups:
-            if any(_overlap((s0, e0), intervals[o["name"]]) >= OVERLAP for o in group):
+            if any(
+                max(ran_with[(a, o["name"])], ran_with[(o["name"], a)]) >= OVERLAP for o in group
+            ):
                 group.append(exp)
                 break
         else:
             groups.append([exp])
     return groups
-
-
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> float:
-    shorter = max(min(a[1] - a[0], b[1] - b[0]), 1)
-    return max(0, min(a[1], b[1]) - max(a[0], b[0])) / shorter
 
 
 def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> str:

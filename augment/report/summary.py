@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psutil
 
+from augment.report import overlap
 from augment.report.recommend import headline, recommend
 from augment.report.verdicts import verdict
 from augment.trace import load, to_chrome
@@ -59,10 +60,11 @@ def summarize(trace: Trace) -> dict:
         exp["cpu_utilization"] = _utilization(trace.cpu, *windows[exp["name"]])
         exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
         exp["process_cores"] = _process_cores(trace.procs, exp["name"])
-    intervals = windows
+    active = {name: overlap.active_intervals(by_exp[name], *w) for name, w in windows.items()}
+    ran_with = overlap.fractions(active)
     for exp in experiments:
-        exp["concurrent_workers"] = _concurrent_workers(exp["name"], intervals, workers_of)
-        exp["other_load_cores"] = _other_load(exp, experiments, intervals, cores)
+        exp["concurrent_workers"] = _concurrent_workers(exp["name"], ran_with, workers_of)
+        exp["other_load_cores"] = _other_load(exp, experiments, active, windows, cores)
     machine = {
         "cores": cores,
         "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0),
@@ -71,7 +73,7 @@ def summarize(trace: Trace) -> dict:
         exp["bottleneck"], exp["advice"] = verdict(
             exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]}
         )
-    recommend(experiments, intervals, cores)
+    recommend(experiments, ran_with, cores)
     return {"experiments": experiments, "machine": machine}
 
 
@@ -88,16 +90,10 @@ def _measured(spans: list[dict], measured_from: int | None) -> list[dict]:
     return [s for s in spans if (s["epoch"], s["batch"]) not in warmup]
 
 
-def _concurrent_workers(name: str, intervals: dict, workers_of: dict) -> float:
+def _concurrent_workers(name: str, ran_with: dict, workers_of: dict) -> float:
     """Workers busy while ``name`` ran: each experiment's workers weighted by the share of
-    ``name``'s measured time it overlapped (its own count in full)."""
-    start, end = intervals[name]
-    length = max(end - start, 1)
-    total = 0.0
-    for other, (s0, s1) in intervals.items():
-        overlap = max(0, min(end, s1) - max(start, s0))
-        total += workers_of[other] * (1.0 if other == name else overlap / length)
-    return round(total, 2)
+    ``name``'s active time it was active too (its own count in full)."""
+    return round(sum(n * ran_with[(name, other)] for other, n in workers_of.items()), 2)
 
 
 def _process_cores(procs: list[dict], name: str) -> float | None:
@@ -110,17 +106,16 @@ def _process_cores(procs: list[dict], name: str) -> float | None:
     return round(max(cpu, 0.0) / ((mine[-1]["t_ns"] - mine[0]["t_ns"]) / 1e9), 3)
 
 
-def _other_load(exp: dict, experiments: list[dict], intervals: dict, cores: int) -> float:
+def _other_load(exp: dict, experiments: list[dict], active: dict, windows: dict, cores: int):
     """Cores busy with work that is none of the experiments' (other programs), from the CPU
-    samples over ``exp``'s time less what the experiments' processes used (or, without
-    their CPU times, their traced stages)."""
-    start, end = intervals[exp["name"]]
+    samples over ``exp``'s window less what the experiments' processes used while active in
+    it (or, without their CPU times, their traced stages)."""
+    start, end = windows[exp["name"]]
     ours = 0.0
     for other in experiments:
-        s0, s1 = intervals[other["name"]]
-        overlap = max(0, min(end, s1) - max(start, s0))
+        inside = overlap.shared(active[other["name"]], [(start, end)])
         used = other["process_cores"] or other["cpu_cores_used"]
-        ours += used * overlap / max(end - start, 1)
+        ours += used * inside / max(end - start, 1)
     return round(max(0.0, exp["cpu_utilization"] * cores - ours), 3)
 
 
@@ -173,6 +168,8 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
         "stage_cpu_s": {k: round(cpu[k], 4) for k in STAGES if k in cpu},
         "stage_wall_s": {k: round(wall[k], 4) for k in STAGES if k in wall},
         "stall_fraction": round(min(stalled / steady_s, 1.0), 4) if steady_s > 0 else 0.0,
+        "measured_s": round(max(steady_s, 0.0), 3),
+        "measured_batches": steady_batches,
         "steady_from_ns": steady_from,
         "too_short": _too_short(steady_batches, steady_s, len(waits), (end - start) / 1e9),
         "batches_to_judge": _batches_to_judge(len(waits), (end - start) / 1e9),
@@ -241,12 +238,14 @@ def markdown(summary: dict) -> str:
     lines = [
         f"{m['cores']} cores, up to {m['concurrent_workers']:g} workers busy at once.",
         "",
-        "| experiment | backend | workers | images/s | stall | CPU | bottleneck | recommended |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| experiment | backend | workers | measured | images/s | stall | CPU | bottleneck "
+        "| recommended |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for e in summary["experiments"]:
         lines.append(
-            f"| {e['name']} | {e['backend']} | {e['workers']} | {e['images_per_s']:.0f} | "
+            f"| {e['name']} | {e['backend']} | {e['workers']} | {_window(e)} | "
+            f"{e['images_per_s']:.0f} | "
             f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} | "
             f"{headline(e)} |"
         )
@@ -256,6 +255,13 @@ def markdown(summary: dict) -> str:
         if e.get("recommendation"):
             lines.append(f"  Recommended: {headline(e)}. {e['recommendation']['why']}")
     return "\n".join(lines) + "\n"
+
+
+def _window(exp: dict) -> str:
+    """The steady state the figures describe: "3.0 s, 45 batches"."""
+    if "measured_s" not in exp:  # a summary written before windows were reported
+        return "-"
+    return f"{exp['measured_s']:.1f} s, {exp['measured_batches']} batches"
 
 
 def write_report(trace_dir: str | Path, out_dir: str | Path) -> dict:
