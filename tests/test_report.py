@@ -16,6 +16,7 @@ from crafted import MS, Plan, by_name, report, write_trace
 from PIL import Image
 
 from augment.report import write_report
+from augment.report.recommend import label
 
 
 def assert_sentence(advice: str) -> None:
@@ -23,6 +24,16 @@ def assert_sentence(advice: str) -> None:
     assert advice[0].isalnum(), advice  # may open with a stage name: "decode takes..."
     assert advice.rstrip().endswith("."), advice
     assert "{" not in advice and "}" not in advice, advice  # no unformatted placeholder
+
+
+def assert_agrees(e: dict) -> None:
+    """The advice names the recommendation's change, and no other."""
+    rec = e["recommendation"]
+    want = label(rec["backend"], rec["workers"])
+    if want == label(e["backend"], e["workers"]):
+        assert f"keep {want}" in e["advice"] and "add workers" not in e["advice"], e["advice"]
+    else:
+        assert f"use {want}" in e["advice"], e["advice"]
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -34,7 +45,9 @@ def test_training_step(tmp_path):
     assert e["bottleneck"] == "training step"
     assert e["stall_fraction"] < 0.10
     assert_sentence(e["advice"])
-    assert "1 worker" in e["advice"]  # two workers: one would do
+    # two workers: one would do, as the recommendation says
+    assert e["recommendation"]["workers"] == 1
+    assert "use process x1: about as fast" in e["advice"] and "fewer workers" in e["advice"]
 
 
 def test_data_decode_with_idle_cores(tmp_path):
@@ -45,7 +58,8 @@ def test_data_decode_with_idle_cores(tmp_path):
     e = report(write_trace(tmp_path, [plan], [30.0, 35.0]))["experiments"][0]
     assert e["bottleneck"] == "data: decode"
     assert_sentence(e["advice"])
-    assert "add workers" in e["advice"] and "now 2" in e["advice"]
+    assert "68% idle" in e["advice"]
+    assert_agrees(e)
 
 
 def test_advice_for_a_serial_loader_names_a_parallel_backend(tmp_path):
@@ -143,6 +157,28 @@ def test_same_experiments_one_after_another_are_not_oversubscribed(tmp_path):
         assert e["concurrent_workers"] == 2
         assert e["bottleneck"] == "data: decode", e
         assert "pre-decoded" in e["advice"]
+
+
+@pytest.mark.parametrize(
+    "plans, cores",
+    [
+        ([Plan("step", first_wait=1, wait=1, step=50)], [50.0, 50.0]),
+        ([Plan("idle", stages={"read": (1, 1), "decode": (30, 30), "augment": (4, 4),
+                               "collate": (1, 1)})], [30.0, 35.0]),
+        ([Plan("busy", stages={"read": (1, 1), "decode": (5, 5), "augment": (30, 30),
+                               "collate": (1, 1)})], [95.0, 96.0, 94.0, 95.0]),
+        ([Plan("serial", backend="serial", workers=0)], [50.0, 10.0]),
+        ([Plan(f"exp{k}", pid=1000 + 10 * k) for k in range(3)], [99.0, 100.0]),
+        ([Plan("threads", backend="thread", workers=4, stages={"read": (2, 0.6),
+          "decode": (20, 6), "augment": (10, 3), "collate": (2, 0.6)})], [40.0, 45.0]),
+        ([Plan("io", backend="thread", workers=2, stages={"read": (30, 1), "decode": (2, 2),
+          "augment": (2, 2), "collate": (1, 1)})], [20.0, 20.0]),
+    ],
+)  # fmt: skip
+def test_the_advice_never_disagrees_with_the_recommendation(tmp_path, plans, cores):
+    for e in report(write_trace(tmp_path, plans, cores))["experiments"]:
+        assert_sentence(e["advice"])
+        assert_agrees(e)
 
 
 # a third of a CPU-second per wall-second in every worker stage

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from augment.trace.schema import COMPUTE_STAGES, IO_STAGES, WORKER_STAGES
 
-CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")
+CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")  # from the lightest
 GIL_SATURATED = 0.85  # threads below this CPU per wall (cores aside) are held back by the GIL
 EXHAUSTIVE_LIMIT = 30_000  # joint configurations tried one by one; beyond, one at a time
 
@@ -223,8 +223,10 @@ def best_allocation(
     """The configurations (one per experiment running at once) that maximise the summed
     images/s, each experiment keeping at least ``starve`` of what it would get alone on its
     fair share of the cores. Among those within ``slack`` of the best sum: the fewest
-    workers (a serial loop counts as one), then the fewest changes (of backend, of worker
-    count), then the most images/s. ``cores`` may be a fraction (those free of other work);
+    workers (a serial loop counts as one), then the fewest process or torch workers where
+    threads would do as well (``threads_do``: they share the loop's memory and copy nothing),
+    then the fewest changes (of backend, of worker count), then the most images/s.
+    ``cores`` may be a fraction (those free of other work);
     ``max_workers`` defaults to 2 x cores."""
     max_workers = max_workers or max(1, round(2 * cores))
     options = []
@@ -244,7 +246,7 @@ def best_allocation(
         return rates, ok
 
     tried = []
-    for config in _configurations(options, group, cores):
+    for config in _configurations(options, group, cores, slack):
         rates, ok = score(config)
         if ok:
             tried.append((config, rates))
@@ -256,12 +258,22 @@ def best_allocation(
     def preference(item):
         config, rates = item
         workers = sum(max(n, 1) for _, n in config)  # a serial loop is a worker too
+        heavy = sum(b in ("process", "torch") and fine for (b, _), fine in zip(config, light))
         changes = sum((b != cb) + (n != cn) for (b, n), (_, cb, cn) in zip(config, group))
-        return (workers, changes, -sum(r.images_per_s for r in rates))
+        return (workers, heavy, changes, -sum(r.images_per_s for r in rates))
+
+    light = [threads_do(c) for c, _, _ in group]
 
     near = [item for item in tried if sum(r.images_per_s for r in item[1]) >= (1 - slack) * best]
     config, rates = min(near, key=preference)
     return [Choice(b, n, r) for (b, n), r in zip(config, rates)]
+
+
+def threads_do(c: Costs) -> bool:
+    """Whether threads suit the pipeline as well as processes: it mostly waits on I/O, or a
+    thread run measured that it holds the GIL for little of its CPU time. A pipeline whose
+    GIL share is unknown is not moved to threads on a tie (the loop needs the GIL too)."""
+    return c.io_wait >= c.cpu or (c.gil_known != "not measured" and c.gil < 0.5)
 
 
 def _on_cores(rate: Rate, cores: float) -> float:
@@ -269,21 +281,23 @@ def _on_cores(rate: Rate, cores: float) -> float:
     return rate.images_per_s * min(1.0, cores / rate.demand) if rate.demand > 0 else 0.0
 
 
-def _configurations(options, group, cores):
+def _configurations(options, group, cores, slack: float = 0.03):
     """Every joint configuration when there are few; else improve one experiment at a time
-    from the current configuration (a few rounds)."""
+    from the current configuration (a few rounds), each step taking the fewest workers
+    within ``slack`` of the best sum (so that experiments sharing saturated cores are not
+    grown for nothing: past the cores, more workers only shift the share)."""
     if math.prod(len(o) for o in options) <= EXHAUSTIVE_LIMIT:
         yield from itertools.product(*options)
         return
     config = [(b, n) for _, b, n in group]
     for _ in range(3):
         for i, opts in enumerate(options):
-            best, best_sum = config[i], -1.0
+            totals = []
             for option in opts:
                 trial = config[:i] + [option] + config[i + 1 :]
                 yield tuple(trial)
                 rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, trial)], cores)
-                total = sum(r.images_per_s for r in rates)
-                if total > best_sum:
-                    best, best_sum = option, total
-            config[i] = best
+                totals.append((option, sum(r.images_per_s for r in rates)))
+            best = max(total for _, total in totals)
+            near = [(o, t) for o, t in totals if t >= (1 - slack) * best]
+            config[i] = min(near, key=lambda ot: (max(ot[0][1], 1), -ot[1]))[0]

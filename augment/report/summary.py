@@ -11,7 +11,7 @@ import psutil
 
 from augment.report import overlap
 from augment.report.recommend import headline, recommend
-from augment.report.verdicts import verdict
+from augment.report.verdicts import advice, verdict
 from augment.trace import load, to_chrome
 from augment.trace.reader import Trace
 from augment.trace.schema import CONSUMER_LANE, CONSUMER_STAGES, STAGES
@@ -69,11 +69,15 @@ def summarize(trace: Trace) -> dict:
         "cores": cores,
         "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0),
     }
+    verdicts = {
+        exp["name"]: verdict(exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]})
+        for exp in experiments
+    }
     for exp in experiments:
-        exp["bottleneck"], exp["advice"] = verdict(
-            exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]}
-        )
+        exp["bottleneck"] = verdicts[exp["name"]].bottleneck
     recommend(experiments, ran_with, cores)
+    for exp in experiments:
+        exp["advice"] = advice(verdicts[exp["name"]], exp)
     return {"experiments": experiments, "machine": machine}
 
 
