@@ -254,6 +254,9 @@ def test_three_experiments_at_once_on_64_cores_share_them(tmp_path):
     exps = judge(tmp_path, plans, [10.0] * 64)
     recs = [e["recommendation"] for e in exps.values()]
     assert sum(r["workers"] for r in recs) <= 64, recs
+    # and they are given the cores the two workers each left idle
+    assert sum(r["workers"] for r in recs) >= 0.8 * 64, recs
+    assert all(r["backend"] in ("process", "torch") for r in recs)
     assert min(r["expected_images_per_s"] for r in recs) > 0.5 * max(
         r["expected_images_per_s"] for r in recs
     )

@@ -240,7 +240,10 @@ def test_report_redraws_a_saved_folder(flags_run, tmp_path):
     assert (folder / "timeline.png").read_bytes()[:8] == PNG_SIGNATURE
     md = (folder / "summary.md").read_text()
     for text in (md, done.stdout):
-        assert "| experiment | backend | workers | measured | images/s | stall | CPU | bottleneck" in text
+        assert (
+            "| experiment | backend | workers | measured | images/s | stall | CPU | bottleneck"
+            in text
+        )
         assert "| thread_1w | thread | 1 |" in text
         assert "| serial_1w | serial |" in text
     assert json.loads((folder / "summary.json").read_text()) == before

@@ -235,10 +235,13 @@ def best_allocation(
         if (backend, workers) not in opts:
             opts.append((backend, workers))
         options.append(opts)
-    fair = [
-        max(_on_cores(alone(c, b, n), cores / len(group)) for b, n in opts)
-        for (c, _, _), opts in zip(group, options)
-    ]
+    fair, fair_choice = [], []
+    for (c, _, _), opts in zip(group, options):
+        on_share = [((b, n), _on_cores(alone(c, b, n), cores / len(group))) for b, n in opts]
+        top = max(rate for _, rate in on_share)
+        fair.append(top)
+        near = [(o, r) for o, r in on_share if r >= (1 - slack) * top]
+        fair_choice.append(min(near, key=lambda o_r: (max(o_r[0][1], 1), -o_r[1]))[0])
 
     def score(config):
         rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, config)], cores)
@@ -246,7 +249,7 @@ def best_allocation(
         return rates, ok
 
     tried = []
-    for config in _configurations(options, group, cores, slack):
+    for config in _configurations(options, group, cores, slack, fair_choice):
         rates, ok = score(config)
         if ok:
             tried.append((config, rates))
@@ -281,15 +284,17 @@ def _on_cores(rate: Rate, cores: float) -> float:
     return rate.images_per_s * min(1.0, cores / rate.demand) if rate.demand > 0 else 0.0
 
 
-def _configurations(options, group, cores, slack: float = 0.03):
-    """Every joint configuration when there are few; else improve one experiment at a time
-    from the current configuration (a few rounds), each step taking the fewest workers
-    within ``slack`` of the best sum (so that experiments sharing saturated cores are not
-    grown for nothing: past the cores, more workers only shift the share)."""
+def _configurations(options, group, cores, slack: float, start: list):
+    """Every joint configuration when there are few; else the current one, then improve one
+    experiment at a time from ``start`` (each on its fair share of the cores, so that every
+    step keeps the others fed) for a few rounds, each step taking the fewest workers within
+    ``slack`` of the best sum (past the cores, more workers only shift the share)."""
     if math.prod(len(o) for o in options) <= EXHAUSTIVE_LIMIT:
         yield from itertools.product(*options)
         return
-    config = [(b, n) for _, b, n in group]
+    yield tuple((b, n) for _, b, n in group)
+    config = list(start)
+    yield tuple(config)
     for _ in range(3):
         for i, opts in enumerate(options):
             totals = []
