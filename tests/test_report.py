@@ -344,3 +344,20 @@ def test_write_report_of_a_folder_without_spans_is_a_value_error(tmp_path):
     (tmp_path / "traces" / "cpu-samples.h.1.jsonl").write_text('{"t_ns": 1, "cpu": [1.0]}\n')
     with pytest.raises(ValueError, match="no spans"):
         write_report(tmp_path / "traces", tmp_path / "report")
+
+
+def test_the_cores_of_a_big_machine_are_drawn_as_a_heat_map(tmp_path):
+    """64 cores: one row per core in colour (magma), not 64 lines and a 64-entry legend."""
+    import matplotlib
+    import numpy as np
+
+    plans = [Plan(f"exp{k}", workers=3, pid=1000 + 10 * k, start_ms=300 * k) for k in range(3)]
+    write_trace(tmp_path / "traces", plans, [100.0] * 32 + [0.0] * 32)
+    write_report(tmp_path / "traces", tmp_path)
+    pixels = np.asarray(Image.open(tmp_path / "timeline.png").convert("RGB"), dtype=int)
+    cpu_panel = pixels[int(0.75 * len(pixels)) :]  # the lower quarter: the CPU panel
+    hot = (np.array(matplotlib.colormaps["magma"](1.0)[:3]) * 255).astype(int)
+    cold = (np.array(matplotlib.colormaps["magma"](0.0)[:3]) * 255).astype(int)
+    for colour in (hot, cold):  # busy cores and idle ones, each a band of its colour
+        near = np.abs(cpu_panel - colour).sum(axis=2) < 30
+        assert near.mean() > 0.05, colour

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from augment.report.recommend import label  # noqa: E402
@@ -27,6 +28,8 @@ COLORS = {
     "step": "#bdbdbd",
 }
 BARRIER_COLOR = "#fdd0a2"  # a loop waiting for the experiments that run with it
+MEASURED_COLOR = "#2ca02c"
+HEATMAP_CORES = 9  # from this many cores, their load is a heat map rather than a line each
 
 
 def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
@@ -129,28 +132,22 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
         previous = key[0]
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
+    _cpu_panel(cpu_ax, trace, clock)
+    first = clock(min(s["start_ns"] for s in trace.spans))
+    last = clock(max(s["end_ns"] for s in trace.spans))
+    pad = 0.02 * max(last - first, 1e-3)
+    ax.set_xlim(first - pad, last + pad)  # CPU samples outside the spans are not the run's
+    measured = _measured_lines(ax, cpu_ax, trace, lanes, clock)
     ax.legend(
         handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn]
-        + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else []),
-        ncol=8,
+        + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else [])
+        + measured,
+        ncol=9,
         fontsize=8,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
         frameon=False,
     )
-    _cpu_panel(cpu_ax, trace, clock)
-    if trace.marks:  # experiments at once: the measured part starts after their warm-up
-        x = clock(min(m["measured_from_ns"] for m in trace.marks))
-        for axis in (ax, cpu_ax):
-            axis.axvline(x, color="#2ca02c", linestyle=":", linewidth=1.2)
-        ax.text(
-            x,
-            -0.5,
-            " measured from here (warm-up before)",
-            fontsize=8,
-            va="bottom",
-            color="#2ca02c",
-        )
     for x in clock.breaks():
         for axis in (ax, cpu_ax):
             axis.axvline(x, color="#888888", linestyle="--", linewidth=0.8)
@@ -159,6 +156,26 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _measured_lines(ax, cpu_ax, trace: Trace, lanes, clock) -> list:
+    """Where each experiment's measured window opens (after its warm-up): a dotted line
+    across its own lanes (and the CPU panel); the legend's entry for it, if any."""
+    rows = defaultdict(list)
+    for i, (_, key, _) in enumerate(lanes):
+        rows[key[0]].append(i)
+    drawn = False
+    for mark in trace.marks:
+        mine = rows.get(mark["experiment"])
+        if not mine:
+            continue
+        x = clock(mark["measured_from_ns"])
+        ax.vlines(x, min(mine) - 0.5, max(mine) + 0.5, color=MEASURED_COLOR, linestyle=":")
+        cpu_ax.axvline(x, color=MEASURED_COLOR, linestyle=":", linewidth=1)
+        drawn = True
+    if not drawn:
+        return []
+    return [Line2D([], [], color=MEASURED_COLOR, linestyle=":", label="measured from here")]
 
 
 def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
@@ -180,6 +197,9 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
             values.append([float("nan")] * cores)
         t.append(clock(sample["t_ns"]))
         values.append([sample["cpu"][i] if i < len(sample["cpu"]) else 0.0 for i in range(cores)])
+    if cores >= HEATMAP_CORES:
+        _cpu_heatmap(ax, t, values, cores)
+        return
     for i in range(cores):
         ax.plot(t, [v[i] for v in values], linewidth=1, label=f"core {i}", drawstyle="steps-post")
     ax.set_ylim(0, 105)
@@ -187,6 +207,23 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
     ax.set_xlabel("seconds")
     ax.legend(fontsize=8, ncol=min(cores, 8), loc="lower right")
     ax.grid(color="#dddddd")
+
+
+def _cpu_heatmap(ax, t: list[float], values: list[list[float]], cores: int) -> None:
+    """Many cores: one row per core, its load in colour (gaps without samples left blank)."""
+    import numpy as np
+
+    grid = np.array(values, dtype=float).T  # cores x samples
+    # each sample covers the time since the one before: its column ends at its own time
+    first = t[0] - (t[1] - t[0] if len(t) > 1 else 0.1)
+    mesh = ax.pcolormesh(
+        np.array([first, *t]), np.arange(cores + 1), grid, cmap="magma", vmin=0, vmax=100
+    )
+    ax.set_ylim(cores, 0)
+    ax.set_ylabel("core")
+    ax.set_xlabel("seconds")
+    # the colour bar beside the panel, not taken out of it: the time axes stay aligned
+    ax.figure.colorbar(mesh, cax=ax.inset_axes([1.005, 0.0, 0.012, 1.0]), label="CPU %")
 
 
 def throughput(summary: dict, path: Path) -> None:
