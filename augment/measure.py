@@ -84,6 +84,8 @@ class Window:
         self._mine_done = False
 
     def over(self, measured: int) -> bool:
+        if self._opened is None:  # still warming up
+            return False
         if self.batches is not None:
             return measured >= self.batches
         if not self._mine_done:

@@ -28,7 +28,13 @@ from PIL import Image
 
 import augment
 from augment.trace import load, to_chrome
-from augment.trace.schema import CONSUMER_STAGES, SPAN_KEYS, STAGED_STAGES
+from augment.trace.schema import (
+    CONSUMER_LANE,
+    CONSUMER_STAGES,
+    OPTIONAL_SPAN_KEYS,
+    SPAN_KEYS,
+    STAGED_STAGES,
+)
 
 N_IMAGES = 16
 BATCH = 4  # four batches per epoch
@@ -175,7 +181,10 @@ def test_every_batch_has_one_span_of_each_stage(traced):
 def test_records_have_exactly_the_documented_keys_and_types(traced):
     assert traced.spans
     for r in traced.spans:
-        assert set(r) == KEYS, r
+        assert set(r) - set(OPTIONAL_SPAN_KEYS) == KEYS, r
+        if r["worker"] != CONSUMER_LANE and sys.platform == "linux":
+            # a worker stage says how long it waited for a core: within its time off the CPU
+            assert 0 <= r["runq_ns"] <= max(0, r["end_ns"] - r["start_ns"] - r["cpu_ns"]), r
         for key, kind in TYPES.items():
             assert isinstance(r[key], kind) and not isinstance(r[key], bool), (key, r)
         assert r["experiment"] == traced.experiment

@@ -104,7 +104,7 @@ def test_tune_runs_the_recommendation(tmp_path):
     assert row["recommended_measured"] == after["images_per_s"] > 0
     text = (out / "tune.md").read_text()
     assert "| experiment | now | expected | measured | recommended |" in text
-    assert f"| serial_0w | serial | {row['now_expected']:,.0f} |" in text
+    assert f"| serial | serial | {row['now_expected']:,.0f} |" in text
     assert "tune.md" in done.stdout
     assert "sweep" not in result
 

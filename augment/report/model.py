@@ -8,9 +8,11 @@ Measured per image (the worker stages of the run, ``summary.summarize``):
   for a core or the GIL is not taken for I/O);
 - ``gil``: the share of ``cpu`` that holds the GIL. Only a thread run with 2+ workers shows
   it: n threads that hold the GIL a share g of their CPU get at most 1/(n g) of a core each,
-  so g = 1 / (n x CPU-per-wall of their compute stages), once that is corrected for cores
-  taken by others. A run whose threads got a full core only bounds it (g <= 1/n); a run on
-  another backend does not measure it, and threads are then assumed to hold it throughout.
+  so g = 1 / (n x CPU-per-wall of their compute stages), once the time they waited for a
+  core is taken out (the kernel's run-queue delay, in each span; in older traces, estimated
+  from the cores others took). A run whose threads got a full core only bounds it
+  (g <= 1/n); a run on another backend does not measure it, and threads are then assumed to
+  hold it throughout.
 
 - ``overhead``: CPU the experiment's processes spent outside the traced stages (the loop's
   Python, queues, pickling): their CPU times at the start and end of the steady state, less
@@ -99,10 +101,16 @@ def costs(exp: dict, cores: int) -> Costs | None:
     gil, known = 1.0, "not measured"
     workers = exp["workers"]
     if exp["backend"] == "thread" and workers >= 2 and compute_wall > 0:
-        others = max(0.0, exp.get("concurrent_workers", workers) - workers)
-        free = cores - others - exp.get("other_load_cores", 0.0)
-        core_share = min(1.0, max(0.5, free) / workers)
-        per_wall = min(1.0, compute_cpu / compute_wall / core_share)
+        runq = exp.get("stage_runq_s", {})
+        if all(s in runq for s in COMPUTE_STAGES if s in wall):
+            # the time not spent waiting for a core is on it or waiting for the GIL
+            on_or_gil = compute_wall - sum(runq.get(s, 0.0) for s in COMPUTE_STAGES)
+            per_wall = min(1.0, compute_cpu / on_or_gil) if on_or_gil > 0 else 1.0
+        else:  # no run-queue times: estimate the cores the threads could have had
+            others = max(0.0, exp.get("concurrent_workers", workers) - workers)
+            free = cores - others - exp.get("other_load_cores", 0.0)
+            core_share = min(1.0, max(0.5, free) / workers)
+            per_wall = min(1.0, compute_cpu / compute_wall / core_share)
         gil = min(1.0, 1.0 / (workers * per_wall)) if per_wall > 0 else 1.0
         known = "measured" if per_wall < GIL_SATURATED else "upper bound"
     return Costs(
@@ -223,8 +231,7 @@ def best_allocation(
     """The configurations (one per experiment running at once) that maximise the summed
     images/s, each experiment keeping at least ``starve`` of what it would get alone on its
     fair share of the cores. Among those within ``slack`` of the best sum: the fewest
-    workers (a serial loop counts as one), then the fewest process or torch workers where
-    threads would do as well (``threads_do``: they share the loop's memory and copy nothing),
+    workers (a serial loop counts as one), then the lightest backends (``_backend_rank``),
     then the fewest changes (of backend, of worker count), then the most images/s.
     ``cores`` may be a fraction (those free of other work);
     ``max_workers`` defaults to 2 x cores."""
@@ -261,15 +268,27 @@ def best_allocation(
     def preference(item):
         config, rates = item
         workers = sum(max(n, 1) for _, n in config)  # a serial loop is a worker too
-        heavy = sum(b in ("process", "torch") and fine for (b, _), fine in zip(config, light))
+        rank = sum(_backend_rank(b, fine) for (b, _), fine in zip(config, light))
         changes = sum((b != cb) + (n != cn) for (b, n), (_, cb, cn) in zip(config, group))
-        return (workers, heavy, changes, -sum(r.images_per_s for r in rates))
+        return (workers, rank, changes, -sum(r.images_per_s for r in rates))
 
     light = [threads_do(c) for c, _, _ in group]
 
     near = [item for item in tried if sum(r.images_per_s for r in item[1]) >= (1 - slack) * best]
     config, rates = min(near, key=preference)
     return [Choice(b, n, r) for (b, n), r in zip(config, rates)]
+
+
+def _backend_rank(backend: str, threads_fine: bool) -> int:
+    """Between configurations the model finds equal: threads first where ``threads_do``
+    (they share the loop's memory and copy nothing), else processes first (a worker thread
+    that holds the GIL delays the loop each time it wakes: up to a switch interval, 5 ms,
+    per hand-over, which the model does not price); torch workers last (a new shared block
+    per batch). A serial loop ranks with the first: its cost is in the worker count."""
+    if backend == "serial":
+        return 0
+    order = ("thread", "process") if threads_fine else ("process", "thread")
+    return order.index(backend) if backend in order else len(order)
 
 
 def threads_do(c: Costs) -> bool:

@@ -58,6 +58,7 @@ def summarize(trace: Trace) -> dict:
     windows = {e["name"]: (e.pop("steady_from_ns"), e["end_ns"]) for e in experiments}
     for exp in experiments:
         exp["cpu_utilization"] = _utilization(trace.cpu, *windows[exp["name"]])
+        exp["niced_utilization"] = _utilization(trace.cpu, *windows[exp["name"]], key="nice")
         exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
         exp["process_cores"] = _process_cores(trace.procs, exp["name"])
     active = {name: overlap.active_intervals(by_exp[name], *w) for name, w in windows.items()}
@@ -111,16 +112,18 @@ def _process_cores(procs: list[dict], name: str) -> float | None:
 
 
 def _other_load(exp: dict, experiments: list[dict], active: dict, windows: dict, cores: int):
-    """Cores busy with work that is none of the experiments' (other programs), from the CPU
-    samples over ``exp``'s window less what the experiments' processes used while active in
-    it (or, without their CPU times, their traced stages)."""
+    """Cores busy with work that is none of the experiments' (other programs of normal
+    priority), from the CPU samples over ``exp``'s window less what the experiments'
+    processes used while active in it (or, without their CPU times, their traced stages)."""
     start, end = windows[exp["name"]]
     ours = 0.0
     for other in experiments:
         inside = overlap.shared(active[other["name"]], [(start, end)])
         used = other["process_cores"] or other["cpu_cores_used"]
         ours += used * inside / max(end - start, 1)
-    return round(max(0.0, exp["cpu_utilization"] * cores - ours), 3)
+    # niced programs yield to ours: their load is no load on this run
+    taken = max(0.0, exp["cpu_utilization"] - exp.get("niced_utilization", 0.0))
+    return round(max(0.0, taken * cores - ours), 3)
 
 
 def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
@@ -128,11 +131,16 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
     reaches the loop (worker start-up is reported apart as ``startup_s``), or, after a
     warm-up, from the first batch made after the mark (those made while waiting for the
     other experiments came at once)."""
-    cpu, wall = defaultdict(float), defaultdict(float)
+    cpu, wall, runq = defaultdict(float), defaultdict(float), defaultdict(float)
+    runq_unknown = set()
     made_from: dict[tuple, int] = {}
     for s in spans:
         cpu[s["stage"]] += s["cpu_ns"] / 1e9
         wall[s["stage"]] += (s["end_ns"] - s["start_ns"]) / 1e9
+        if "runq_ns" in s:
+            runq[s["stage"]] += s["runq_ns"] / 1e9
+        else:
+            runq_unknown.add(s["stage"])
         if s["worker"] != CONSUMER_LANE or s["stage"] not in CONSUMER_STAGES:
             key = (s["epoch"], s["batch"])
             made_from[key] = min(made_from.get(key, s["start_ns"]), s["start_ns"])
@@ -171,6 +179,10 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
         "images_per_s": round(counted / steady_s, 2) if steady_s > 0 else 0.0,
         "stage_cpu_s": {k: round(cpu[k], 4) for k in STAGES if k in cpu},
         "stage_wall_s": {k: round(wall[k], 4) for k in STAGES if k in wall},
+        # time the stage's threads waited for a core (where the kernel told)
+        "stage_runq_s": {
+            k: round(runq[k], 4) for k in STAGES if k in wall and k not in runq_unknown
+        },
         "stall_fraction": round(min(stalled / steady_s, 1.0), 4) if steady_s > 0 else 0.0,
         "measured_s": round(max(steady_s, 0.0), 3),
         "measured_batches": steady_batches,
@@ -221,9 +233,10 @@ def _too_short(steady_batches: int, steady_s: float, batches: int, wall_s: float
     )
 
 
-def _utilization(samples: list[dict], start: int, end: int) -> float:
+def _utilization(samples: list[dict], start: int, end: int, key: str = "cpu") -> float:
     """The cores' mean load over ``start..end``: each sample covers ``since_ns..t_ns``
-    (older traces: the period before ``t_ns``), weighted by its overlap with the run."""
+    (older traces: the period before ``t_ns``), weighted by its overlap with the run.
+    ``key`` "nice": the part of it in niced processes (0 where samples do not say)."""
     total = weight = 0.0
     for s in samples:
         if not s["cpu"]:
@@ -232,7 +245,8 @@ def _utilization(samples: list[dict], start: int, end: int) -> float:
         overlap = min(end, s["t_ns"]) - max(start, since)
         if overlap <= 0:
             continue
-        total += overlap * sum(s["cpu"]) / len(s["cpu"])
+        values = s.get(key) or [0.0]
+        total += overlap * sum(values) / len(values)
         weight += overlap
     return round(total / weight / 100.0, 4) if weight else 0.0
 

@@ -6,10 +6,12 @@ run too short to judge (fewer than 3 batches or 0.3 s in its steady state) says 
 1. ``training step``: the loop waited for data less than 10% of its time.
 2. ``transfer``: moving batches to the loop cost more than making them (consumer transfer
    time above the workers' CPU time).
-3. ``gil contention``: thread workers got less than 0.7 CPU-seconds per wall-second of
-   their compute stages (decode, augment, collate: ``read`` and a dataset's own ``load`` may
-   wait on I/O), those stages took longer than reading or loading, and this run's processes
-   used less than 75% of the cores (other programs' load left out).
+3. ``gil contention``: thread workers slept (off the CPU, not waiting for a core: the
+   kernel's run-queue delay tells the two apart) more than 30% of their compute stages'
+   time (decode, augment, collate: ``read`` and a dataset's own ``load`` may wait on I/O),
+   and those stages took longer than reading or loading. In traces without run-queue times:
+   they got less than 0.7 CPU-seconds per wall-second there while this run's processes used
+   less than 75% of the cores (other programs' load left out).
 4. ``cpu oversubscribed``: more busy workers (all experiments at once) than cores, and the
    cores more than 85% busy.
 5. ``data: <stage>``: otherwise the loop waits for data, and <stage> is the stage that takes
@@ -79,7 +81,16 @@ def verdict(exp: dict, machine: dict) -> Verdict:
     gil_share = compute_cpu / compute_wall if compute_wall > 0 else 1.0
     io_wall = sum(wall.get(s, 0.0) for s in IO_STAGES)
     computing = compute_wall >= io_wall  # else the workers mostly wait on I/O
-    if backend == "thread" and computing and gil_share < GIL_CPU_PER_WALL and ours < IDLE_CORES:
+    slept = gil_wait(exp)
+    if backend == "thread" and computing and slept is not None:
+        if slept > 1 - GIL_CPU_PER_WALL:
+            return Verdict(
+                "gil contention",
+                f"Thread workers slept {slept:.0%} of their decode and augment time, off the "
+                "CPU and not waiting for a core: Python holds the GIL",
+                "switch to backend 'process' (or 'torch')",
+            )
+    elif backend == "thread" and computing and gil_share < GIL_CPU_PER_WALL and ours < IDLE_CORES:
         return Verdict(
             "gil contention",
             f"Thread workers ran {gil_share:.0%} of a core per wall second of decode and "
@@ -127,6 +138,19 @@ def verdict(exp: dict, machine: dict) -> Verdict:
         None,
         _cheaper(stage),
     )
+
+
+def gil_wait(exp: dict) -> float | None:
+    """The share of the compute stages' wall time their threads slept: neither on a core
+    nor waiting for one (the kernel's run-queue delay), which for stages that do no I/O is
+    waiting for the GIL. None where the trace has no run-queue times."""
+    wall, cpu, runq = exp["stage_wall_s"], exp["stage_cpu_s"], exp.get("stage_runq_s", {})
+    stages = [s for s in COMPUTE_STAGES if s in wall]
+    if not stages or any(s not in runq for s in stages):
+        return None
+    total = sum(wall[s] for s in stages)
+    slept = sum(wall[s] - cpu.get(s, 0.0) - runq[s] for s in stages)
+    return max(0.0, slept / total) if total > 0 else None
 
 
 def _cheaper(stage: str) -> str:

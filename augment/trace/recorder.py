@@ -83,9 +83,11 @@ class Tracer:
         worker: int,
         host: str | None = None,
     ) -> list[dict]:
-        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``)."""
-        return [
-            {
+        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``);
+        ``runq_ns`` (time waiting for a core) where the span knows it."""
+        records = []
+        for s in spans:
+            record = {
                 "experiment": self.experiment,
                 "backend": backend,
                 "host": host or self.host,
@@ -99,8 +101,10 @@ class Tracer:
                 "end_ns": s.end_ns,
                 "cpu_ns": s.cpu_ns,
             }
-            for s in spans
-        ]
+            if getattr(s, "runq_ns", None) is not None:
+                record["runq_ns"] = s.runq_ns
+            records.append(record)
+        return records
 
     def write_meta(self, **info) -> None:
         """A line describing the loader (backend, workers, batch size) for the report."""

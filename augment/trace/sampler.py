@@ -29,14 +29,25 @@ def busy_percent(before, after) -> list[float]:
     return out
 
 
+def nice_percent(before, after) -> list[float]:
+    """Each core's share (0-100) spent in niced processes between two readings: load that
+    yields to programs of normal priority (a background job started with ``nice``)."""
+    out = []
+    for a, b in zip(before, after):
+        total = (sum(b) - sum(a)) - _guest(b) + _guest(a)
+        nice = getattr(b, "nice", 0.0) - getattr(a, "nice", 0.0)
+        out.append(round(min(100.0, max(0.0, 100.0 * nice / total)), 1) if total > 0 else 0.0)
+    return out
+
+
 def _guest(t) -> float:
     return getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)
 
 
 class CpuSampler:
-    """Writes ``{"since_ns", "t_ns", "host", "cpu": [percent per core]}`` lines, each the cores'
-    load over ``since_ns..t_ns``, every ``interval_s`` to
-    ``cpu-samples.<host>.<pid>.jsonl`` while started.
+    """Writes ``{"since_ns", "t_ns", "host", "cpu": [percent per core], "nice": [...]}`` lines,
+    each the cores' load over ``since_ns..t_ns`` (``nice``: the part of it in niced
+    processes), every ``interval_s`` to ``cpu-samples.<host>.<pid>.jsonl`` while started.
 
     Sampling starts at ``start()`` and a last sample is written at ``stop()``, so a run shorter
     than one interval still has one sample covering exactly its time."""
@@ -75,6 +86,7 @@ class CpuSampler:
                     "t_ns": now,
                     "host": host,
                     "cpu": busy_percent(before, after),
+                    "nice": nice_percent(before, after),
                 }
                 f.write(json.dumps(record) + "\n")
                 f.flush()
