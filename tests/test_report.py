@@ -406,3 +406,19 @@ def test_a_niced_program_is_no_load_on_the_run(tmp_path):
     assert normal["other_load_cores"] > 0.8
     assert niced["niced_utilization"] == pytest.approx(0.7, abs=0.01)
     assert niced["other_load_cores"] < 0.3
+
+
+def test_workers_queued_for_a_core_are_oversubscribed_and_io_waiters_are_not(tmp_path):
+    """Waiting on a run queue for a core is oversubscription, however few workers this run
+    has (others took the cores); four threads that wait on the network on busy cores are
+    not: they are a read waiting on I/O."""
+    queued = {"read": (2, 1, 1), "decode": (30, 12, 16), "augment": (10, 4, 6),
+              "collate": (2, 1, 1)}  # fmt: skip
+    e = report(write_trace(tmp_path / "q", [Plan("queued", stages=queued)], [100.0, 100.0]))
+    e = e["experiments"][0]
+    assert e["bottleneck"] == "cpu oversubscribed", e["advice"]
+    assert "waited for a core 55%" in e["advice"]  # 24 of 44 ms
+    io = {"read": (300, 2, 1), "decode": (3, 3, 0), "augment": (2, 2, 0), "collate": (1, 1, 0)}
+    plan = Plan("http", backend="thread", workers=4, stages=io)
+    e = report(write_trace(tmp_path / "io", [plan], [100.0, 100.0]))["experiments"][0]
+    assert e["bottleneck"] == "data: read", e["advice"]

@@ -12,8 +12,9 @@ run too short to judge (fewer than 3 batches or 0.3 s in its steady state) says 
    and those stages took longer than reading or loading. In traces without run-queue times:
    they got less than 0.7 CPU-seconds per wall-second there while this run's processes used
    less than 75% of the cores (other programs' load left out).
-4. ``cpu oversubscribed``: more busy workers (all experiments at once) than cores, and the
-   cores more than 85% busy.
+4. ``cpu oversubscribed``: workers waited on a run queue for a core more than 25% of their
+   time (in traces without run-queue times: more busy workers, all experiments at once,
+   than cores, and the cores more than 85% busy).
 5. ``data: <stage>``: otherwise the loop waits for data, and <stage> is the stage that takes
    most of the workers' CPU time (or wall time, for a stage that waits on I/O).
 
@@ -32,6 +33,7 @@ GIL_CPU_PER_WALL = 0.7
 IO_CPU_PER_WALL = 0.5
 IDLE_CORES = 0.75
 SATURATED = 0.85
+QUEUED_FOR_CORE = 0.25
 
 RULES = __doc__
 
@@ -97,7 +99,17 @@ def verdict(exp: dict, machine: dict) -> Verdict:
             f"augment while this run used {ours:.0%} of the cores: Python holds the GIL",
             "switch to backend 'process' (or 'torch')",
         )
-    if busy > cores and util > SATURATED:
+    queued = core_wait(exp)
+    if queued is not None and queued > QUEUED_FOR_CORE:
+        return Verdict(
+            "cpu oversubscribed",
+            f"Workers waited for a core {queued:.0%} of their time ({busy:g} workers of this "
+            f"and other experiments on {cores} cores, {util:.0%} busy) and the loop waits "
+            f"{stall:.0%} of the time",
+            "give each experiment fewer workers",
+            "run fewer experiments (or other programs) at once",
+        )
+    if queued is None and busy > cores and util > SATURATED:
         return Verdict(
             "cpu oversubscribed",
             f"{busy:g} busy workers share {cores} cores ({util:.0%} busy) and the loop waits "
@@ -138,6 +150,17 @@ def verdict(exp: dict, machine: dict) -> Verdict:
         None,
         _cheaper(stage),
     )
+
+
+def core_wait(exp: dict) -> float | None:
+    """The share of the worker stages' wall time their threads waited on a run queue for a
+    core; None where the trace has no run-queue times."""
+    wall, runq = exp["stage_wall_s"], exp.get("stage_runq_s", {})
+    stages = [s for s in WORKER_STAGES if s in wall]
+    if not stages or any(s not in runq for s in stages):
+        return None
+    total = sum(wall[s] for s in stages)
+    return sum(runq[s] for s in stages) / total if total > 0 else None
 
 
 def gil_wait(exp: dict) -> float | None:
