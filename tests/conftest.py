@@ -9,7 +9,33 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+# Modules whose tests start worker processes, servers, notebook kernels, Ray or installs:
+# marked ``slow`` and left out of ``make quick`` (tests elsewhere that do are marked one by one)
+SLOW_MODULES = {
+    "test_backends",
+    "test_frameworks",
+    "test_http",
+    "test_install",
+    "test_loader",
+    "test_long_runs",
+    "test_profiler",
+    "test_ray",
+    "test_scripts_and_notebooks",
+    "test_trace",
+    "test_trace_dataloader",
+    "test_tune",
+    "test_user_code",
+    "test_zero_copy",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 class Hang(Exception):
