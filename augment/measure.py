@@ -161,5 +161,45 @@ def run(
                     break
     finally:
         loader.close()
+    try:
+        if needs_calibration(experiment):
+            calibrate(experiment, dataset, tracer)
+    finally:
         tracer.close()
     return delivered
+
+
+CALIBRATE_S = 0.5
+
+
+def needs_calibration(experiment: Experiment) -> bool:
+    """Thread workers that contend for the GIL spend more CPU per image than the same work
+    in a process of its own: only a run without them tells what processes would spend."""
+    return experiment.backend == "thread" and experiment.workers >= 2
+
+
+def calibrate(experiment: Experiment, dataset, tracer) -> None:
+    """Make batches in this thread alone (a serial loader, no step) for ``CALIBRATE_S``
+    (at least one batch), and record their CPU time per image."""
+    from augment.loader import Loader
+
+    images = cpu_ns = 0
+    started = time.monotonic()
+    with Loader(
+        dataset,
+        build_transform(experiment.transform),
+        batch_size=experiment.batch_size,
+        backend="serial",
+        seed=experiment.seed,
+    ) as loader:
+        batches = iter(loader)
+        while images == 0 or time.monotonic() - started < CALIBRATE_S:
+            before = time.thread_time_ns()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            cpu_ns += time.thread_time_ns() - before
+            images += len(batch[0])
+    if images:
+        tracer.record_calibration(images, cpu_ns / 1e9)

@@ -188,6 +188,7 @@ EXPERIMENT_KEYS = {
     "stage_runq_s",
     "cpu_utilization",
     "niced_utilization",
+    "uncontended_cpu_per_image_ms",
     "concurrent_workers",
     "bottleneck",
     "advice",

@@ -269,3 +269,26 @@ def test_the_sweep_tries_a_few_worker_counts_on_any_machine():
     assert sweep_counts(6) == [1, 2, 4, 6, 8, 12]
     assert sweep_counts(8) == [1, 2, 4, 8, 16]
     assert sweep_counts(64) == [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def test_a_calibration_run_prices_processes_at_the_uncontended_cpu(tmp_path):
+    """Contended threads spent 45/16 ms of CPU per image; the same pipeline alone in one
+    thread spent 30/16 ms (the calibration after the run): processes are costed at that,
+    and the recommendation says so."""
+    import json
+
+    stages = {"read": (3, 3), "decode": (30, 20), "augment": (30, 20), "collate": (3, 2)}
+    plan = Plan("threads", backend="thread", workers=2, stages=stages)
+    folder = write_trace(tmp_path, [plan], [40.0, 40.0])
+    with open(folder / f"{plan.name}.{plan.pid}.jsonl", "a") as f:
+        calibration = {"experiment": plan.name, "images": 64, "cpu_s": 64 * 30 / B / 1e3}
+        f.write(json.dumps({"calibration": calibration}) + "\n")
+    e = by_name(report(folder))["threads"]
+    assert e["uncontended_cpu_per_image_ms"] == pytest.approx(30 / B, rel=1e-3)
+    assert e["model"]["uncontended_cpu_per_image_ms"] == pytest.approx(30 / B, rel=1e-3)
+    rec = e["recommendation"]
+    assert rec["backend"] in ("process", "torch") and rec["workers"] == 2
+    # two cores at the uncontended CPU per image, not at the threads' 45/16 ms
+    assert rec["expected_images_per_s"] == pytest.approx(2 / (30 / B / 1e3), rel=0.05)
+    assert "measured alone in one thread" in rec["why"]
+    assert "expect more than this" not in rec["why"]

@@ -14,6 +14,11 @@ Measured per image (the worker stages of the run, ``summary.summarize``):
   (g <= 1/n); a run on another backend does not measure it, and threads are then assumed to
   hold it throughout.
 
+- ``cpu_alone``: after a thread run of 2+ workers, the same pipeline's CPU per image made
+  alone in one thread (``augment.measure.calibrate``): threads that contend for the GIL
+  spend more CPU per image than the same work in processes, so other backends are costed
+  at this figure;
+
 - ``overhead``: CPU the experiment's processes spent outside the traced stages (the loop's
   Python, queues, pickling): their CPU times at the start and end of the steady state, less
   the traced stages' CPU, per image. It is charged to every backend alike.
@@ -65,6 +70,16 @@ class Costs:
     backend: str  # the backend that ran
     transfer: float  # its transfer per batch, as measured
     overhead: float = 0.0  # per image, CPU the processes spent outside the traced stages
+    # per image, the pipeline's CPU alone in one thread (a calibration run after a thread
+    # run: contended threads spend more), None where not measured
+    cpu_alone: float | None = None
+
+    def cpu_on(self, backend: str) -> float:
+        """CPU per image of the worker stages on ``backend``: as measured on the backend
+        that ran, else uncontended where a calibration measured it."""
+        if backend == self.backend or self.cpu_alone is None:
+            return self.cpu
+        return self.cpu_alone
 
     def transfer_for(self, backend: str) -> float:
         """Consumer-side cost of receiving one batch on ``backend``."""
@@ -85,6 +100,9 @@ class Costs:
             "step_cpu_ms": round(self.step_cpu * 1e3, 3),
             "transfer_ms": round(self.transfer * 1e3, 3),
             "untraced_cpu_per_image_ms": round(self.overhead * 1e3, 4),
+            "uncontended_cpu_per_image_ms": (
+                round(self.cpu_alone * 1e3, 4) if self.cpu_alone is not None else None
+            ),
         }
 
 
@@ -125,6 +143,11 @@ def costs(exp: dict, cores: int) -> Costs | None:
         backend=exp["backend"],
         transfer=wall.get("transfer", 0.0) / batches,
         overhead=_untraced(exp),
+        cpu_alone=(
+            exp["uncontended_cpu_per_image_ms"] / 1e3
+            if exp.get("uncontended_cpu_per_image_ms")
+            else None
+        ),
     )
 
 
@@ -150,21 +173,22 @@ class Rate:
 def alone(c: Costs, backend: str, workers: int) -> Rate:
     """The rate of ``backend`` with ``workers`` given all the cores it wants."""
     b = c.batch_size
+    cpu = c.cpu_on(backend)
     transfer = c.transfer_for(backend)
     loop_cpu = (c.step_cpu + transfer) / b + c.overhead
     if backend == "serial" or workers == 0:
-        rate = b / (c.step + transfer + b * (c.cpu + c.io_wait))
-        return Rate(rate, rate * (c.cpu + loop_cpu), 1.0, "loop")
+        rate = b / (c.step + transfer + b * (cpu + c.io_wait))
+        return Rate(rate, rate * (cpu + loop_cpu), 1.0, "loop")
     own_copy = c.worker_copy_for(backend)
     bounds = {
-        "workers": workers * b / (b * (c.cpu + c.io_wait) + own_copy),
+        "workers": workers * b / (b * (cpu + c.io_wait) + own_copy),
         "loop": b / (c.step + transfer) if c.step + transfer > 0 else math.inf,
     }
-    if backend == "thread" and c.gil * c.cpu > 0:
-        bounds["gil"] = 1.0 / (c.gil * c.cpu)
+    if backend == "thread" and c.gil * cpu > 0:
+        bounds["gil"] = 1.0 / (c.gil * cpu)
     bound = min(bounds, key=bounds.get)
     rate = bounds[bound]
-    demand = rate * (c.cpu + own_copy / b + loop_cpu)
+    demand = rate * (cpu + own_copy / b + loop_cpu)
     loop_busy = (c.step_cpu + transfer) / (c.step + transfer) if c.step + transfer > 0 else 0.0
     return Rate(rate, demand, workers + loop_busy, bound)
 

@@ -107,7 +107,12 @@ def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> s
             f"less than now so that the {together} experiments at once make more in all: "
             f"about {sum_recommended:,.0f} img/s summed, from {sum_now:,.0f}"
         )
-    if c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
+    if c.backend == "thread" and choice.backend != "thread" and c.cpu_alone is not None:
+        parts.append(
+            f"costed at {c.cpu_alone * 1e3:.2f} ms of CPU per image, measured alone in one "
+            f"thread after the run (the contended threads spent {c.cpu * 1e3:.2f} ms)"
+        )
+    elif c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
         parts.append(
             "expect more than this: threads that wait for the GIL spend more CPU per image "
             "than the same work in separate processes, and the figure is costed at the "
@@ -132,7 +137,8 @@ def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> s
 def _bound(c: model.Costs, choice: model.Choice, machine: tuple[int, float], together: int):
     b, workers, bound = choice.backend, choice.workers, choice.rate.bound
     cores, free = machine
-    make_ms = c.batch_size * (c.cpu + c.io_wait) * 1e3
+    cpu = c.cpu_on(b)
+    make_ms = c.batch_size * (cpu + c.io_wait) * 1e3
     if b == "serial":
         return (
             f"making a batch in the loop ({make_ms:.0f} ms) beside the step "
@@ -147,6 +153,6 @@ def _bound(c: model.Costs, choice: model.Choice, machine: tuple[int, float], tog
         return f"threads share one GIL, held for {c.gil:.0%} of their CPU time"
     if bound == "cores":
         shared = f", shared with {together - 1} other experiment(s)" if together > 1 else ""
-        return f"the {cores} cores are the limit at {c.cpu * 1e3:.2f} ms of CPU per image{shared}"
+        return f"the {cores} cores are the limit at {cpu * 1e3:.2f} ms of CPU per image{shared}"
     io = f", {c.io_wait * c.batch_size * 1e3:.0f} ms of it waiting on I/O" if c.io_wait else ""
     return f"each of {workers} {b} worker(s) makes a batch in {make_ms:.0f} ms{io}"

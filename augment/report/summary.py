@@ -61,6 +61,7 @@ def summarize(trace: Trace) -> dict:
         exp["niced_utilization"] = _utilization(trace.cpu, *windows[exp["name"]], key="nice")
         exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
         exp["process_cores"] = _process_cores(trace.procs, exp["name"])
+        exp["uncontended_cpu_per_image_ms"] = _calibrated(trace.calibrations, exp["name"])
     active = {name: overlap.active_intervals(by_exp[name], *w) for name, w in windows.items()}
     ran_with = overlap.fractions(active)
     for exp in experiments:
@@ -99,6 +100,15 @@ def _concurrent_workers(name: str, ran_with: dict, workers_of: dict) -> float:
     """Workers busy while ``name`` ran: each experiment's workers weighted by the share of
     ``name``'s active time it was active too (its own count in full)."""
     return round(sum(n * ran_with[(name, other)] for other, n in workers_of.items()), 2)
+
+
+def _calibrated(calibrations: list[dict], name: str) -> float | None:
+    """CPU per image (ms) of the experiment's pipeline run alone in one thread after its
+    window (``augment.measure.calibrate``), None without such a run."""
+    mine = [c for c in calibrations if c["experiment"] == name and c["images"] > 0]
+    if not mine:
+        return None
+    return round(1e3 * sum(c["cpu_s"] for c in mine) / sum(c["images"] for c in mine), 4)
 
 
 def _process_cores(procs: list[dict], name: str) -> float | None:

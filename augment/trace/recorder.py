@@ -141,6 +141,12 @@ class Tracer:
         }
         self.write([{"proc": record}])
 
+    def record_calibration(self, images: int, cpu_s: float) -> None:
+        """The CPU time ``images`` took through the pipeline alone in one thread (no other
+        worker contending for the GIL or a core): what a process worker would spend."""
+        record = {"experiment": self.experiment, "images": images, "cpu_s": cpu_s}
+        self.write([{"calibration": record}])
+
     def close(self) -> None:
         if self._sampler is not None:
             self._sampler.stop()
