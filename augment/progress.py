@@ -48,7 +48,7 @@ class Console:
             file=self.stream,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| "
             + ("{n:.1f}/{total:g} s" if by_time else "{n_fmt}/{total_fmt} batches")
-            + " {postfix}",
+            + "{postfix}",
         )
 
     def line(self, text: str) -> None:

@@ -205,6 +205,11 @@ def advice(v: Verdict, exp: dict) -> str:
         current = exp.get("expected_images_per_s") or exp["images_per_s"]
         if want == now:
             remedy = [f"keep {now}, the best configuration the model finds"]
+        elif expected < 0.9 * current:  # given less so that the experiments at once make more
+            remedy = [
+                f"use {want} (about {expected:,.0f} img/s: less, so that the experiments "
+                "running at once make more in all)"
+            ]
         elif rec["workers"] < exp["workers"] and expected < 1.1 * current:
             remedy = [f"use {want}: about as fast ({expected:,.0f} img/s) on fewer workers"]
         else:
