@@ -175,6 +175,7 @@ def test_config_experiments_run_at_once_or_in_turn(config_run):
         # released together and stopped together: they overlap nearly all the time
         workers = sum(t["workers"] for t in tables)
         assert summary["machine"]["concurrent_workers"] == pytest.approx(workers, abs=0.3)
+
         def period_s(e):
             return e["measured_s"] / max(e["measured_batches"], 1)
 
