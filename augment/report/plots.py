@@ -70,8 +70,14 @@ class _Clock:
 
     GAP_S = 0.3
 
-    def __init__(self, summary: dict, origin: int):
-        busy = sorted((e["start_ns"], e["end_ns"]) for e in summary["experiments"])
+    def __init__(self, spans: list[dict], origin: int):
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for s in spans:  # every span, warm-up included: the whole of each experiment
+            name = s["experiment"]
+            first[name] = min(first.get(name, s["start_ns"]), s["start_ns"])
+            last[name] = max(last.get(name, s["end_ns"]), s["end_ns"])
+        busy = sorted((first[name], last[name]) for name in first)
         merged: list[list[int]] = []
         for start, end in busy:
             if merged and start <= merged[-1][1] + self.GAP_S * 1e9:
@@ -98,7 +104,7 @@ class _Clock:
 
 def timeline(trace: Trace, summary: dict, path: Path) -> None:
     lanes = _lanes(trace, summary)
-    clock = _Clock(summary, min(s["start_ns"] for s in trace.spans))
+    clock = _Clock(trace.spans, min(s["start_ns"] for s in trace.spans))
     row = {key: i for i, (_, _, members) in enumerate(lanes) for key in members}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
@@ -178,6 +184,17 @@ def _measured_lines(ax, cpu_ax, trace: Trace, lanes, clock) -> list:
     return [Line2D([], [], color=MEASURED_COLOR, linestyle=":", label="measured from here")]
 
 
+def _drawable(samples: list[dict]) -> list[dict]:
+    """The samples worth a point: not those much shorter than the sampling period (the last
+    one of each epoch, a few ms, reads a core as 0% or 100% at the kernel's 10 ms tick)."""
+    lengths = sorted(s["t_ns"] - s["since_ns"] for s in samples if "since_ns" in s)
+    if not lengths:
+        return samples
+    typical = lengths[len(lengths) // 2]
+    kept = [s for s in samples if s["t_ns"] - s.get("since_ns", 0) >= typical / 2]
+    return kept or samples
+
+
 def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
     if not trace.cpu:
         ax.text(
@@ -191,7 +208,8 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
         return
     cores = len(trace.cpu[0]["cpu"])
     t, values = [], []
-    for previous, sample in zip([None] + trace.cpu[:-1], trace.cpu):
+    samples = _drawable(trace.cpu)
+    for previous, sample in zip([None] + samples[:-1], samples):
         if previous is not None and sample["t_ns"] - previous["t_ns"] > 0.5e9:
             t.append(clock(previous["t_ns"]) + 0.1)  # no samples here: break the line
             values.append([float("nan")] * cores)
