@@ -29,7 +29,7 @@ quick: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py all --write-readme
+	$(PY) scripts/benchmark.py all --write-docs
 
 lint: $(STAMP)
 	$(PY) -m ruff check augment scripts tests

@@ -2,7 +2,7 @@
 a step-bound one, three experiments at once, and the shipped configs: predicted against
 measured, before and after following the recommendation.
 
-    python scripts/benchmark.py advice --repeat 3 [--sweep] [--write-readme]
+    python scripts/benchmark.py advice --repeat 3 [--sweep] [--write-docs]
 
 Each scenario is tuned ``--repeat`` times; its row is the repeat with the median gain, and
 the range of gains over the repeats is shown beside it. ``--sweep`` also runs every backend

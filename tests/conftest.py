@@ -170,7 +170,7 @@ def smooth_image(h, w, c=3, dtype=np.uint8) -> np.ndarray:
     return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
 
-# The per-experiment fields of summary.json that README lists.
+# The per-experiment fields of summary.json that docs/profiler.md lists.
 EXPERIMENT_KEYS = {
     "name",
     "backend",

@@ -1,9 +1,9 @@
 """Advice that can be checked: experiments at once start their measured part together, a run
 too short to judge says so, and ``augment-profile tune`` runs the recommendation and puts
 predicted against measured (real runs on data/sample, real worker processes). ``--sweep``
-runs every backend at 1..2 x cores workers, each a run of its own (seconds of start-up
-apiece): it is run by the benchmark that fills README's table, and here its table is
-checked on a result of known figures."""
+runs each backend at a few worker counts, each a run of its own (seconds of start-up
+apiece): it is run by the benchmark that fills docs/benchmarks.md's table, and here its
+table is checked on a result of known figures."""
 
 from __future__ import annotations
 

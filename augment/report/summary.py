@@ -24,7 +24,7 @@ JUDGE_FOR_S = 2.0  # what "run at least" aims for
 
 
 def summarize(trace: Trace) -> dict:
-    """``{"experiments": [...], "machine": {...}}`` with the fields listed in README."""
+    """``{"experiments": [...], "machine": {...}}`` with the fields listed in docs/profiler.md."""
     by_exp: dict[str, list[dict]] = defaultdict(list)
     for s in trace.spans:
         by_exp[s["experiment"]].append(s)

@@ -181,8 +181,8 @@ def _cheaper(stage: str) -> str:
     if stage == "load":
         return (
             "make the dataset's __getitem__ (reading, decoding and any augmentation in it) "
-            "cheaper (augment's fused transforms on augment.Loader, see README) or use more "
-            "machines"
+            "cheaper (augment's fused transforms on augment.Loader, see docs/profiler.md) or "
+            "use more machines"
         )
     if stage == "augment":
         return "use a cheaper transform (fewer resampling steps, a smaller output) or more machines"
