@@ -8,10 +8,11 @@ run too short to judge (fewer than 3 batches or 0.3 s in its steady state) says 
    time above the workers' CPU time).
 3. ``gil contention``: thread workers slept (off the CPU, not waiting for a core: the
    kernel's run-queue delay tells the two apart) more than 30% of their compute stages'
-   time (decode, augment, collate: ``read`` and a dataset's own ``load`` may wait on I/O),
-   and those stages took longer than reading or loading. In traces without run-queue times:
-   they got less than 0.7 CPU-seconds per wall-second there while this run's processes used
-   less than 75% of the cores (other programs' load left out).
+   time, that wait left out (decode, augment, collate: ``read`` and a dataset's own
+   ``load`` may wait on I/O), and those stages took longer than reading or loading. In
+   traces without run-queue times: they got less than 0.7 CPU-seconds per wall-second
+   there while this run's processes used less than 75% of the cores (other programs' load
+   left out).
 4. ``cpu oversubscribed``: workers waited on a run queue for a core more than 25% of their
    time (in traces without run-queue times: more busy workers, all experiments at once,
    than cores, and the cores more than 85% busy).
@@ -88,8 +89,8 @@ def verdict(exp: dict, machine: dict) -> Verdict:
         if slept > 1 - GIL_CPU_PER_WALL:
             return Verdict(
                 "gil contention",
-                f"Thread workers slept {slept:.0%} of their decode and augment time, off the "
-                "CPU and not waiting for a core: Python holds the GIL",
+                f"Thread workers slept {slept:.0%} of their decode and augment time (not "
+                "counting their wait for a core): Python holds the GIL",
                 "switch to backend 'process' (or 'torch')",
             )
     elif backend == "thread" and computing and gil_share < GIL_CPU_PER_WALL and ours < IDLE_CORES:
@@ -164,16 +165,17 @@ def core_wait(exp: dict) -> float | None:
 
 
 def gil_wait(exp: dict) -> float | None:
-    """The share of the compute stages' wall time their threads slept: neither on a core
-    nor waiting for one (the kernel's run-queue delay), which for stages that do no I/O is
+    """The share of the compute stages' time not spent waiting for a core (the kernel's
+    run-queue delay) that their threads slept rather than ran: for stages that do no I/O,
     waiting for the GIL. None where the trace has no run-queue times."""
     wall, cpu, runq = exp["stage_wall_s"], exp["stage_cpu_s"], exp.get("stage_runq_s", {})
     stages = [s for s in COMPUTE_STAGES if s in wall]
     if not stages or any(s not in runq for s in stages):
         return None
-    total = sum(wall[s] for s in stages)
+    # of the time not spent waiting for a core: on one, or asleep
+    awake = sum(wall[s] - runq[s] for s in stages)
     slept = sum(wall[s] - cpu.get(s, 0.0) - runq[s] for s in stages)
-    return max(0.0, slept / total) if total > 0 else None
+    return max(0.0, slept / awake) if awake > 0 else None
 
 
 def _cheaper(stage: str) -> str:
