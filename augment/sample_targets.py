@@ -1,0 +1,426 @@
+"""A sample's targets: read and checked (``SampleTargets.read``), moved by each warp the image
+takes (``move``), and given back in the sample's own format (``result``); then batched
+(``collate``).
+
+A sample is a dict with ``"image"`` and any of the named kinds (``targets.KINDS``):
+
+- ``mask``: one array H x W or H x W x C (integer, bool or float32), the image's height and
+  width; batched into N x H x W (or N x C x H x W, as images);
+- ``masks``: K masks H x W (a list, or an array K x H x W), K may differ per sample;
+- ``boxes``: N x 4 in ``box_format``; per-box fields (``box_fields``, default ``labels``)
+  are dropped with the boxes that leave the view;
+- ``keypoints``: N x 2 (x, y) or N x 3 (x, y, visibility);
+
+and any other key, passed through as it is. Nothing is guessed from shapes: a key's name
+says what it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from augment import functional as F
+from augment import targets as T
+from augment.data import BadImageError
+
+KEYPOINT_MODES = ("mark", "drop")
+LISTED = ("masks", "boxes", "keypoints")  # kinds whose count varies per sample
+
+
+class BadTargetError(BadImageError):
+    """A sample's target that cannot be used (a mask of the wrong size, NaN boxes...).
+    A ``BadImageError``, so the loader's ``on_error`` treats it as a bad image."""
+
+    def __init__(self, source: str, cause: str):
+        ValueError.__init__(self, f"bad target in {source}: {cause}")
+        self.source, self.cause = source, cause
+
+    def __reduce__(self):
+        return BadTargetError, (self.source, self.cause)
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """How targets are read and kept (``Compose``'s target arguments, see there)."""
+
+    box_format: str = "xyxy"
+    min_visibility: float = 0.0
+    min_size: float = 0.0
+    keypoints: str = "mark"
+    mask_fill: float = 0
+    box_fields: tuple[str, ...] = ("labels",)
+    keypoint_fields: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        T.check_box_format(self.box_format)
+        v = F._check_finite(self.min_visibility, "min_visibility")
+        if not 0 <= v <= 1:
+            raise ValueError(f"min_visibility must be in [0, 1], got {self.min_visibility}")
+        if F._check_finite(self.min_size, "min_size") < 0:
+            raise ValueError(f"min_size must be >= 0 pixels, got {self.min_size}")
+        F._check_choice(self.keypoints, "keypoints", KEYPOINT_MODES)
+        F._check_finite(self.mask_fill, "mask_fill")
+        for name in ("box_fields", "keypoint_fields"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a tuple of key names, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+
+    def listed(self, key: str) -> bool:
+        """Whether ``key``'s length varies per sample (batched as a list, or padded)."""
+        return key in LISTED or key in self.box_fields or key in self.keypoint_fields
+
+
+def kinds_of(sample: dict) -> tuple[str, ...]:
+    """The target kinds a sample dict holds."""
+    return tuple(k for k in T.KINDS if k in sample)
+
+
+def check_names(names, what: str = "targets") -> tuple[str, ...]:
+    """``targets=``: the names of a tuple sample's items after the image."""
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise ValueError(
+            f"{what} must be a non-empty tuple of names for the items after the image, such as "
+            f"('mask',) or ('boxes', 'labels'); known kinds: {', '.join(T.KINDS)}; got {names!r}"
+        )
+    if not all(isinstance(n, str) and n and n != "image" for n in names):
+        raise ValueError(f"{what} must be names (str, not 'image'), got {names!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} names must differ, got {names!r}")
+    return tuple(names)
+
+
+def check_pad(pad_targets) -> bool | int:
+    """``pad_targets=``: False (lists), True (pad to the batch's largest count) or a count."""
+    if isinstance(pad_targets, bool):
+        return pad_targets
+    if isinstance(pad_targets, (int, np.integer)) and pad_targets >= 0:
+        return int(pad_targets)
+    raise ValueError(
+        "pad_targets must be False (boxes and keypoints as a list of tensors per batch), True "
+        f"(padded to the batch's largest count) or a number of rows >= 0; got {pad_targets!r}"
+    )
+
+
+def _array(value, name: str, source: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if type(value).__module__.split(".")[0] == "torch":
+        return value.detach().cpu().numpy()
+    if type(value).__module__.split(".")[0] == "PIL":
+        return np.asarray(value)
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise BadTargetError(source, f"{name} is not an array: {exc}") from None
+
+
+class SampleTargets:
+    """One sample's targets as they move: masks as arrays, boxes as float64 pixel xyxy with a
+    visibility, keypoints as float64 x, y with whether each stayed in the frame."""
+
+    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
+
+    def __init__(self, options: TargetOptions, shape: tuple[int, int]):
+        self.options, self.shape = options, shape
+        self.masks: dict[str, np.ndarray] = {}
+        self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
+
+    @classmethod
+    def read(
+        cls, sample: dict, shape: tuple[int, int], options: TargetOptions, source: str
+    ) -> SampleTargets:
+        """The targets of ``sample`` (a dict) for an image of ``shape``, checked: a
+        ``BadTargetError`` names ``source`` and what is wrong."""
+        self = cls(options, shape)
+        h, w = shape
+        if "mask" in sample:
+            mask = _mask(_array(sample["mask"], "mask", source), "mask", source)
+            if mask.shape[:2] != shape:
+                raise BadTargetError(
+                    source, f"the mask is {_size(mask.shape)} but the image is {h}x{w}"
+                )
+            self.masks["mask"] = mask
+        if "masks" in sample:
+            self.masks["masks"] = _instance_masks(sample["masks"], shape, source)
+        if "boxes" in sample:
+            boxes = _array(sample["boxes"], "boxes", source)
+            self.boxes = _boxes(boxes, options.box_format, shape, source)
+            self.box_vis = np.ones(len(self.boxes))
+            _check_fields(sample, options.box_fields, len(self.boxes), "boxes", source)
+        if "keypoints" in sample:
+            self.points, self.point_vis = _points(sample["keypoints"], source)
+            self.inside = np.ones(len(self.points), dtype=bool)
+            _check_fields(sample, options.keypoint_fields, len(self.points), "keypoints", source)
+        return self
+
+    def move(self, pending, kernel: str | None, antialias: bool) -> None:
+        """Follow one warp of the image (a ``PendingWarp``, drawn for this shape)."""
+        fill = self.options.mask_fill
+        for key, mask in self.masks.items():
+            if key == "masks":  # K x H x W: one warp of K channels
+                stacked = np.ascontiguousarray(mask.transpose(1, 2, 0))
+                if mask.shape[0]:
+                    moved = T.warp_mask(stacked, pending, kernel, antialias, fill)
+                    self.masks[key] = np.ascontiguousarray(
+                        moved.reshape(*pending.shape, -1).transpose(2, 0, 1)
+                    )
+                else:
+                    self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
+            else:
+                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
+        if self.boxes is not None and len(self.boxes):
+            self.boxes, vis = T.map_boxes(self.boxes, pending.entries, pending.shape)
+            self.box_vis = self.box_vis * vis
+        if self.points is not None and len(self.points):
+            self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
+            self.inside &= inside
+        self.shape = pending.shape
+
+    def result(self, sample: dict) -> dict:
+        """``sample`` with its targets replaced by where they moved to: boxes (float32, in
+        ``box_format``) and their fields dropped where too little stays in view, keypoints
+        out of the frame marked invisible or dropped (``keypoints``)."""
+        options, out = self.options, dict(sample)
+        out.update(self.masks)
+        if self.boxes is not None:
+            w = self.boxes[:, 2] - self.boxes[:, 0]
+            h = self.boxes[:, 3] - self.boxes[:, 1]
+            keep = (self.box_vis > 0) & (self.box_vis >= options.min_visibility)
+            if options.min_size > 0:
+                keep &= (w >= options.min_size) & (h >= options.min_size)
+            out["boxes"] = T.from_xyxy(self.boxes[keep], options.box_format, self.shape)
+            _take(out, sample, options.box_fields, keep)
+        if self.points is not None:
+            points = self.points.astype(np.float32)
+            if options.keypoints == "drop":
+                keep = self.inside
+                if self.point_vis is not None:
+                    points = np.column_stack((points, self.point_vis))[keep]
+                else:
+                    points = points[keep]
+                _take(out, sample, options.keypoint_fields, keep)
+            else:
+                visible = (
+                    self.inside if self.point_vis is None else self.inside & (self.point_vis > 0)
+                )
+                points = np.column_stack((points, visible.astype(np.float32)))
+            out["keypoints"] = points
+        return out
+
+
+def _size(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def _mask(mask: np.ndarray, name: str, source: str) -> np.ndarray:
+    if mask.ndim not in (2, 3) or mask.size == 0:
+        raise BadTargetError(
+            source, f"{name} must be H x W or H x W x C, got shape {_size(mask.shape)}"
+        )
+    if mask.dtype.kind not in "biu" and mask.dtype != np.float32:
+        raise BadTargetError(
+            source,
+            f"{name} dtype {mask.dtype} is not accepted: integer or bool (class maps, warped "
+            "nearest-neighbour) or float32 (warped as the image)",
+        )
+    return mask
+
+
+def _instance_masks(value, shape, source: str) -> np.ndarray:
+    if isinstance(value, (list, tuple)):
+        arrays = [_array(v, "masks", source) for v in value]
+        if not arrays:
+            return np.zeros((0, *shape), dtype=np.uint8)
+        for i, a in enumerate(arrays):
+            if a.shape != shape:
+                raise BadTargetError(
+                    source, f"masks[{i}] is {_size(a.shape)}, not the image's {_size(shape)}"
+                )
+        value = np.stack(arrays)
+    masks = _array(value, "masks", source)
+    if masks.ndim != 3 or masks.shape[1:] != shape:
+        raise BadTargetError(
+            source,
+            f"masks must be K masks of the image's {_size(shape)} (a list, or K x H x W), got "
+            f"shape {_size(masks.shape)}",
+        )
+    return _mask(masks, "masks", source) if masks.size else masks
+
+
+def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray:
+    if boxes.size == 0:
+        return np.zeros((0, 4))
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.dtype.kind not in "iuf":
+        raise BadTargetError(
+            source, f"boxes must be N x 4 numbers, got {boxes.dtype} of shape {_size(boxes.shape)}"
+        )
+    if not np.isfinite(boxes).all():
+        row = int(np.argwhere(~np.isfinite(boxes))[0, 0])
+        raise BadTargetError(source, f"boxes[{row}] is not finite: {boxes[row].tolist()}")
+    xyxy = T.to_xyxy(boxes, box_format, shape)
+    bad = (xyxy[:, 2] < xyxy[:, 0]) | (xyxy[:, 3] < xyxy[:, 1])
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise BadTargetError(
+            source,
+            f"boxes[{row}] = {boxes[row].tolist()} has its far edge before its near one in "
+            f"box_format {box_format!r} (x1 < x0 or y1 < y0, or a negative size)",
+        )
+    return xyxy
+
+
+def _points(value, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+    points = _array(value, "keypoints", source)
+    if points.size == 0:
+        return np.zeros((0, 2)), None
+    if points.ndim != 2 or points.shape[1] not in (2, 3) or points.dtype.kind not in "iufb":
+        raise BadTargetError(
+            source,
+            "keypoints must be N x 2 (x, y) or N x 3 (x, y, visibility), got "
+            f"{points.dtype} of shape {_size(points.shape)}",
+        )
+    xy = points[:, :2].astype(np.float64)
+    if not np.isfinite(xy).all():
+        row = int(np.argwhere(~np.isfinite(xy))[0, 0])
+        raise BadTargetError(source, f"keypoints[{row}] is not finite: {points[row].tolist()}")
+    return xy, (points[:, 2].astype(np.float32) if points.shape[1] == 3 else None)
+
+
+def _check_fields(sample: dict, fields, n: int, kind: str, source: str) -> None:
+    for key in fields:
+        if key in sample and len(sample[key]) != n:
+            raise BadTargetError(
+                source, f"{key!r} has {len(sample[key])} entries but there are {n} {kind}"
+            )
+
+
+def _take(out: dict, sample: dict, fields, keep: np.ndarray) -> None:
+    for key in fields:
+        if key in sample:
+            value = sample[key]
+            if isinstance(value, np.ndarray) or type(value).__module__.split(".")[0] == "torch":
+                out[key] = value[keep] if len(value) else value
+            else:
+                out[key] = [v for v, k in zip(value, keep.tolist()) if k]
+
+
+def collate(samples: list[dict], options: TargetOptions, pad: bool | int = False) -> dict:
+    """Per-sample results made into batch fields (numpy): ``mask`` stacked, the listed kinds
+    and their fields (``TargetOptions.listed``) a list of arrays, or with ``pad`` padded to
+    the largest count (``True``) or to ``pad`` rows, with ``num_<key>`` counts; any other key
+    a list of the samples' values (the loader batches it with ``default_collate``)."""
+    out: dict = {}
+    for i, s in enumerate(samples):
+        if s.keys() != samples[0].keys():
+            raise ValueError(
+                f"the samples of a batch must hold the same keys, but sample {i} has "
+                f"{sorted(s)} and the first {sorted(samples[0])}"
+            )
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        if key == "mask":
+            out[key] = np.stack(values)
+        elif options.listed(key):
+            arrays = Arrays(np.asarray(v) for v in values)
+            if pad is False:
+                out[key] = arrays
+            else:
+                out[key], out[f"num_{key}"] = _pad(arrays, pad, key)
+        else:
+            out[key] = values
+    return out
+
+
+@dataclass
+class TargetBatch:
+    """A batch's targets, made in the worker (``collate``): the fields, and the names of a
+    tuple sample's items (None for dict samples)."""
+
+    fields: dict
+    names: tuple[str, ...] | None = None
+
+    def assemble(self, images, convert, default_collate):
+        """The batch for the loop: a dict with ``"image"``, or the sample's tuple, its arrays
+        made tensors by ``convert`` and other values batched by ``default_collate``."""
+        out = {"image": images}
+        for key, value in self.fields.items():
+            if isinstance(value, np.ndarray):
+                tensor = convert(value)
+                # N x H x W x C masks as N x C x H x W (a view), as the images
+                if key == "mask" and value.ndim == 4:
+                    tensor = tensor.permute(0, 3, 1, 2)
+                out[key] = tensor
+            elif isinstance(value, Arrays):
+                out[key] = [convert(v) for v in value]
+            else:
+                out[key] = default_collate(value)
+        return out if self.names is None else as_tuple(out, self.names)
+
+
+class Arrays(list):
+    """A batch field whose length varies per sample: one array per sample."""
+
+
+def _pad(arrays: list[np.ndarray], pad: bool | int, key: str):
+    counts = np.array([len(a) for a in arrays], dtype=np.int64)
+    rows = int(counts.max(initial=0)) if pad is True else int(pad)
+    if counts.max(initial=0) > rows:
+        i = int(np.argmax(counts))
+        raise ValueError(
+            f"sample {i} of the batch has {counts[i]} {key}, more than pad_targets={pad}: "
+            "raise pad_targets or use pad_targets=True (the batch's largest count)"
+        )
+    first = next((a for a in arrays if a.size), arrays[0])
+    dtype = first.dtype if first.size else np.float32
+    value = 0 if dtype.kind in "ub" else -1
+    out = np.full((len(arrays), rows, *first.shape[1:]), value, dtype=dtype)
+    for i, a in enumerate(arrays):
+        if len(a):
+            out[i, : len(a)] = a
+    return out, counts
+
+
+def as_dict(item, names: tuple[str, ...] | None, source: str) -> dict:
+    """A sample as a dict: a dict as it is; a tuple ``(image, *items)`` with its items named
+    by ``names`` (``targets=``), any beyond them kept under ``"#<position>"``."""
+    if isinstance(item, dict):
+        if "image" not in item:
+            raise ValueError(f"{source} is a dict without an 'image' key")
+        return item
+    if names is None:
+        raise ValueError(
+            f"{source} is a {type(item).__name__}: name what follows the image with "
+            "targets=('mask',) (or ('boxes', 'labels'), ...), or give a dict"
+        )
+    if len(item) < 1 + len(names):
+        raise ValueError(
+            f"{source} has {len(item)} items, fewer than the image and targets={names!r}"
+        )
+    d = {"image": item[0], **dict(zip(names, item[1:]))}
+    for i in range(1 + len(names), len(item)):
+        d[f"#{i}"] = item[i]
+    return d
+
+
+def as_tuple(d: dict, names: tuple[str, ...]) -> tuple:
+    """``as_dict``'s tuple back, in its order."""
+    extra = sorted((k for k in d if k.startswith("#")), key=lambda k: int(k[1:]))
+    return (d["image"], *(d[n] for n in names), *(d[k] for k in extra))
+
+
+def call_sample(compose, item, rng: np.random.Generator, names, source: str = "the sample"):
+    """``compose`` (a ``transforms.Compose``) on a whole sample: a dict, or a tuple named by
+    ``names``; the same structure back, the targets moved with the image."""
+    sample = as_dict(item, names, source)
+    img = sample["image"]
+    F.check_image(img, "the sample's image")
+    compose.check_targets(kinds_of(sample))
+    moving = SampleTargets.read(sample, img.shape[:2], compose.target_options, source)
+    image = compose.finish(img, compose.plan(img.shape[:2], rng), rng, None, moving)
+    out = moving.result(sample)
+    out["image"] = image
+    return out if isinstance(item, dict) else as_tuple(out, names)
