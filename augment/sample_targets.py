@@ -17,6 +17,7 @@ says what it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -119,8 +120,11 @@ def _array(value, name: str, source: str) -> np.ndarray:
 
 
 class SampleTargets:
-    """One sample's targets as they move: masks as arrays, boxes as float64 pixel xyxy with a
-    visibility, keypoints as float64 x, y with whether each stayed in the frame."""
+    """One sample's targets as they move: masks as arrays, boxes as float64 pixel xyxy
+    (clipped to the image after each warp; with ``min_visibility``, the fraction of each
+    one's area still in view), keypoints as float64 x, y with whether each stayed in the
+    frame. A box is kept when its clipped width and height are above 0 (at least
+    ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
     __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
 
@@ -149,7 +153,6 @@ class SampleTargets:
         if "boxes" in sample:
             boxes = _array(sample["boxes"], "boxes", source)
             self.boxes = _boxes(boxes, options.box_format, shape, source)
-            self.box_vis = np.ones(len(self.boxes))
             _check_fields(sample, options.box_fields, len(self.boxes), "boxes", source)
         if "keypoints" in sample:
             self.points, self.point_vis = _points(sample["keypoints"], source)
@@ -173,8 +176,14 @@ class SampleTargets:
             else:
                 self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
         if self.boxes is not None and len(self.boxes):
-            self.boxes, vis = T.map_boxes(self.boxes, pending.entries, pending.shape)
-            self.box_vis = self.box_vis * vis
+            mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
+            if self.options.min_visibility == 0:
+                self.boxes = T.clip_boxes(mapped, pending.shape)
+            else:  # clipped area / mapped area, over all warps
+                self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
+                area = T.box_areas(mapped)
+                vis = np.divide(T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0)
+                self.box_vis = vis if self.box_vis is None else self.box_vis * vis
         if self.points is not None and len(self.points):
             self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
             self.inside &= inside
@@ -187,13 +196,17 @@ class SampleTargets:
         options, out = self.options, dict(sample)
         out.update(self.masks)
         if self.boxes is not None:
-            w = self.boxes[:, 2] - self.boxes[:, 0]
-            h = self.boxes[:, 3] - self.boxes[:, 1]
-            keep = (self.box_vis > 0) & (self.box_vis >= options.min_visibility)
+            boxes = self.boxes
+            size = boxes @ _SIZES  # in view: some area, at least min_size
+            keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
             if options.min_size > 0:
-                keep &= (w >= options.min_size) & (h >= options.min_size)
-            out["boxes"] = T.from_xyxy(self.boxes[keep], options.box_format, self.shape)
-            _take(out, sample, options.box_fields, keep)
+                keep |= np.minimum(size[:, 0], size[:, 1]) == options.min_size
+            if self.box_vis is not None:
+                keep &= self.box_vis >= options.min_visibility
+            if not keep.all():
+                boxes = boxes[keep]
+                _take(out, sample, options.box_fields, keep)
+            out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
             points = self.points.astype(np.float32)
             if options.keypoints == "drop":
@@ -251,6 +264,9 @@ def _instance_masks(value, shape, source: str) -> np.ndarray:
     return _mask(masks, "masks", source) if masks.size else masks
 
 
+_SIZES = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # xyxy -> w, h
+
+
 def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray:
     if boxes.size == 0:
         return np.zeros((0, 4))
@@ -258,19 +274,23 @@ def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray
         raise BadTargetError(
             source, f"boxes must be N x 4 numbers, got {boxes.dtype} of shape {_size(boxes.shape)}"
         )
-    if not np.isfinite(boxes).all():
-        row = int(np.argwhere(~np.isfinite(boxes))[0, 0])
-        raise BadTargetError(source, f"boxes[{row}] is not finite: {boxes[row].tolist()}")
     xyxy = T.to_xyxy(boxes, box_format, shape)
-    bad = (xyxy[:, 2] < xyxy[:, 0]) | (xyxy[:, 3] < xyxy[:, 1])
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise BadTargetError(
-            source,
-            f"boxes[{row}] = {boxes[row].tolist()} has its far edge before its near one in "
-            f"box_format {box_format!r} (x1 < x0 or y1 < y0, or a negative size)",
-        )
-    return xyxy
+    # widths and heights in one product; NaN fails >=, a sum is finite only when every term is
+    if (xyxy @ _SIZES).min() >= 0 and math.isfinite(xyxy.sum()):
+        return xyxy
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise BadTargetError(source, f"boxes[{row}] is not finite: {boxes[row].tolist()}")
+    bad = (xyxy[:, 2:] < xyxy[:, :2]).any(axis=1)
+    if not bad.any():
+        raise BadTargetError(source, "boxes are too large to sum (coordinates near 1e308)")
+    row = int(np.argmax(bad))
+    raise BadTargetError(
+        source,
+        f"boxes[{row}] = {boxes[row].tolist()} has its far edge before its near one in "
+        f"box_format {box_format!r} (x1 < x0 or y1 < y0, or a negative size)",
+    )
 
 
 def _points(value, source: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -302,7 +322,7 @@ def _take(out: dict, sample: dict, fields, keep: np.ndarray) -> None:
     for key in fields:
         if key in sample:
             value = sample[key]
-            if isinstance(value, np.ndarray) or type(value).__module__.split(".")[0] == "torch":
+            if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
                 out[key] = value[keep] if len(value) else value
             else:
                 out[key] = [v for v, k in zip(value, keep.tolist()) if k]

@@ -11,8 +11,8 @@ coordinates: pixel ``(row i, column j)`` covers ``[j, j + 1) x [i, i + 1)``, so 
 ``(0, 0, W, H)`` is the whole image (the torchvision and albumentations convention) and the
 centre of pixel ``j`` is ``j + 0.5``; the matrices of ``augment.geometry`` put pixel centres
 on integers, and ``continuous`` converts. A box's four corners are mapped and the box that
-encloses them taken, then clipped to the output; its visibility is the clipped area over the
-mapped area.
+encloses them taken (``map_boxes``), then clipped to the output; its visibility is the
+clipped area over the mapped area.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def _split(box_format: str) -> tuple[str, bool]:
 
 def to_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.ndarray:
     """``boxes`` (N x 4) in ``box_format`` for an image of ``shape`` as float64 pixel xyxy."""
-    base, normalised = _split(box_format)
+    if box_format == "xyxy":
+        return boxes.astype(np.float64)
     b = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 4)
+    base, normalised = _split(box_format)
     if normalised:
         h, w = shape
         b[:, 0::2] *= w
@@ -64,6 +66,8 @@ def to_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.nd
 
 def from_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixel xyxy boxes (N x 4) in ``box_format`` for an image of ``shape``, float32."""
+    if box_format == "xyxy":
+        return boxes.astype(np.float32)
     base, normalised = _split(box_format)
     b = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 4)
     if base == "xywh":
@@ -86,35 +90,34 @@ def continuous(m: geometry.Entries) -> geometry.Entries:
     return a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e)
 
 
-def map_boxes(
-    xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel xyxy boxes through the map ``m`` (pixel-centre convention) onto an output of
-    ``out_shape``: the boxes enclosing the mapped corners, clipped to the output, and each
-    one's visibility (clipped area / mapped area; a box of no area: 1 inside, 0 outside)."""
+def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
+    """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
+    onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped.
+
+    The enclosing box is linear in the box: the smallest ``a * x + b * y`` over the corners
+    takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so all
+    boxes are one 4 x 4 product, whatever the rotation."""
     a, b, c, d, e, f = continuous(m)
-    x0, y0, x1, y1 = xyxy[:, 0], xyxy[:, 1], xyxy[:, 2], xyxy[:, 3]
-    if b == 0 and d == 0:  # axis-aligned (flips, crops, scales): two corners say it all
-        xs = np.stack((a * x0 + c, a * x1 + c))
-        ys = np.stack((e * y0 + f, e * y1 + f))
-    elif a == 0 and e == 0:  # quarter turns
-        xs = np.stack((b * y0 + c, b * y1 + c))
-        ys = np.stack((d * x0 + f, d * x1 + f))
-    else:
-        cx = np.stack((x0, x1, x0, x1))
-        cy = np.stack((y0, y0, y1, y1))
-        xs, ys = a * cx + b * cy + c, d * cx + e * cy + f
-    mapped = np.stack((xs.min(0), ys.min(0), xs.max(0), ys.max(0)), axis=1)
-    h, w = out_shape
-    clipped = np.empty_like(mapped)
-    np.clip(mapped[:, 0::2], 0.0, w, out=clipped[:, 0::2])
-    np.clip(mapped[:, 1::2], 0.0, h, out=clipped[:, 1::2])
-    area = (mapped[:, 2] - mapped[:, 0]) * (mapped[:, 3] - mapped[:, 1])
-    kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    inside = (mapped == clipped).all(axis=1) & (mapped[:, 0] < w) & (mapped[:, 1] < h)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        visibility = np.where(area > 0, kept / np.where(area > 0, area, 1.0), inside * 1.0)
-    return clipped, visibility
+    pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
+    na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
+    # rows: x0, y0, x1, y1 in; columns: x0, y0, x1, y1 out
+    k = np.array((pa, pd, na, nd, pb, pe, nb, ne, na, nd, pa, pd, nb, ne, pb, pe)).reshape(4, 4)
+    mapped = xyxy @ k
+    mapped += np.array((c, f, c, f))
+    return mapped
+
+
+def clip_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``boxes`` (pixel xyxy) clipped to an image of ``shape``, in place."""
+    h, w = shape
+    np.maximum(boxes, 0.0, out=boxes)
+    np.minimum(boxes, np.array((w, h, w, h), dtype=np.float64), out=boxes)
+    return boxes
+
+
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return wh[:, 0] * wh[:, 1]
 
 
 def map_points(
@@ -146,6 +149,8 @@ def warp_mask(
         return F._affine(
             mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None
         )
+    if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
+        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, None)
     src = mask if mask.ndim == 3 else mask[:, :, None]
     h, w, c = src.shape
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(h, w, -1)  # bytes as channels

@@ -601,6 +601,32 @@ def bench_advice(args) -> str:
     return advice_bench.bench_advice(args)
 
 
+def bench_targets(args) -> str:
+    """Masks and boxes per sample, against the image alone and albumentations: the code is
+    in scripts/targets_bench.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import targets_bench
+
+    return targets_bench.bench_targets(args)
+
+
+BENCHMARKS_DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def write_docs(section: str, title: str, table: str, command: str) -> None:
+    """Replace (or add) the block between <!-- bench:NAME --> markers in docs/benchmarks.md,
+    under a heading ``title``."""
+    text = BENCHMARKS_DOC.read_text() if BENCHMARKS_DOC.exists() else "# Benchmarks\n"
+    block = f"<!-- bench:{section} -->\n{table}\n\nMade by `{command}`.\n<!-- /bench:{section} -->"
+    pattern = re.compile(rf"<!-- bench:{section} -->.*?<!-- /bench:{section} -->", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n{block}\n"
+    BENCHMARKS_DOC.write_text(text)
+    print(f"wrote the {section} table into docs/{BENCHMARKS_DOC.name}")
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -660,6 +686,11 @@ def main(argv: list[str] | None = None) -> None:
     advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
     advice_bench.add_arguments(advice)
     advice.add_argument("--write-readme", action="store_true")
+    import targets_bench
+
+    tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
+    targets_bench.add_arguments(tgt)
+    tgt.add_argument("--write-docs", action="store_true", help="put the table in docs/")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -673,19 +704,26 @@ def main(argv: list[str] | None = None) -> None:
         "realistic": bench_realistic,
         "advice": bench_advice,
         "overhead": bench_overhead,
+        "targets": bench_targets,
     }
     long_runs = ("soak", "realistic", "advice", "overhead")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)
-        if args.write_readme:
+        if getattr(args, "write_readme", False):
             write_readme(what, table, _command(what, argv))
+        if what == "targets" and getattr(sub_args, "write_docs", False):
+            write_docs(what, "Targets", table, _command(what, argv))
 
 
 def _command(what: str, argv: list[str] | None) -> str:
     """The command line that made a table, with the options it was given."""
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-readme"]
+    given = [
+        a
+        for a in (sys.argv[1:] if argv is None else argv)
+        if a not in ("--write-readme", "--write-docs")
+    ]
     options = given[1:] if given and given[0] == what else []
     return " ".join(["python scripts/benchmark.py", what, *options])
 

