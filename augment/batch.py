@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from augment import sample_targets as ST
+from augment import target_batch
 from augment.data import BadImageError
 from augment.samples import MapStyle, Staged, as_image
 from augment.trace.schema import CONSUMER_LANE
@@ -357,8 +358,10 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
             if layout is not None:  # samples with targets: batched here, in the worker
-                fields = ST.collate(targets, task.options, task.pad_targets)
-                result.targets = ST.TargetBatch(fields, None if layout == "dict" else layout)
+                fields = target_batch.collate(targets, task.options, task.pad_targets)
+                result.targets = target_batch.TargetBatch(
+                    fields, None if layout == "dict" else layout
+                )
     clock.lap("collate")
     result.spans = clock.spans()
     return result

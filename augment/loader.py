@@ -50,9 +50,10 @@ from augment.batch import (
     order_rng,
     target_transform,
 )
-from augment.sample_targets import TargetBatch, check_names, check_pad
+from augment.sample_targets import check_names
 from augment.samples import as_sample_transform, source_for
 from augment.sharding import Sharding, check_int
+from augment.target_batch import TargetBatch, check_pad
 from augment.targets import KINDS
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import tracer_from_env
@@ -80,6 +81,16 @@ class Loader:
     (seconds, or None) is how long a worker may take over the batch the loop waits for
     before a ``RuntimeError`` names it and its samples, and the loader closes; without
     one, a batch taking over a minute logs one warning.
+
+    Targets (``docs/targets.md``): a dict sample holding ``mask``, ``masks``, ``boxes`` or
+    ``keypoints`` has them moved with its image by the transform (a ``Compose`` says the box
+    format and what to drop; the albumentations adapter passes them to its ``A.Compose``),
+    and its batch is a dict: ``mask`` stacked N x H x W, ``boxes``, ``keypoints``, ``masks``
+    and their per-box fields (``labels``) a list of one tensor per sample, or padded to the
+    batch's largest count (``pad_targets=True``) or to ``pad_targets`` rows, with
+    ``num_<key>`` counts. A tuple sample's items after the image are targets only when
+    ``targets`` names them (``targets=("mask",)``); nothing is guessed from shapes. A bad
+    target is a ``ValueError`` naming its sample, skipped with ``on_error="skip"``.
     """
 
     def __init__(

@@ -472,8 +472,15 @@ class Compose(Transform):
     ) -> np.ndarray:
         """The transformed image; or, for a whole sample (a dict with ``"image"``, or a tuple
         named by ``targets``), the same structure with its targets moved too."""
-        if type(img) is not np.ndarray and isinstance(img, (dict, tuple, list)):
-            return ST.call_sample(self, img, rng, self.targets)
+        if type(img) is not np.ndarray:
+            if isinstance(img, dict) or (self.targets and isinstance(img, (tuple, list))):
+                return ST.call_sample(self, img, rng, self.targets)
+            if isinstance(img, tuple):
+                raise ValueError(
+                    "img must be a numpy array, got a tuple: for a sample (image, mask, ...) "
+                    "name its items after the image with Compose(targets=('mask',)), or give a "
+                    "dict {'image': ..., 'mask': ...}"
+                )
         F.check_image(img)
         return self.finish(img, self.plan(img.shape[:2], rng), rng, out)
 
