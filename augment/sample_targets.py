@@ -193,7 +193,7 @@ class SampleTargets:
                 keep &= self.box_vis >= options.min_visibility
             if not keep.all():
                 boxes = boxes[keep]
-                _take(out, sample, options.box_fields, keep)
+                _take(out, options.box_fields, keep)
             out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
             points = self.points.astype(np.float32)
@@ -203,7 +203,7 @@ class SampleTargets:
                     points = np.column_stack((points, self.point_vis))[keep]
                 else:
                     points = points[keep]
-                _take(out, sample, options.keypoint_fields, keep)
+                _take(out, options.keypoint_fields, keep)
             else:
                 visible = (
                     self.inside if self.point_vis is None else self.inside & (self.point_vis > 0)
@@ -306,10 +306,11 @@ def _check_fields(sample: dict, fields, n: int, kind: str, source: str) -> None:
             )
 
 
-def _take(out: dict, sample: dict, fields, keep: np.ndarray) -> None:
+def _take(out: dict, fields, keep: np.ndarray) -> None:
+    """Keep the rows ``keep`` of each of ``fields`` in ``out`` (moved instance masks too)."""
     for key in fields:
-        if key in sample:
-            value = sample[key]
+        if key in out:
+            value = out[key]
             if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
                 out[key] = value[keep] if len(value) else value
             else:

@@ -329,6 +329,34 @@ def test_yolo_boxes_on_a_non_square_image_follow_flips_and_quarter_turns():
         np.testing.assert_allclose(got, [x / out_w, y / out_h, bw / out_w, bh / out_h], atol=1e-6)
 
 
+def test_instance_masks_named_as_box_fields_drop_with_their_boxes():
+    h, w = 40, 60
+    boxes = np.array([[0, 0, 10, 10], [25, 15, 35, 25], [50, 30, 60, 40]], dtype=np.float32)
+    masks = np.zeros((3, h, w), np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+        masks[k, y0:y1, x0:x1] = 1
+    compose = augment.Compose([augment.CenterCrop((20, 30))], box_fields=("labels", "masks"))
+    sample = {"image": np.zeros((h, w), np.uint8), "boxes": boxes, "masks": masks}
+    out = compose({**sample, "labels": [1, 2, 3]}, RNG())  # the window: x 15..45, y 10..30
+    assert out["labels"] == [2] and out["masks"].shape == (1, 20, 30)
+    np.testing.assert_array_equal(out["masks"][0], masks[1, 10:30, 15:45])
+
+
+@SETTINGS
+@given(
+    box_format=st.sampled_from(T.BOX_FORMATS),
+    shape=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
+    corners=st.lists(st.tuples(*[st.floats(0, 1)] * 4), min_size=0, max_size=20),
+)
+def test_box_formats_convert_both_ways(box_format, shape, corners):
+    h, w = shape
+    xyxy = np.array(
+        [[min(a, b) * w, min(c, d) * h, max(a, b) * w, max(c, d) * h] for a, b, c, d in corners]
+    ).reshape(-1, 4)
+    there = T.from_xyxy(xyxy, box_format, shape)
+    np.testing.assert_allclose(T.to_xyxy(there, box_format, shape), xyxy, atol=4000 * 2e-7)
+
+
 def test_instance_masks_move_as_the_mask_does():
     mask = class_map((30, 40), classes=4, seed=6)
     masks = [(mask == c).astype(np.uint8) for c in range(4)]
