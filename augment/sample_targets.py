@@ -130,7 +130,10 @@ class SampleTargets:
         self = cls(options, shape)
         h, w = shape
         if "mask" in sample:
-            mask = _mask(_array(sample["mask"], "mask", source), "mask", source)
+            value = sample["mask"]
+            if type(value).__module__.startswith("torch") and value.ndim == 3:
+                value = value.permute(1, 2, 0)  # C x H x W, as torch images: as H x W x C
+            mask = _mask(_array(value, "mask", source), "mask", source)
             if mask.shape[:2] != shape:
                 raise BadTargetError(
                     source, f"the mask is {_size(mask.shape)} but the image is {h}x{w}"

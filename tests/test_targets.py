@@ -414,6 +414,25 @@ def test_bad_arguments_and_unsupported_steps_fail_when_built():
         augment.Compose([])((np.zeros((4, 4), np.uint8), np.zeros((4, 4))), RNG())
 
 
+def test_torch_and_pil_masks_are_read_as_arrays():
+    img = np.zeros((6, 8, 3), np.uint8)
+    chw = torch.arange(2 * 6 * 8).reshape(2, 6, 8)  # C x H x W, as torch keeps images
+    out = augment.Compose([augment.RandomFlip(1.0)])({"image": img, "mask": chw}, RNG())
+    np.testing.assert_array_equal(out["mask"], chw.permute(1, 2, 0).numpy()[:, ::-1])
+    palette = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8), mode="P")
+    out = augment.Compose([augment.RandomFlip(1.0)])({"image": img, "mask": palette}, RNG())
+    np.testing.assert_array_equal(out["mask"], np.arange(48).reshape(6, 8)[:, ::-1])
+
+
+def test_without_a_transform_targets_are_checked_and_batched_as_they_are():
+    with augment.Loader(Segmentation(), batch_size=4, shuffle=False) as loader:
+        batch = next(iter(loader))
+    first = Segmentation()[0]
+    assert batch["mask"].shape == (4, 256, 256)
+    np.testing.assert_array_equal(batch["mask"][0].numpy(), first["mask"])
+    np.testing.assert_allclose(batch["boxes"][0].numpy(), first["boxes"], rtol=1e-6)
+
+
 def test_a_tuple_sample_is_read_as_its_targets_say():
     img, mask = np.arange(12, dtype=np.uint8).reshape(3, 4), np.arange(12).reshape(3, 4)
     out = augment.Compose([augment.RandomFlip(1.0)], targets=("mask",))((img, mask, "x"), RNG())
