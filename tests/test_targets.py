@@ -4,6 +4,7 @@ named with their sample, batches bit-identical on every backend."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -626,3 +627,18 @@ def test_the_examples_in_docs_targets_run(monkeypatch):
     assert set(torch.unique(masks).tolist()) <= {0, 1, 2, 3, 255}
     assert len(ran[1]["batch"]["boxes"]) == 8 and ran[1]["padded"]["boxes"].ndim == 3
     assert ran[2]["brightness"].supported_targets == frozenset(T.KINDS)
+
+
+def test_the_targets_benchmark_runs_and_prints_its_table():
+    root = SAMPLE.parent.parent
+    out = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "targets", "--images", "2", "--rounds", "1"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    for row in ("| image alone |", "| image + integer mask |", "| image + 50 boxes |"):
+        assert row in out.stdout
+    assert "target <= +30%" in out.stdout
