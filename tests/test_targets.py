@@ -642,3 +642,25 @@ def test_the_targets_benchmark_runs_and_prints_its_table():
     for row in ("| image alone |", "| image + integer mask |", "| image + 50 boxes |"):
         assert row in out.stdout
     assert "target <= +30%" in out.stdout
+
+
+def test_the_albumentations_adapter_moves_keypoints_from_the_samples_rng():
+    A = pytest.importorskip("albumentations", reason="the albumentations extra is not installed")
+    pipeline = A.Compose(
+        [A.HorizontalFlip(p=1.0), A.Affine(rotate=(-30, 30), p=1.0)],
+        keypoint_params=A.KeypointParams(format="xy", label_fields=["names"]),
+    )
+    adapter = augment.adapters.albumentations(pipeline)
+    sample = {
+        "image": np.zeros((40, 60, 3), np.uint8),
+        "keypoints": np.array([[10.0, 20.0], [50.0, 5.0]]),
+        "names": np.array([3, 4]),
+        "id": "x",
+    }
+    a = adapter(dict(sample), np.random.default_rng(7))
+    b = adapter(dict(sample), np.random.default_rng(7))
+    other = adapter(dict(sample), np.random.default_rng(8))
+    assert a["id"] == "x" and a["names"].dtype == sample["names"].dtype
+    np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
+    assert not np.array_equal(a["keypoints"], other["keypoints"])  # the rng decides
+    assert a["keypoints"].dtype == np.float32 and len(a["keypoints"]) == len(a["names"])
