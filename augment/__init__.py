@@ -3,6 +3,7 @@
 from augment import adapters, functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.remote import HTTPImages
+from augment.sample_targets import BadTargetError
 from augment.samples import StagedDataset
 from augment.trace import Tracer
 from augment.transforms import (
@@ -29,6 +30,7 @@ __all__ = [
     "ImageFolder",
     "HTTPImages",
     "BadImageError",
+    "BadTargetError",
     "StagedDataset",
     "adapters",
     "functional",

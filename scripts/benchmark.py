@@ -601,6 +601,15 @@ def bench_advice(args) -> str:
     return advice_bench.bench_advice(args)
 
 
+def bench_targets(args) -> str:
+    """Masks and boxes per sample, against the image alone and albumentations: the code is
+    in scripts/targets_bench.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import targets_bench
+
+    return targets_bench.bench_targets(args)
+
+
 def write_docs(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in docs/benchmarks.md."""
     text = BENCHMARKS.read_text()
@@ -662,6 +671,11 @@ def main(argv: list[str] | None = None) -> None:
     advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
     advice_bench.add_arguments(advice)
     advice.add_argument("--write-docs", action="store_true")
+    import targets_bench
+
+    tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
+    targets_bench.add_arguments(tgt)
+    tgt.add_argument("--write-docs", action="store_true")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
@@ -675,6 +689,7 @@ def main(argv: list[str] | None = None) -> None:
         "realistic": bench_realistic,
         "advice": bench_advice,
         "overhead": bench_overhead,
+        "targets": bench_targets,
     }
     long_runs = ("soak", "realistic", "advice", "overhead")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
