@@ -115,8 +115,9 @@ class MapStyle:
     A dict sample holds its image under ``image_key``; the batch is the same dict, the
     images under that key, unless ``target_key`` names the targets (a key or a tuple of
     keys): then the batch is ``(images, *targets)`` and other keys are left out. A dataset
-    that lists its columns (a Hugging Face ``Dataset``'s ``column_names``) is checked for
-    those keys when the Loader is built."""
+    that lists its columns (a Hugging Face ``Dataset``'s ``column_names``, unless a
+    ``with_transform`` makes other keys) is checked for those keys when the Loader is
+    built."""
 
     stages = MAP_STAGES
     reduces = False
@@ -188,6 +189,9 @@ def _check_columns(dataset, image_key: str, target_keys: tuple[str, ...] | None)
     columns = getattr(dataset, "column_names", None)
     if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
         return
+    form = getattr(dataset, "format", None)
+    if isinstance(form, dict) and form.get("type") == "custom":
+        return  # with_transform(): the samples' keys are the transform's, not the columns
     missing = [k for k in (image_key, *(target_keys or ())) if k not in columns]
     if not missing:
         return
