@@ -122,6 +122,17 @@ class EpochSampler(torch.utils.data.Sampler):
         return sum(len(plan.indices) for plan in self._loader.plan_epoch(self._loader.epoch))
 
 
+class SequentialEpochSampler(EpochSampler, torch.utils.data.SequentialSampler):
+    """``Loader.sampler`` of a loader that does not shuffle, on one rank: its order is the
+    dataset's, and it says so to frameworks that ask (Lightning's ``overfit_batches`` wants
+    a sequential sampler and otherwise tries to rebuild the loader as a DataLoader)."""
+
+
+def sampler_of(loader) -> EpochSampler:
+    sequential = not loader.shuffle and loader.world_size == 1
+    return (SequentialEpochSampler if sequential else EpochSampler)(loader)
+
+
 def accelerator_for_pinning() -> str | None:
     """The accelerator pinned memory serves (e.g. "cuda"), or None when there is none."""
     accelerator = getattr(torch, "accelerator", None)

@@ -50,7 +50,13 @@ from torch.utils.data import default_collate
 from augment import backends
 from augment.backends import worker
 from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
-from augment.compat import EpochSampler, accelerator_for_pinning, check_dataloader_keywords, pin
+from augment.compat import (
+    EpochSampler,
+    accelerator_for_pinning,
+    check_dataloader_keywords,
+    pin,
+    sampler_of,
+)
 from augment.samples import as_sample_transform, source_for
 from augment.sharding import Sharding, check_int
 from augment.trace.loop import LoopClock
@@ -182,8 +188,9 @@ class Loader:
     @property
     def sampler(self) -> EpochSampler:
         """The order of the next epoch on this rank, with ``set_epoch``: what frameworks
-        written for ``DistributedSampler`` call at each epoch's start (Lightning does)."""
-        return EpochSampler(self)
+        written for ``DistributedSampler`` call at each epoch's start (Lightning does). A
+        ``SequentialSampler`` too when the loader does not shuffle, on one rank."""
+        return sampler_of(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Run ``epoch`` on the next iteration (as ``DistributedSampler.set_epoch``).

@@ -194,6 +194,27 @@ def test_lightning_resumes_from_every_checkpoint_with_the_uninterrupted_batches(
                 assert s[1:] == [v for v in straight if v[0] == "val" and v[1] == s[1]][s[2]][1:]
 
 
+def test_lightning_overfit_batches_with_a_loader_that_does_not_shuffle(folder, tmp_path):
+    """overfit_batches wants a sequential sampler (else Lightning rebuilds the loader as a
+    DataLoader, which a Loader is not): an unshuffled Loader's sampler is one."""
+    lightning = pytest.importorskip("lightning.pytorch")
+    trainer = lightning.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        overfit_batches=2,
+    )
+    model = recorder_class()()
+    with make_loader(folder, "serial", shuffle=False) as loader:
+        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        trainer.fit(model, loader)
+    assert [s[3] for s in model.seen] == [[0, 1, 2, 3], [4, 5, 6, 7]] * 2
+
+
 # --------------------------------------------------------------------------- gloo
 
 RANK_SCRIPT = """

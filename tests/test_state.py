@@ -155,6 +155,10 @@ def test_the_sampler_is_the_next_epochs_order_on_this_rank(jpegs):
         assert len(loader.sampler) == N and sorted(order) == list(range(N))
         assert [i for indices, _ in grab(loader) for i in indices] == order
         assert list(loader.sampler) != order  # epoch 3 is next, shuffled otherwise
+        assert not isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    with make(jpegs, shuffle=False) as ordered:
+        assert isinstance(ordered.sampler, torch.utils.data.SequentialSampler)
+        assert list(ordered.sampler) == list(range(N))
     with make(jpegs, rank=1, world_size=2) as half:
         share = list(half.sampler)
         assert len(share) == len(half.sampler) == N // 2
