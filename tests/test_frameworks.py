@@ -45,10 +45,12 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-def make_loader(folder: Path, backend: str = "thread", shuffle: bool = True) -> augment.Loader:
+def make_loader(
+    folder: Path, backend: str = "thread", shuffle: bool = True, workers: int = 2
+) -> augment.Loader:
     pipeline = augment.Compose([augment.RandomFlip(0.5, 0.5), augment.RandomCrop(32)])
     return augment.Loader(
-        Indexed(folder), pipeline, batch_size=4, backend=backend, workers=2, shuffle=shuffle
+        Indexed(folder), pipeline, batch_size=4, backend=backend, workers=workers, shuffle=shuffle
     )
 
 
@@ -104,7 +106,12 @@ def trained(seen: list[tuple]) -> list[tuple]:
 
 
 def lightning_run(
-    folder: Path, ckpt_dir: Path, backend: str, max_epochs: int, resume: Path | None = None
+    folder: Path,
+    ckpt_dir: Path,
+    backend: str,
+    max_epochs: int,
+    resume: Path | None = None,
+    workers: int = 2,
 ) -> list[tuple]:
     """A real Lightning fit: a training and a validation Loader, validation twice an epoch
     (after 3 and 6 batches), the sanity check's 2 batches, a checkpoint after every
@@ -128,7 +135,10 @@ def lightning_run(
         num_sanity_val_steps=2,
     )
     model = recorder_class()()
-    with make_loader(folder, backend) as train, make_loader(folder, backend, False) as val:
+    with (
+        make_loader(folder, backend, workers=workers) as train,
+        make_loader(folder, backend, False, workers) as val,
+    ):
         trainer.fit(model, train, val, ckpt_path=resume)
     return model.seen
 
