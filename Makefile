@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: profile test benchmark lint clean
+.PHONY: profile test test-pythons benchmark lint clean
 
 $(STAMP): setup.cfg pyproject.toml setup.py augment-trace.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ profile: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the quick tests on every Python setup.cfg claims, a venv each in .venv-pythons/ (not in CI:
+# a large download); PYTHONS="3.10 3.13" to choose
+test-pythons:
+	$(PYTHON) scripts/test_pythons.py $(if $(PYTHONS),--pythons $(PYTHONS))
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py all --write-readme
