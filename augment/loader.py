@@ -133,8 +133,9 @@ class Loader:
             raise ValueError(
                 f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
             )
-        # DataLoader's timeout=0 means none
-        self.timeout = check_timeout(None if timeout == 0 and timeout is not False else timeout)
+        if timeout == 0 and not isinstance(timeout, bool):
+            timeout = None  # DataLoader's timeout=0: none
+        self.timeout = check_timeout(timeout)
         self._source = source_for(dataset, image_key, target_key)
         self._transform = as_sample_transform(transform)
         if len(dataset) == 0:

@@ -2,14 +2,14 @@
 
     python scripts/test_pythons.py [--pythons 3.10 3.12 3.13] [--tests FILE ...]
 
-For each version: find its interpreter (``pythonX.Y`` on PATH, else pyenv's), make a venv in
-``.venv-pythons/X.Y``, install the package with its dependencies and pytest, and run the quick
-tests, after compiling every module; then print one line per Python. torch is installed only as the CPU build (from
-``--torch-index``, PyTorch's CPU index, or a local wheel pip already finds): PyPI has only the
-CUDA build, gigabytes with its nvidia-* packages. Without a CPU torch the package is
-installed with every other dependency and the quick tests, which import no torch, run all the
-same (the line says so). Exit status 1 when any Python failed. ``make test-pythons`` runs it;
-it is not part of CI (a venv per Python is a large download).
+For each version: find its interpreter (pyenv's, else ``pythonX.Y`` on PATH), make a venv in
+``.venv-pythons/X.Y``, install the package with its dependencies and pytest, compile every
+module and run the quick tests; then print one line per Python. torch is installed only as
+the CPU build (from ``--torch-index``, PyTorch's CPU index, or a local wheel pip already
+finds): PyPI has only the CUDA build, gigabytes with its nvidia-* packages. Without a CPU
+torch the package is installed with every other dependency and the quick tests, which import
+no torch, run all the same (the line says so). Exit status 1 when any Python failed.
+``make test-pythons`` runs it; it is not part of CI (a venv per Python is a large download).
 """
 
 from __future__ import annotations
