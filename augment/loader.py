@@ -85,7 +85,7 @@ class Loader:
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
     from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``
-    (seconds, or None) is how long a worker may take over the batch the loop waits for
+    (seconds, or None; 0 is None, as DataLoader's) is how long a worker may take over the batch the loop waits for
     before a ``RuntimeError`` names it and its samples, and the loader closes; without
     one, a batch taking over a minute logs one warning. ``pin_memory`` copies each batch
     into page-locked memory when an accelerator is present, as DataLoader's does.
