@@ -144,6 +144,18 @@ def accelerator_for_pinning() -> str | None:
     return "cuda" if torch.cuda.is_available() else None
 
 
+def can_pin() -> bool:
+    """Whether ``pin_memory=True`` can pin; without an accelerator, one warning (as
+    DataLoader gives) and no."""
+    if accelerator_for_pinning() is not None:
+        return True
+    log.warning(
+        "Loader(pin_memory=True) but no accelerator is found: batches are not pinned (as "
+        "DataLoader does)"
+    )
+    return False
+
+
 def pin(batch):
     """``batch`` (a tensor, tuple or dict of them) copied into page-locked memory, as
     DataLoader's ``pin_memory=True`` does, so that ``.to(device, non_blocking=True)`` is

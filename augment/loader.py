@@ -52,7 +52,7 @@ from augment.backends import worker
 from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
 from augment.compat import (
     EpochSampler,
-    accelerator_for_pinning,
+    can_pin,
     check_dataloader_keywords,
     pin,
     sampler_of,
@@ -85,10 +85,11 @@ class Loader:
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
     from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``
-    (seconds, or None; 0 is None, as DataLoader's) is how long a worker may take over the batch the loop waits for
-    before a ``RuntimeError`` names it and its samples, and the loader closes; without
-    one, a batch taking over a minute logs one warning. ``pin_memory`` copies each batch
-    into page-locked memory when an accelerator is present, as DataLoader's does.
+    (seconds, or None; 0 is None, as DataLoader's) is how long a worker may take over the
+    batch the loop waits for before a ``RuntimeError`` names it and its samples, and the
+    loader closes; without one, a batch taking over a minute logs one warning.
+    ``pin_memory`` copies each batch into page-locked memory when an accelerator is
+    present, as DataLoader's does.
 
     DataLoader's other keywords are taken with its meaning (``persistent_workers=True``,
     ``timeout=0``) or refused with a ``TypeError`` naming what to write instead
@@ -146,7 +147,7 @@ class Loader:
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
         self.on_error = on_error
         self.pin_memory = bool(pin_memory)
-        self._pin = self.pin_memory and _can_pin()
+        self._pin = self.pin_memory and can_pin()
         self.image_key, self.target_key = image_key, target_key
         self.tracer = tracer if tracer is not None else tracer_from_env()
         self._owns_tracer = tracer is None and self.tracer is not None
@@ -454,16 +455,6 @@ _ARGUMENTS = [  # the names Loader takes, offered for a misspelt keyword
     for name, p in inspect.signature(Loader.__init__).parameters.items()
     if name not in ("self", "dataset") and p.kind is not p.VAR_KEYWORD
 ]
-
-
-def _can_pin() -> bool:
-    if accelerator_for_pinning() is not None:
-        return True
-    log.warning(
-        "Loader(pin_memory=True) but no accelerator is found: batches are not pinned (as "
-        "DataLoader does)"
-    )
-    return False
 
 
 def _closing_reason() -> str | None:

@@ -288,7 +288,7 @@ def test_pin_memory_pins_every_batch_where_an_accelerator_is(jpegs, monkeypatch)
     import augment.loader as loader_module
 
     pinned = []
-    monkeypatch.setattr(loader_module, "_can_pin", lambda: True)
+    monkeypatch.setattr(loader_module, "can_pin", lambda: True)
     monkeypatch.setattr(loader_module, "pin", lambda batch: pinned.append(batch) or batch)
     with Loader(Photos(jpegs), batch_size=4, pin_memory=True, backend="thread") as loader:
         batches = list(loader)
