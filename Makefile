@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: profile test quick benchmark lint clean
+.PHONY: profile test quick test-pythons benchmark lint clean
 
 $(STAMP): setup.cfg pyproject.toml setup.py augment-trace.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 # the edit loop: the tests that start no worker process, server, notebook or install
 quick: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# the quick tests on every Python setup.cfg claims, a venv each in .venv-pythons/ (not in CI:
+# a large download); PYTHONS="3.10 3.13" to choose
+test-pythons:
+	$(PYTHON) scripts/test_pythons.py $(if $(PYTHONS),--pythons $(PYTHONS))
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py all --write-docs

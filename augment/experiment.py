@@ -7,11 +7,15 @@ uses the sample dataset, made on first use (``augment.sample_data``)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 from augment import backends, transforms
 from augment.data import IMAGE_SUFFIXES, ImageFolder

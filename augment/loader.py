@@ -8,9 +8,14 @@ Invariants:
 - with ``world_size`` ranks, each rank takes every ``world_size``-th sample of the epoch's
   order (``DistributedSampler``'s split): the ranks' shares are disjoint and together hold
   every sample of the epoch;
-- an epoch is taken when its first batch is taken (``iter()`` alone takes nothing), and
-  ``state_dict()`` records how many of its batches were delivered, so a run resumed from it
-  yields the batches the uninterrupted run would have;
+- an epoch is taken when its first batch is taken (``iter()`` alone takes nothing);
+- one rule for state: while an epoch's iterator is alive, ``state_dict()`` is that epoch's
+  position (its batches delivered); once the iterator is finished or abandoned (a ``break``,
+  an exception, garbage collection), it is what iterating the loader does next. A Loader
+  restored from it yields what the live one would: the uninterrupted run's batches;
+- ``set_epoch(n)`` (also ``loader.sampler.set_epoch(n)``, which Lightning and DDP loops call
+  at each epoch's start) makes ``n`` the next epoch; when ``n`` is already the next epoch it
+  changes nothing, so a position restored by ``load_state_dict`` is kept;
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
   yielded (bounded memory); one epoch runs at a time;
 - a batch's pixels are not copied on their way to the loop: the tensor views the buffer the
@@ -29,12 +34,14 @@ Invariants:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing as mp
 import sys
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +56,13 @@ from augment.batch import (
     BatchTask,
     order_rng,
     target_transform,
+)
+from augment.compat import (
+    EpochSampler,
+    can_pin,
+    check_dataloader_keywords,
+    pin,
+    sampler_of,
 )
 from augment.sample_targets import check_names
 from augment.samples import as_sample_transform, source_for
@@ -68,7 +82,10 @@ class Loader:
 
     Iterating runs one epoch. A staged dataset (``ImageFolder``, ``HTTPImages``) yields
     ``(images, labels)``; a map-style dataset yields its samples' structure batched: an
-    image alone gives ``images``, a tuple ``(images, *targets)``, a dict the same dict.
+    image alone gives ``images``, a tuple ``(images, *targets)``, a dict the same dict (its
+    image under ``image_key``, "image" by default: "img", "pixel_values" for Hugging Face
+    datasets). ``target_key`` (a key or a tuple of keys) makes a dict sample yield
+    ``(images, *targets)`` of those keys instead.
     ``images`` is a tensor N x C x H x W of the samples' dtype (uint8 or float32; channels-last
     in memory: no transpose copy); targets are batched by ``default_collate``.
     ``transform`` is None or any ``(img, rng) -> img`` or ``(img) -> img``. ``backend`` is
@@ -78,9 +95,11 @@ class Loader:
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
     from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``
-    (seconds, or None) is how long a worker may take over the batch the loop waits for
-    before a ``RuntimeError`` names it and its samples, and the loader closes; without
-    one, a batch taking over a minute logs one warning.
+    (seconds, or None; 0 is None, as DataLoader's) is how long a worker may take over the
+    batch the loop waits for before a ``RuntimeError`` names it and its samples, and the
+    loader closes; without one, a batch taking over a minute logs one warning.
+    ``pin_memory`` copies each batch into page-locked memory when an accelerator is
+    present, as DataLoader's does.
 
     Targets (``docs/targets.md``): a dict sample holding ``mask``, ``masks``, ``boxes`` or
     ``keypoints`` has them moved with its image by the transform (a ``Compose`` says the box
@@ -91,7 +110,14 @@ class Loader:
     ``num_<key>`` counts. A tuple sample's items after the image are targets only when
     ``targets`` names them (``targets=("mask",)``); nothing is guessed from shapes. A bad
     target is a ``ValueError`` naming its sample, skipped with ``on_error="skip"``.
+
+    DataLoader's other keywords are taken with its meaning (``persistent_workers=True``,
+    ``timeout=0``) or refused with a ``TypeError`` naming what to write instead
+    (``num_workers`` -> ``workers=`` and ``backend=``; see ``augment.compat``).
     """
+
+    # what Lightning's checks read on a DataLoader: no batch sampler (the sampler is below)
+    batch_sampler: ClassVar[None] = None
 
     def __init__(
         self,
@@ -112,7 +138,12 @@ class Loader:
         timeout: float | None = None,
         targets: tuple[str, ...] | None = None,
         pad_targets: bool | int = False,
+        pin_memory: bool = False,
+        image_key: str = "image",
+        target_key: str | tuple[str, ...] | None = None,
+        **dataloader_keywords,
     ):
+        check_dataloader_keywords(dataloader_keywords, _ARGUMENTS)
         check_int(batch_size, "batch_size", 1)
         check_int(workers, "workers", 0)
         check_int(prefetch, "prefetch", 1)
@@ -125,8 +156,10 @@ class Loader:
             raise ValueError(
                 f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
             )
+        if timeout == 0 and not isinstance(timeout, bool):
+            timeout = None  # DataLoader's timeout=0: none
         self.timeout = check_timeout(timeout)
-        self._source = source_for(dataset)
+        self._source = source_for(dataset, image_key, target_key)
         self._transform = as_sample_transform(transform)
         self.targets = None if targets is None else check_names(targets)
         self.pad_targets = check_pad(pad_targets)
@@ -140,6 +173,9 @@ class Loader:
         self.batch_size, self.workers, self.seed = batch_size, workers, seed
         self.shuffle, self.drop_last, self.prefetch = shuffle, drop_last, prefetch
         self.on_error = on_error
+        self.pin_memory = bool(pin_memory)
+        self._pin = self.pin_memory and can_pin()
+        self.image_key, self.target_key = image_key, target_key
         self.tracer = tracer if tracer is not None else tracer_from_env()
         self._owns_tracer = tracer is None and self.tracer is not None
         self.backend_name = backend
@@ -149,6 +185,7 @@ class Loader:
         self._next_epoch, self._resume_at = 0, 0  # what the next iteration runs
         self._progress: list[int] | None = None  # [epoch, batches delivered] of the running one
         self._running = None  # the generator of the epoch in progress
+        self._live: weakref.ref | None = None  # its iterator (the _Epoch), while referenced
         self._closed_by: str | None = None
         self._backend = None
         self._watchdog = Watchdog(self.timeout, self._source.name)
@@ -177,11 +214,24 @@ class Loader:
         n = self._sharding.share(len(self.dataset), self.drop_last)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    @property
+    def sampler(self) -> EpochSampler:
+        """The order of the next epoch on this rank, with ``set_epoch``: what frameworks
+        written for ``DistributedSampler`` call at each epoch's start (Lightning does). A
+        ``SequentialSampler`` too when the loader does not shuffle, on one rank."""
+        return sampler_of(self)
+
     def set_epoch(self, epoch: int) -> None:
-        """Run ``epoch`` on the next iteration, from its first batch (as
-        ``DistributedSampler.set_epoch``)."""
+        """Run ``epoch`` on the next iteration (as ``DistributedSampler.set_epoch``).
+
+        When ``epoch`` is already the next epoch, nothing changes: a position restored by
+        ``load_state_dict`` is kept (as StatefulDataLoader's sampler keeps it), so a loop
+        that calls ``set_epoch(epoch)`` before each epoch resumes mid-epoch. Another epoch
+        starts from its first batch, and ends any epoch in progress."""
         check_int(epoch, "epoch", 0)
-        self._next_epoch, self._resume_at = int(epoch), 0
+        if int(epoch) != self._next_epoch:
+            self._end_running()
+            self._next_epoch, self._resume_at = int(epoch), 0
 
     def plan_epoch(self, epoch: int) -> list[BatchPlan]:
         """The batches of ``epoch`` on this rank: which samples, in which order."""
@@ -196,8 +246,13 @@ class Loader:
 
     def state_dict(self) -> dict:
         """Where the loader stands: the epoch the next batch comes from and how many of its
-        batches were delivered, with the seed, sharding and batching they depend on."""
-        if self._progress is not None and self._progress[1] < len(self):
+        batches were delivered, with the seed, sharding and batching they depend on.
+
+        While an epoch's iterator is alive, its position; once it is finished or abandoned
+        (``break``, an exception, garbage collected), the epoch iterating the loader runs
+        next. A Loader restored from it yields what this one would."""
+        live = self._live is not None and self._live() is not None
+        if live and self._progress is not None and self._progress[1] < len(self):
             epoch, delivered = self._progress
         else:
             epoch, delivered = self._next_epoch, self._resume_at
@@ -216,7 +271,8 @@ class Loader:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from ``state_dict()``: the next iteration yields the rest of its epoch.
+        """Resume from ``state_dict()``: the next iteration yields the rest of its epoch. An
+        epoch in progress ends (its iterator stops).
 
         Resuming mid-epoch needs the same samples, batching and sharding (else the batches
         already delivered cannot be told apart): a ``ValueError`` names what differs."""
@@ -235,26 +291,34 @@ class Loader:
                     f"cannot resume epoch {state['epoch']} after batch {state['batches']}: the "
                     f"saved state had {', '.join(differ)}"
                 )
+        self._end_running()
         if state["seed"] != self.seed:
             self.seed = state["seed"]
             self._reopen_backend()  # workers hold the seed they were started with
         self._next_epoch, self._resume_at = int(state["epoch"]), int(state["batches"])
-        self._progress = None
 
     def __iter__(self) -> Iterator:
         return _Epoch(self)
 
-    def _begin_epoch(self):
+    def _begin_epoch(self, iterator: _Epoch):
         """The first batch is asked for: take the next epoch, and end any other in progress."""
-        if self._running is not None:
-            self._running.close()
+        self._end_running()
         epoch, skip = self._next_epoch, self._resume_at
         self._next_epoch, self._resume_at = epoch + 1, 0
-        self._progress = [epoch, skip]
-        self._running = self._run(self.plan_epoch(epoch)[skip:])
+        progress = self._progress = [epoch, skip]
+        self._live = weakref.ref(iterator)
+        self._running = self._run(self.plan_epoch(epoch)[skip:], progress)
         return self._running
 
-    def _run(self, plans: list[BatchPlan]):
+    def _end_running(self) -> None:
+        """End the epoch in progress, if any: its iterator stops, its batches in flight are
+        dropped and the state no longer points into it."""
+        running, self._running = self._running, None
+        self._progress = self._live = None
+        if running is not None:
+            running.close()
+
+    def _run(self, plans: list[BatchPlan], progress: list[int]):
         backend = self._ensure_started()
         backend.set_epoch_plans(plans)
         pending: deque = deque()
@@ -289,7 +353,7 @@ class Loader:
                     worker=(result.spans, result.pid, result.worker, result.host or None),
                     transfer=result.transfer,
                 )
-                self._progress[1] += 1
+                progress[1] += 1
                 if batch is not None:
                     yield batch
                 # the loop holds the batch, not this generator: a process-backend slot is
@@ -297,6 +361,8 @@ class Loader:
                 batch = result = None
                 timing.back()
             finished = True
+            if self._progress is progress:  # the epoch is over: the state is the next one
+                self._progress = None
         except GeneratorExit:  # the loop stopped early: let in-flight work finish, keep workers
             timing.back()  # the step of the last batch ended when the loop let go
             for _, handle in pending:
@@ -323,7 +389,8 @@ class Loader:
         images = result.images
         if not isinstance(images, torch.Tensor):  # no copy: the tensor views the array
             images = torch.from_numpy(images)
-        return _assemble(images.permute(0, 3, 1, 2), result.targets)
+        batch = _assemble(images.permute(0, 3, 1, 2), result.targets, self.image_key)
+        return pin(batch) if self._pin else batch
 
     def worker_pids(self) -> list[int]:
         """The process ids of the running workers (empty before the first epoch, and for
@@ -367,9 +434,7 @@ class Loader:
         self._close("close() was called")
 
     def _close(self, reason: str) -> None:
-        running, self._running = self._running, None
-        if running is not None:
-            running.close()
+        self._end_running()
         if self._backend is not None:
             self._finalizer()
             self._backend = None
@@ -403,7 +468,7 @@ class _Epoch:
 
     def __next__(self):
         if self._batches is None:
-            self._batches = self._loader._begin_epoch()
+            self._batches = self._loader._begin_epoch(self)
         return next(self._batches)
 
     def close(self) -> None:
@@ -411,15 +476,23 @@ class _Epoch:
             self._batches.close()
 
 
-def _assemble(images: torch.Tensor, targets: list):
-    """The batch in the samples' structure: images alone, (images, *targets) or a dict."""
+def _assemble(images: torch.Tensor, targets: list, image_key: str):
+    """The batch in the samples' structure: images alone, (images, *targets) or a dict with
+    the images under ``image_key``."""
     if isinstance(targets, TargetBatch):
-        return targets.assemble(images, torch.from_numpy, default_collate)
+        return targets.assemble(images, torch.from_numpy, default_collate, image_key)
     if isinstance(targets[0], dict):
-        return {"image": images, **default_collate(targets)}
+        return {image_key: images, **default_collate(targets)}
     if not targets[0]:
         return images
     return (images, *default_collate(targets))
+
+
+_ARGUMENTS = [  # the names Loader takes, offered for a misspelt keyword
+    name
+    for name, p in inspect.signature(Loader.__init__).parameters.items()
+    if name not in ("self", "dataset") and p.kind is not p.VAR_KEYWORD
+]
 
 
 def _closing_reason() -> str | None:

@@ -60,10 +60,11 @@ class TargetBatch:
     fields: dict
     names: tuple[str, ...] | None = None
 
-    def assemble(self, images, convert, default_collate):
-        """The batch for the loop: a dict with ``"image"``, or the sample's tuple, its arrays
-        made tensors by ``convert`` and other values batched by ``default_collate``."""
-        out = {"image": images}
+    def assemble(self, images, convert, default_collate, image_key: str = "image"):
+        """The batch for the loop: a dict with the images under ``image_key``, or the
+        sample's tuple, its arrays made tensors by ``convert`` and other values batched by
+        ``default_collate``."""
+        out = {image_key: images}
         for key, value in self.fields.items():
             if isinstance(value, np.ndarray):
                 tensor = convert(value)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from augment import functional as F
 from augment import geometry, kernels
 from augment import sample_targets as ST
+from augment.callables import as_sample_transform
 from augment.targets import KINDS
 from augment.warp_plan import (
     PendingWarp,
@@ -383,7 +384,10 @@ def _plan(transforms: Sequence[Callable], shape: Shape, rng: np.random.Generator
 
 
 class Compose(Transform):
-    """Apply ``transforms`` in order. Each is a ``Transform`` or any ``(img, rng) -> img``.
+    """Apply ``transforms`` in order. Each is a ``Transform``, any ``(img, rng) -> img`` or
+    ``(img) -> img`` (read when the Compose is built: ``augment.callables``), or an
+    albumentations transform (made to draw from the sample's rng). A step may return a PIL
+    image or a tensor C x H x W; the next step gets it as a numpy array.
 
     Consecutive geometric transforms are folded into one affine warp, so the image is
     resampled once and only the output pixels are computed; when the folded map only moves
@@ -417,14 +421,16 @@ class Compose(Transform):
         box_fields: Sequence[str] = ("labels",),
         keypoint_fields: Sequence[str] = (),
     ):
-        transforms = list(transforms)
-        for i, t in enumerate(transforms):
-            if not callable(t):
-                raise ValueError(
-                    f"transforms[{i}] is {t!r}: expected a Transform or a callable "
-                    "(img, rng) -> img"
-                )
-        self.transforms = transforms
+        if isinstance(transforms, (str, bytes)) or not isinstance(transforms, Iterable):
+            raise ValueError(
+                f"Compose takes a list of transforms, got {type(transforms).__name__}: "
+                "Compose([t1, t2, ...])"
+            )
+        # every step called as (img, rng): a step taking the image alone is wrapped, and one
+        # that takes neither is refused now, not on a worker at batch N
+        self.transforms = [
+            as_sample_transform(t, f"transforms[{i}]") for i, t in enumerate(transforms)
+        ]
         self.kernel = kernels.default_name() if kernel is None else kernel
         kernels.get(self.kernel)  # fails early on an unknown or missing kernel
         self.antialias = bool(antialias)
@@ -527,6 +533,8 @@ class Compose(Transform):
                 img = self._flush(img, pending)
                 pending = None
                 img = t(img, rng)
+                if not isinstance(img, np.ndarray):  # a PIL image or a tensor C x H x W
+                    img = _as_array(img, t)
         if pending is not None:
             if targets is not None:
                 targets.move(pending, self.kernel, self.antialias)
@@ -563,11 +571,18 @@ class Compose(Transform):
 
 def _supported(step) -> frozenset:
     """The target kinds ``step`` supports: its own ``supported_targets``, or the function's
-    that ``samples.ImageOnly`` wraps."""
+    that ``callables.ImageOnly`` wraps."""
     found = getattr(step, "supported_targets", None)
     if found is None and hasattr(step, "fn"):
         found = getattr(step.fn, "supported_targets", None)
     return frozenset(found or ())
+
+
+def _as_array(img, step) -> np.ndarray:
+    """A step's output as the numpy array the next step takes."""
+    from augment.samples import as_image  # the same conversion as a dataset's images
+
+    return as_image(img, lambda: f"the output of {step!r}")
 
 
 def kaggle_pipeline(crop: int = 224, kernel: str | None = None) -> Compose:

@@ -24,6 +24,7 @@ SLOW_MODULES = {
     "test_profiler",
     "test_ray",
     "test_scripts_and_notebooks",
+    "test_state",
     "test_trace",
     "test_trace_dataloader",
     "test_tune",

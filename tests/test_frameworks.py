@@ -1,8 +1,11 @@
-"""Training frameworks: a real Lightning Trainer resuming from its own checkpoint mid-epoch,
-and two ranks of a real gloo process group sharding every epoch."""
+"""Training frameworks: a real Lightning Trainer resuming from each kind of its own
+checkpoint (epoch ends, every n steps, after validation, max_epochs extended) with a
+validation Loader, on every backend; and two ranks of a real gloo process group sharding
+every epoch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -42,39 +45,169 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-def make_loader(folder: Path, backend: str = "thread") -> augment.Loader:
+def make_loader(
+    folder: Path, backend: str = "thread", shuffle: bool = True, workers: int = 2
+) -> augment.Loader:
     pipeline = augment.Compose([augment.RandomFlip(0.5, 0.5), augment.RandomCrop(32)])
-    return augment.Loader(Indexed(folder), pipeline, batch_size=4, backend=backend, workers=2)
+    return augment.Loader(
+        Indexed(folder), pipeline, batch_size=4, backend=backend, workers=workers, shuffle=shuffle
+    )
 
 
 # --------------------------------------------------------------------------- Lightning
+#
+# Lightning restores a loader's state_dict only when it restarts mid-epoch; at an epoch's
+# start it calls set_epoch on the loader's sampler (for training and validation loaders),
+# and a validation loader is first iterated for 2 batches by the sanity check. Every resume
+# must see what the uninterrupted run saw after the checkpoint, training and validation.
+
+TRAIN_STEPS = 6  # batches per epoch (22 samples, batches of 4)
 
 
-def lightning_run(folder: Path, ckpt_dir: Path, resume: str | None = None) -> list[tuple]:
-    """Two epochs of a real Lightning fit; what every training step saw: (epoch, step, the
-    sample indices, a checksum of the pixels)."""
+@functools.cache
+def recorder_class():
     lightning = pytest.importorskip("lightning.pytorch")
 
     class Recorder(lightning.LightningModule):
+        """Records what every step saw: (stage, epoch, batch_idx, the sample indices, a
+        checksum of the pixels); a checkpoint records how much of it came before."""
+
         def __init__(self):
             super().__init__()
             self.layer = torch.nn.Linear(3, 1)
             self.seen: list[tuple] = []
 
-        def training_step(self, batch, batch_idx):
+        def _record(self, stage: str, batch, batch_idx: int) -> None:
             images, index = batch
+            stage = "sanity" if self.trainer.sanity_checking else stage
             self.seen.append(
-                (self.current_epoch, batch_idx, index.tolist(), int(images.long().sum()))
+                (stage, self.current_epoch, batch_idx, index.tolist(), int(images.long().sum()))
             )
-            x = images.float().mean(dim=(2, 3))
-            return self.layer(x).pow(2).mean()
+
+        def training_step(self, batch, batch_idx):
+            self._record("train", batch, batch_idx)
+            return self.layer(batch[0].float().mean(dim=(2, 3))).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self._record("val", batch, batch_idx)
+
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["steps_seen"] = len(trained(self.seen))
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    every = lightning.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1, filename="{step}"
+    return Recorder
+
+
+def trained(seen: list[tuple]) -> list[tuple]:
+    """What the run trained and validated on, without the sanity check's batches."""
+    return [s for s in seen if s[0] != "sanity"]
+
+
+def lightning_run(
+    folder: Path,
+    ckpt_dir: Path,
+    backend: str,
+    max_epochs: int,
+    resume: Path | None = None,
+    workers: int = 2,
+) -> list[tuple]:
+    """A real Lightning fit: a training and a validation Loader, validation twice an epoch
+    (after 3 and 6 batches), the sanity check's 2 batches, a checkpoint after every
+    validation (the default ModelCheckpoint's moment) and every 5 training steps."""
+    lightning = pytest.importorskip("lightning.pytorch")
+    checkpoints = [
+        lightning.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, every_n_train_steps=5, save_top_k=-1, filename="every-{step}"
+        ),
+        lightning.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_top_k=-1, filename="val-{step}"),
+    ]
+    trainer = lightning.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=checkpoints,
+        val_check_interval=0.5,
+        num_sanity_val_steps=2,
     )
+    model = recorder_class()()
+    with (
+        make_loader(folder, backend, workers=workers) as train,
+        make_loader(folder, backend, False, workers) as val,
+    ):
+        trainer.fit(model, train, val, ckpt_path=resume)
+    return model.seen
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(folder, tmp_path_factory) -> list[tuple]:
+    """Three epochs without a break: what every resume is compared with."""
+    return lightning_run(folder, tmp_path_factory.mktemp("straight"), "serial", 3)
+
+
+def test_lightning_validation_loader_loses_nothing_to_the_sanity_check(folder, uninterrupted):
+    sanity = [s for s in uninterrupted if s[0] == "sanity"]
+    val = [s for s in trained(uninterrupted) if s[0] == "val"]
+    per_pass = TRAIN_STEPS  # the validation Loader has 6 batches too
+    assert len(val) == 3 * 2 * per_pass  # 3 epochs, validated twice each
+    with make_loader(folder, "serial", False) as plain:  # a validation Loader's own epochs
+        epochs = [[(i.tolist(), int(x.long().sum())) for x, i in plain] for _ in range(3)]
+    for epoch in range(3):
+        for second in (0, 1):  # both validations of an epoch see that epoch, whole
+            start = (2 * epoch + second) * per_pass
+            got = [(s[3], s[4]) for s in val[start : start + per_pass]]
+            assert got == epochs[epoch], (epoch, second)
+    assert epochs[0] != epochs[1]  # the epochs' pixels differ, so the check above could fail
+    assert [(s[3], s[4]) for s in sanity] == epochs[0][:2]  # the check saw epoch 0 too
+
+
+@pytest.mark.parametrize(
+    "backend,resumes",
+    [
+        # every kind of checkpoint: after the mid-epoch validation (step 3), at an epoch's end
+        # after validation (6), mid-epoch by step count (5, 10), and the last one of a
+        # 2-epoch run, resumed with max_epochs=3 (12)
+        (
+            "serial",
+            (
+                "val-step=3",
+                "every-step=5",
+                "val-step=6",
+                "val-step=9",
+                "every-step=10",
+                "val-step=12",
+            ),
+        ),
+        ("thread", ("val-step=6", "every-step=10", "val-step=12")),
+        ("process", ("val-step=6", "every-step=10", "val-step=12")),
+        ("torch", ("val-step=6", "every-step=10", "val-step=12")),
+    ],
+)
+def test_lightning_resumes_from_every_checkpoint_with_the_uninterrupted_batches(
+    folder, tmp_path, uninterrupted, backend, resumes
+):
+    first = lightning_run(folder, tmp_path / "ckpt", backend, max_epochs=2)
+    straight = trained(uninterrupted)
+    assert trained(first) == straight[: len(trained(first))]  # the same batches on any backend
+    assert len(trained(first)) == 2 * (TRAIN_STEPS + 2 * TRAIN_STEPS)
+    for name in resumes:
+        path = tmp_path / "ckpt" / f"{name}.ckpt"
+        done = torch.load(path, weights_only=False)["steps_seen"]
+        resumed = lightning_run(folder, tmp_path / f"again-{name}", backend, 3, path)
+        assert trained(resumed) == straight[done:], name
+        for s in resumed:  # a sanity check, where Lightning runs one, reads its epoch's start
+            if s[0] == "sanity":
+                assert s[1:] == [v for v in straight if v[0] == "val" and v[1] == s[1]][s[2]][1:]
+
+
+def test_lightning_overfit_batches_with_a_loader_that_does_not_shuffle(folder, tmp_path):
+    """overfit_batches wants a sequential sampler (else Lightning rebuilds the loader as a
+    DataLoader, which a Loader is not): an unshuffled Loader's sampler is one."""
+    lightning = pytest.importorskip("lightning.pytorch")
     trainer = lightning.Trainer(
         max_epochs=2,
         accelerator="cpu",
@@ -82,25 +215,14 @@ def lightning_run(folder: Path, ckpt_dir: Path, resume: str | None = None) -> li
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[every],
-        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        overfit_batches=2,
     )
-    model = Recorder()
-    with make_loader(folder) as loader:
-        trainer.fit(model, loader, ckpt_path=resume)
-    return model.seen
-
-
-def test_lightning_resumes_mid_epoch_with_the_uninterrupted_batches(folder, tmp_path):
-    straight = lightning_run(folder, tmp_path / "ckpt")
-    assert len(straight) == 12  # 6 steps an epoch, 2 epochs
-    with make_loader(folder) as plain:  # Lightning's epoch 0 is the Loader's epoch 0
-        first = next(iter(plain))
-    assert straight[0][2] == first[1].tolist()
-    assert [s[2] for s in straight[:6]] != [s[2] for s in straight[6:]]  # epochs differ
-    for step, done in [("step=4", 4), ("step=8", 8)]:  # mid-epoch 0, mid-epoch 1
-        resumed = lightning_run(folder, tmp_path / f"again-{step}", tmp_path / f"ckpt/{step}.ckpt")
-        assert resumed == straight[done:], step
+    model = recorder_class()()
+    with make_loader(folder, "serial", shuffle=False) as loader:
+        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        trainer.fit(model, loader)
+    assert [s[3] for s in model.seen] == [[0, 1, 2, 3], [4, 5, 6, 7]] * 2
 
 
 # --------------------------------------------------------------------------- gloo

@@ -262,7 +262,8 @@ def test_without_a_timeout_workers_stuck_starting_are_only_warned_about(
     assert len(warnings) == 1 and "which no worker has begun" in warnings[0], warnings
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "2", True])
+# 0 is DataLoader's "no timeout" and accepted as such (tests/test_habits.py)
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "2", True])
 def test_a_wrong_timeout_is_a_value_error_naming_it(dataset, timeout):
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0, or None"):
         Loader(dataset, timeout=timeout)

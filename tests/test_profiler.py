@@ -18,9 +18,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-import tomllib
 from conftest import EXPERIMENT_KEYS
 from PIL import Image
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from augment.experiment import KAGGLE_TRANSFORM, config_path
 

@@ -145,3 +145,29 @@ def test_too_many_workers_for_the_cluster(cluster, folder):
     loader = augment.Loader(augment.ImageFolder(folder), transform(), backend="ray", workers=64)
     with pytest.raises(ValueError, match="64 workers need 64 CPUs"):
         next(iter(loader))
+
+
+def test_ray_lightning_resumes_with_the_uninterrupted_batches(cluster, tmp_path):
+    """Lightning's checkpoints at an epoch's end and mid-epoch, resumed on Ray, as on the
+    other backends (tests/test_frameworks.py)."""
+    pytest.importorskip("lightning.pytorch")
+    import test_frameworks
+    from conftest import write_jpegs
+    from test_frameworks import N, lightning_run, trained
+
+    folder = tmp_path / "jpegs"
+    write_jpegs(folder, N, 40, 40)
+    straight = trained(lightning_run(folder, tmp_path / "straight", "serial", 3))
+    # Ray's workers cannot import the tests' module that defines the dataset: send it by value
+    ray.cloudpickle.register_pickle_by_value(test_frameworks)
+    try:
+        # a training and a validation loader, one Ray worker each: the cluster has 2 CPUs
+        first = trained(lightning_run(folder, tmp_path / "ckpt", "ray", 2, workers=1))
+        assert first == straight[: len(first)]
+        for name in ("val-step=6", "every-step=10"):
+            path = tmp_path / "ckpt" / f"{name}.ckpt"
+            done = torch.load(path, weights_only=False)["steps_seen"]
+            resumed = lightning_run(folder, tmp_path / f"again-{name}", "ray", 3, path, 1)
+            assert trained(resumed) == straight[done:], name
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(test_frameworks)

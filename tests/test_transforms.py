@@ -102,7 +102,7 @@ def test_repr_is_readable_and_evaluates_to_an_equal_transform(t):
     text = repr(t)
     assert text.startswith(type(t).__name__ + "(")
     assert "object at 0x" not in text
-    namespace = {name: getattr(augment, name) for name in augment.__all__}
+    namespace = {name: getattr(augment, name) for name in augment.transforms.__all__}
     assert eval(text, namespace) == t
 
 
