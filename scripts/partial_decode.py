@@ -1,0 +1,110 @@
+"""Partial JPEG decoding on and off, side by side (docs/decoding.md, docs/benchmarks.md).
+
+Two datasets, each through augment's Loader (process backend, 2 workers, batches of 64):
+
+- photographs (``scripts/realistic.py``'s, 400-640 x 300-480, quality 90) through
+  RandomResizedCrop(224) + flip, where partial decoding applies to nearly every sample;
+- the Kaggle-like 256 x 256 tiles (``scripts/benchmark.py``'s) through ``kaggle_pipeline``,
+  where the warp reads (nearly) the whole tile and no region is cut: no slower is the aim.
+
+``ImageFolder(partial_decode=True)`` against ``partial_decode=False`` (whole images, as
+before), alternated rounds, medians; CPU is this process's and its workers' user + system
+time per image. A third line, simplejpeg decoding every photograph whole on 2 threads,
+is the ceiling the issue measures against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmark import bench_dataset  # noqa: E402
+from peers import BareDecode, cpu_seconds  # noqa: E402
+from realistic import one_thread, photo_folder  # noqa: E402
+
+import augment  # noqa: E402
+
+
+def loader(dataset, transform):
+    return augment.Loader(dataset, transform, batch_size=64, backend="process", workers=2, seed=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=640, help="photographs and tiles")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    one_thread()
+    photos, tiles = photo_folder(args.images), bench_dataset(args.images)
+    crop = augment.Compose([augment.RandomResizedCrop(224), augment.RandomFlip()])
+    kaggle = augment.kaggle_pipeline(224)
+    runs = {
+        "photographs, partial decode": loader(augment.ImageFolder(photos), crop),
+        "photographs, whole-image decode": loader(
+            augment.ImageFolder(photos, partial_decode=False), crop
+        ),
+        "Kaggle tiles, partial decode": loader(
+            augment.ImageFolder(tiles, tiles / "labels.csv"), kaggle
+        ),
+        "Kaggle tiles, whole-image decode": loader(
+            augment.ImageFolder(tiles, tiles / "labels.csv", partial_decode=False), kaggle
+        ),
+    }
+    bare = BareDecode(sorted(photos.rglob("*.jpg")))
+    calls = {name: (lambda ld=ld: sum(len(x) for x, _ in ld)) for name, ld in runs.items()}
+    calls["simplejpeg full decode of every photograph, 2 threads"] = bare
+    times = {n: [] for n in calls}
+    cpu = {n: [] for n in calls}
+    names = list(calls)
+    try:
+        for fn in calls.values():
+            fn()
+        for r in range(args.rounds):
+            for name in names if r % 2 == 0 else reversed(names):
+                c0, t0 = cpu_seconds(), time.perf_counter()
+                n = calls[name]()
+                times[name].append((time.perf_counter() - t0) / n)
+                cpu[name].append((cpu_seconds() - c0) / n)
+    finally:
+        for ld in runs.values():
+            ld.close()
+        bare.close()
+
+    def ratio(a: str, b: str) -> float:  # a's speed over b's, median of the rounds' ratios
+        return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
+
+    lines = ["| run | img/s | CPU ms / image |", "|---|---:|---:|"]
+    for name in names:
+        rate = 1 / statistics.median(times[name])
+        lines.append(f"| {name} | {rate:,.0f} | {1e3 * statistics.median(cpu[name]):.2f} |")
+    p, w = "photographs, partial decode", "photographs, whole-image decode"
+    kp, kw = "Kaggle tiles, partial decode", "Kaggle tiles, whole-image decode"
+    ceiling = "simplejpeg full decode of every photograph, 2 threads"
+    cpu_ratio = statistics.median(a / b for a, b in zip(cpu[p], cpu[w]))
+    lines += [
+        "",
+        f"- photographs: partial / whole-image decode: {ratio(p, w):.2f}x images/s, "
+        f"{cpu_ratio:.2f}x CPU per image",
+        f"- photographs, partial decode / bare full decode on 2 threads: {ratio(p, ceiling):.2f}x",
+        f"- Kaggle tiles: partial / whole-image decode: {ratio(kp, kw):.2f}x images/s",
+    ]
+    print(
+        f"{args.images} photographs and {args.images} tiles, median of {args.rounds} rounds\n"
+        + "\n".join(lines)
+    )
+
+
+if __name__ == "__main__":
+    main()
