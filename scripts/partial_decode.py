@@ -34,6 +34,41 @@ from realistic import one_thread, photo_folder  # noqa: E402
 import augment  # noqa: E402
 
 
+def region_costs(paths, rounds: int = 5) -> str:
+    """One thread: TurboJPEG decoding parts of each file, in process time, against decoding
+    the whole file the same way (the median of ``rounds``)."""
+    import simplejpeg
+
+    from augment import jpeg_region
+
+    if not jpeg_region.available():
+        return "- region costs: no TurboJPEG 3 library"
+    blobs = [p.read_bytes() for p in paths]
+    shapes = [simplejpeg.decode_jpeg_header(b)[:2] for b in blobs]
+    parts = {
+        "whole": lambda h, w: (0, h, 0, w),
+        "top half": lambda h, w: (0, h // 2, 0, w),
+        "bottom half": lambda h, w: (h // 2, h, 0, w),
+        "left half": lambda h, w: (0, h, 0, w // 2),
+        "centre quarter": lambda h, w: (h // 4, 3 * h // 4, w // 4, 3 * w // 4),
+    }
+    cost = {}
+    for name, box in parts.items():
+        runs = []
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for b, (h, w) in zip(blobs, shapes):
+                jpeg_region.decode(b, 1, box(h, w))
+            runs.append(time.process_time() - t0)
+        cost[name] = statistics.median(runs)
+    return (
+        f"- decoding a part of each of {len(blobs)} files (one thread), of the whole: "
+        + ", ".join(
+            f"{name} {cost[name] / cost['whole']:.2f}x" for name in parts if name != "whole"
+        )
+    )
+
+
 def loader(dataset, transform):
     return augment.Loader(dataset, transform, batch_size=64, backend="process", workers=2, seed=0)
 
@@ -100,9 +135,10 @@ def main() -> None:
         f"- photographs, partial decode / bare full decode on 2 threads: {ratio(p, ceiling):.2f}x",
         f"- Kaggle tiles: partial / whole-image decode: {ratio(kp, kw):.2f}x images/s",
     ]
+    lines.append(region_costs(sorted(photos.rglob("*.jpg"))[:100]))
     print(
-        f"{args.images} photographs and {args.images} tiles, median of {args.rounds} rounds\n"
-        + "\n".join(lines)
+        f"{args.images} photographs and {args.images} tiles, median of {args.rounds} rounds, "
+        f"load average {os.getloadavg()[0]:.1f}\n" + "\n".join(lines)
     )
 
 

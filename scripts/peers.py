@@ -327,6 +327,7 @@ def run(args) -> str:
         except Exception as exc:  # noqa: BLE001 - a peer that installs but will not start
             missing.append((name, f"installed but failed to start: {type(exc).__name__}: {exc}"))
     names = list(made)
+    load_before = os.getloadavg()[0]
     times = {n: [] for n in names}
     cpu = {n: [] for n in names}
     counts = {n: [] for n in names}
@@ -361,7 +362,8 @@ def run(args) -> str:
     head = (
         f"{len(paths)} photographs ({sum(sizes) / len(sizes) / 1e3:.0f} kB on average), "
         f"batches of {BATCH} at {SIZE}x{SIZE}, {WORKERS} workers, median of {args.rounds} "
-        f"alternated rounds, {os.cpu_count()} cores shared with other work."
+        f"alternated rounds, {os.cpu_count()} cores shared with other work (load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)."
     )
     return head + "\n\n" + "\n".join(lines)
 
@@ -384,7 +386,7 @@ def write_docs(table: str, command: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=640, help="photographs (default 640)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternated rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated rounds (default 7)")
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
     table = run(args)

@@ -282,3 +282,27 @@ def test_loader_batches_with_partial_decoding_match_on_every_backend(photos):
         got = epoch(augment.ImageFolder(photos), backend, workers)
         assert all(torch.equal(a, b) for a, b in zip(got, serial)), (backend, workers)
     assert "partial_decode=False" in repr(augment.ImageFolder(photos, partial_decode=False))
+
+
+def test_the_peers_benchmark_writes_its_own_section(tmp_path, monkeypatch):
+    """``make peers`` replaces its section of docs/benchmarks.md and keeps the others; a
+    peer that is not installed is listed with the reason, not dropped."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    import peers
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Other\n\nkeep me\n")
+    monkeypatch.setattr(peers, "DOCS", docs)
+    peers.write_docs("| a | 1 |", "make peers")
+    peers.write_docs("| b | 2 |", "make peers")
+    text = docs.read_text()
+    assert text.count("## Peers") == 1 and "| b | 2 |" in text and "| a | 1 |" not in text
+    assert "keep me" in text and "    make peers" in text
+    runs, missing = peers.contenders(tmp_path, [])
+    named = [name for name, _ in runs] + [name for name, _ in missing]
+    assert named[0] == "augment, process backend" and len(named) == 11
+    assert any(name.startswith("FFCV") for name, _ in missing)
+    assert all(why for _, why in missing)
