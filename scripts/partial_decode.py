@@ -69,6 +69,35 @@ def region_costs(paths, rounds: int = 5) -> str:
     )
 
 
+def sample_costs(paths, transform, rounds: int = 9) -> tuple[float, float]:
+    """One thread, process time: decoding and augmenting each file with partial decoding
+    against without (the order alternated by round); the median of the rounds' ratios, and
+    the share of samples that were decoded partly."""
+    from augment import data
+    from augment.batch import sample_rng
+    from augment.warp_plan import SamplePlan
+
+    blobs = [p.read_bytes() for p in paths]
+
+    def run(partial: bool, epoch: int) -> tuple[float, int]:
+        t0, cut = time.process_time(), 0
+        for i, blob in enumerate(blobs):
+            plan = SamplePlan(transform, sample_rng(0, epoch, i))
+            plan.finish(data.decode_image(blob, reduce=plan if partial else plan.__call__))
+            cut += plan.plan is not None and plan.plan.box is not None
+        return time.process_time() - t0, cut
+
+    ratios, cut = [], 0
+    for r in range(rounds):
+        order = (True, False) if r % 2 == 0 else (False, True)
+        spent = {}
+        for partial in order:
+            spent[partial], n = run(partial, r)
+            cut = n if partial else cut
+        ratios.append(spent[True] / spent[False])
+    return statistics.median(ratios), cut / len(blobs)
+
+
 def loader(dataset, transform):
     return augment.Loader(dataset, transform, batch_size=64, backend="process", workers=2, seed=0)
 
@@ -135,6 +164,12 @@ def main() -> None:
         f"- photographs, partial decode / bare full decode on 2 threads: {ratio(p, ceiling):.2f}x",
         f"- Kaggle tiles: partial / whole-image decode: {ratio(kp, kw):.2f}x images/s",
     ]
+    for label, folder, t in (("photographs", photos, crop), ("Kaggle tiles", tiles, kaggle)):
+        ratio_cpu, share = sample_costs(sorted(folder.rglob("*.jpg"))[:200], t)
+        lines.append(
+            f"- {label}, one thread, decode + augment per sample: partial / whole-image decode "
+            f"{ratio_cpu:.2f}x CPU ({share:.0%} of the samples decoded partly)"
+        )
     lines.append(region_costs(sorted(photos.rglob("*.jpg"))[:100]))
     print(
         f"{args.images} photographs and {args.images} tiles, median of {args.rounds} rounds, "
