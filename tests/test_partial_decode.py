@@ -141,7 +141,7 @@ def test_a_corrupt_file_falls_back_to_the_whole_image_decoders():
 
 PIPELINES = {
     "resized-crop": lambda: Compose([RandomResizedCrop(224), RandomFlip()]),
-    "resized-crop-small": lambda: Compose([RandomResizedCrop(48), RandomFlip()]),
+    "resized-crop-small": lambda: Compose([RandomResizedCrop(96), RandomFlip()]),
     "resized-crop-numpy": lambda: Compose([RandomResizedCrop(96), RandomFlip()], kernel="numpy"),
     "rotate-constant": lambda: Compose([RandomRotate(20, border="constant"), RandomCrop(160)]),
     "centre-crop": lambda: Compose([CenterCrop(128)]),
@@ -156,7 +156,7 @@ def test_a_pipeline_gives_what_the_full_decode_gives(name):
     equal, or (where the shifted coordinates round differently in the warp) within one grey
     level on a few pixels."""
     t = PIPELINES[name]()
-    partial = differ = 0
+    partial = differ = reduced = 0
     for i in range(24):
         rng = np.random.default_rng(i)
         h, w = int(rng.integers(300, 481)), int(rng.integers(400, 641))
@@ -170,11 +170,16 @@ def test_a_pipeline_gives_what_the_full_decode_gives(name):
             y0, y1, x0, x1 = plan.plan.box
             assert img.shape[:2] == (y1 - y0, x1 - x0)
             partial += 1
+            reduced += plan.plan.reduction > 1
         gap = np.abs(got.astype(int) - expected.astype(int))
         assert gap.max() <= 1, (name, i)
         assert np.count_nonzero(gap) <= gap.size // 1000, (name, i)
         differ += bool(gap.any())
-    assert partial >= 16  # these photographs are larger than what the crops read
+    # these photographs are larger than what the crops read; a small output shrinks them, and
+    # a region of an image decoded at 1/2, 1/4 or 1/8 is often too small to be worth cutting
+    assert partial >= (8 if "crop-small" in name or "numpy" in name else 16)
+    if name == "resized-crop-small":
+        assert reduced >= 4  # regions of images decoded smaller
     if name in ("resized-crop", "resized-crop-small", "centre-crop"):
         assert differ == 0  # OpenCV's box resize and whole-pixel copies: bit for bit
 
@@ -216,13 +221,15 @@ def test_read_box_holds_what_the_warp_reads():
 
 
 def test_a_plan_refuses_an_image_of_another_shape():
-    t = Compose([RandomResizedCrop(32)])
-    plan = SamplePlan(t, sample_rng(0, 0, 1))
-    plan(300, 400)
-    box = plan.region(plan.plan.reduction)
-    assert box is not None
-    with pytest.raises(ValueError, match=r"planned for 300x400.*region"):
-        plan.finish(np.zeros((box[1] - box[0] + 1, box[3] - box[2], 3), np.uint8))
+    t = Compose([RandomResizedCrop(224)])
+    plans = [SamplePlan(t, sample_rng(0, 0, i)) for i in range(20)]
+    for plan in plans:
+        plan(375, 500)
+    plan = next(p for p in plans if p.region(p.plan.reduction) is not None)
+    y0, y1, x0, x1 = plan.plan.box
+    assert plan.finish(np.zeros((y1 - y0, x1 - x0, 3), np.uint8)).shape == (224, 224, 3)
+    with pytest.raises(ValueError, match=r"planned for 375x500.*region"):
+        plan.finish(np.zeros((y1 - y0 + 1, x1 - x0, 3), np.uint8))
 
 
 @needs_library
