@@ -174,7 +174,7 @@ def main() -> None:
     lines.append(region_costs(sorted(photos.rglob("*.jpg"))[:100]))
     print(
         f"{args.images} photographs and {args.images} tiles, median of {args.rounds} rounds, "
-        f"load average {os.getloadavg()[0]:.1f}\n" + "\n".join(lines)
+        f"load average {os.getloadavg()[0]:.1f}\n\n" + "\n".join(lines)
     )
 
 
