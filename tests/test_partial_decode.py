@@ -276,6 +276,7 @@ def epoch(dataset, backend: str, workers: int) -> list[torch.Tensor]:
         return [images for images, _ in ld]
 
 
+@pytest.mark.slow
 @needs_library
 def test_loader_batches_with_partial_decoding_match_on_every_backend(photos):
     """Partial decoding in real workers: the same batches on every backend and worker count,
