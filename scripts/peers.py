@@ -40,6 +40,16 @@ BATCH, SIZE, WORKERS = 64, 224, 2
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Peers"
+NOTE = (
+    'img/s is the median over rounds; "augment (process) is" the median over rounds of the '
+    "pipeline's time over augment's in the same round (above 1: augment is faster), so the "
+    "two columns can disagree when the machine's speed drifts within a run; CPU is the cores' "
+    "time per image (the process and its workers), the steadiest of the three on a shared "
+    "machine. Every pipeline draws RandomResizedCrop(224) with torchvision's rule (scale "
+    "0.08-1, ratio 3/4-4/3) and flips half the images; augment, DALI (with antialiasing) and "
+    "torchvision/PIL v2 antialias the shrink, SPDL's stage uses OpenCV's area resize, "
+    "albumentations its bilinear resize."
+)
 
 
 def cpu_seconds() -> float:
@@ -372,7 +382,7 @@ def write_docs(table: str, command: str) -> None:
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
     section = (
         f"{SECTION}\n\nThe pipelines of issue 24 side by side (`scripts/peers.py`), made by\n\n"
-        f"    {command}\n\n{table}\n"
+        f"    {command}\n\n{table}\n\n{NOTE}\n"
     )
     if SECTION in text:
         start = text.index(SECTION)
