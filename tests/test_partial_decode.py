@@ -314,3 +314,55 @@ def test_the_peers_benchmark_writes_its_own_section(tmp_path, monkeypatch):
     assert named[0] == "augment, process backend" and len(named) == 11
     assert any(name.startswith("FFCV") for name, _ in missing)
     assert all(why for _, why in missing)
+
+
+class StagedWithMasks:
+    """A staged dataset whose labels are masks of the whole image; ``whole``: its ``decode``
+    leaves ``reduce`` alone, so every image is decoded whole."""
+
+    def __init__(self, whole: bool = False):
+        self.whole, self.blobs, self.masks = whole, [], []
+        for i in range(6):
+            self.blobs.append(jpeg(photo(np.random.default_rng(40 + i), 375, 500)))
+            mask = np.zeros((375, 500), np.uint8)
+            mask[:, 250:] = 1
+            mask[100:200, :] = 2
+            self.masks.append(mask)
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def source(self, index: int) -> str:
+        return f"sample-{index}"
+
+    def read(self, index: int) -> bytes:
+        return self.blobs[index]
+
+    def decode(self, blob: bytes, index: int, reduce=None) -> np.ndarray:
+        return data.decode_image(blob, self.source(index), None if self.whole else reduce)
+
+    def label(self, index: int) -> np.ndarray:
+        return self.masks[index]
+
+
+@needs_library
+def test_a_staged_dataset_with_masks_is_decoded_partly_and_its_masks_follow():
+    """A staged dataset's image is decoded as a region of the file while its mask is the
+    whole image's: the mask follows the plan the decoder drew, as with a whole decode."""
+    t = Compose([RandomResizedCrop(224), RandomFlip()])
+
+    def batches(dataset):
+        with augment.Loader(
+            dataset, t, batch_size=3, backend="serial", targets=("mask",), seed=5
+        ) as loader:
+            return list(loader)
+
+    partly, whole = batches(StagedWithMasks()), batches(StagedWithMasks(whole=True))
+    assert len(partly) == 2
+    for (images, masks), (images_w, masks_w) in zip(partly, whole):
+        assert images.shape == (3, 3, 224, 224) and masks.shape == (3, 224, 224)
+        assert torch.equal(masks, masks_w)
+        assert (images.int() - images_w.int()).abs().max() <= 1
+    plan = SamplePlan(t, sample_rng(5, 0, 0))
+    data.decode_image(StagedWithMasks().blobs[0], reduce=plan)
+    assert plan.plan.box is not None  # these samples are decoded partly
