@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: profile test quick test-pythons benchmark lint clean
+.PHONY: profile test quick test-pythons benchmark peers lint clean
 
 $(STAMP): setup.cfg pyproject.toml setup.py augment-trace.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,26 @@ test-pythons:
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py all --write-docs
 
+# The peers (issue 24) in their own environment: torchvision needs torch 2.14.1 (a CUDA build
+# from this machine's disk that runs on the CPU). DALI's CPU operators come from PyPI; FFCV
+# is only a source build (the system's OpenCV 4 and libturbojpeg headers): tried, not needed.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
+
+$(PEERS_STAMP): setup.cfg pyproject.toml setup.py
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 torchdata \
+		'albumentations>=2,<3' spdl -e '.[fast]'
+	-timeout 600 $(PEERS)/bin/python -m pip install --quiet nvidia-dali-cuda120
+	-timeout 300 $(PEERS)/bin/python -m pip install --quiet ffcv
+	touch $(PEERS_STAMP)
+
+peers: $(PEERS_STAMP)
+	$(PEERS)/bin/python scripts/peers.py --write-docs
+
 lint: $(STAMP)
 	$(PY) -m ruff check augment scripts tests
 
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) $(PEERS) runs *.egg-info

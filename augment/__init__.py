@@ -1,6 +1,7 @@
 """augment: image augmentation for PyTorch training whose CPU cost can be seen and compared."""
 
 from augment import adapters, functional, geometry, kernels
+from augment.about import info
 from augment.data import BadImageError, ImageFolder
 from augment.remote import HTTPImages
 from augment.sample_targets import BadTargetError
@@ -50,6 +51,7 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "kaggle_pipeline",
+    "info",
 ]
 
 

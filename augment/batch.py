@@ -263,9 +263,12 @@ class BatchTask:
         rng: np.random.Generator,
         index: int,
         out: np.ndarray | None = None,
+        planned: SamplePlan | None = None,
     ) -> tuple[np.ndarray, dict]:
         """The image and targets of a sample with targets, moved together; the image into
-        ``out`` where it fits (as ``augment``). A bad target is a ``BadTargetError``."""
+        ``out`` where it fits (as ``augment``). ``planned``: the plan the decoder drew from
+        the file's size, where it did (the image may then be a smaller decode or a region of
+        it, and the targets are the full image's). A bad target is a ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -274,8 +277,10 @@ class BatchTask:
         t = self.sample_transform
         t.check_targets(ST.kinds_of(sample))
         if isinstance(t, Compose):
-            moving = ST.SampleTargets.read(sample, img.shape[:2], self.options, name)
-            img = t.finish(img, t.plan(img.shape[:2], rng), rng, out, moving)
+            plan = None if planned is None else planned.plan
+            shape = img.shape[:2] if plan is None else plan.shape
+            moving = ST.SampleTargets.read(sample, shape, self.options, name)
+            img = t.finish(img, t.plan(shape, rng) if plan is None else plan, rng, out, moving)
             result = moving.result(sample)
         else:  # the albumentations adapter: it checks what it is given against the image
             checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
@@ -354,7 +359,9 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
         try:
             if task.has_targets(sample_targets):
                 layout = "dict" if type(sample_targets) is dict else task.names
-                img, sample_targets = task.augment_sample(img, sample_targets, rng, index, slot)
+                img, sample_targets = task.augment_sample(
+                    img, sample_targets, rng, index, slot, planned
+                )
             else:
                 img = task.augment(img, rng, index, planned, slot)
         except BadImageError as exc:  # a bad target

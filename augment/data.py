@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from augment import jpeg_region
+
 log = logging.getLogger("augment")
 
 try:
@@ -61,6 +63,11 @@ def decode_image(data: bytes, source: str = "<bytes>", reduce: Reduce | None = N
     JPEG (none other): for k of 2, 4 or 8 the image is decoded at scale 1/k in the DCT
     domain, ``ceil(H/k) x ceil(W/k)`` pixels, each close to the mean of a k x k block
     (pixel j centred on k*j + (k-1)/2). Every decoder gives the same pixels (tested).
+
+    Where ``reduce`` also has ``region(k)`` (a sample's plan, ``SamplePlan``) and it answers
+    a rectangle ``(y0, y1, x0, x1)`` of the image at scale 1/k, only that rectangle is
+    decoded and returned, with the pixels a full decode has there (``augment.jpeg_region``;
+    without its library, the whole image, as before).
     """
     if not data:
         raise BadImageError(source, "the file is empty (0 bytes)")
@@ -82,6 +89,9 @@ def _decode(data: bytes, source: str, reduce: Reduce | None) -> np.ndarray:
     size = _plain_jpeg_size(data)
     if size is not None:  # the common case without Pillow's header parse (~65 us an image)
         k = 1 if reduce is None else _reduction(reduce, size)
+        part = _region_jpeg(data, reduce, k)
+        if part is not None:
+            return part
         fast = _fast_jpeg(data, k, (-(-size[1] // k), -(-size[0] // k)))
         if fast is not None:
             return fast
@@ -99,6 +109,9 @@ def _decode(data: bytes, source: str, reduce: Reduce | None) -> np.ndarray:
                     im.load()
                     return _to_rgb(im)
                 k = 1 if reduce is None else _reduction(reduce, im.size)
+                part = _region_jpeg(data, reduce, k)
+                if part is not None:
+                    return part
                 fast = _fast_jpeg(data, k, (-(-im.height // k), -(-im.width // k)))
                 if fast is not None:
                     return fast
@@ -158,6 +171,19 @@ def _reduction(reduce: Reduce, size: tuple[int, int]) -> int:
     return k if k <= min(size) else 1
 
 
+def _region_jpeg(data: bytes, reduce: Reduce | None, k: int) -> np.ndarray | None:
+    """The rectangle that ``reduce.region(k)`` asks for, decoded alone (``jpeg_region``), or
+    None: no such method, no rectangle, or no library for it."""
+    region = getattr(reduce, "region", None)
+    if region is None or not jpeg_region.available():
+        return None
+    try:
+        box = region(k)
+    except Exception as exc:
+        raise _NotTheFile(exc) from None
+    return None if box is None else jpeg_region.decode(data, k, box)
+
+
 def _fast_jpeg(data: bytes, k: int, shape: tuple[int, int]) -> np.ndarray | None:
     """A plain JPEG decoded at scale 1/k by simplejpeg or OpenCV (the faster first, by
     ``scripts/benchmark.py decoders``), or None when neither is installed or gives ``shape``."""
@@ -214,6 +240,10 @@ class ImageFolder:
     or more, a JPEG is decoded at scale 1/2, 1/4 or 1/8 and the warp takes the rest. The
     choice depends only on the sample's drawn parameters and the file's header, so batches
     stay identical across backends; they differ slightly from full decoding (docs/manual.md).
+
+    ``partial_decode`` (default on, with ``reduced_decode``): only the rectangle of a JPEG
+    that the warp reads is decoded, with the pixels a full decode has there
+    (docs/decoding.md); off, the whole image is decoded.
     """
 
     def __init__(
@@ -221,9 +251,11 @@ class ImageFolder:
         root: str | Path,
         labels_csv: str | Path | None = None,
         reduced_decode: bool = True,
+        partial_decode: bool = True,
     ):
         self.root = Path(root)
         self.reduced_decode = bool(reduced_decode)
+        self.partial_decode = bool(partial_decode)
         if not self.root.is_dir():
             raise ValueError(f"ImageFolder root {str(self.root)!r} is not a directory")
         self.paths = sorted(
@@ -249,8 +281,12 @@ class ImageFolder:
 
     def decode(self, data: bytes, index: int, reduce: Reduce | None = None) -> np.ndarray:
         """Pixels of sample ``index``; ``reduce`` as in ``decode_image``, used only with
-        ``reduced_decode``."""
-        return decode_image(data, self.source(index), reduce if self.reduced_decode else None)
+        ``reduced_decode`` (and its ``region`` only with ``partial_decode``)."""
+        if not self.reduced_decode or reduce is None:
+            return decode_image(data, self.source(index))
+        if not self.partial_decode:
+            reduce = _no_region(reduce)
+        return decode_image(data, self.source(index), reduce)
 
     def label(self, index: int) -> np.ndarray:
         return self.labels[index]
@@ -260,9 +296,15 @@ class ImageFolder:
 
     def __repr__(self) -> str:
         off = "" if self.reduced_decode else ", reduced_decode=False"
+        off += "" if self.partial_decode else ", partial_decode=False"
         return (
             f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes{off})"
         )
+
+
+def _no_region(reduce: Reduce) -> Reduce:
+    """``reduce`` without its ``region``: a decoder then decodes the whole image."""
+    return lambda height, width: reduce(height, width)
 
 
 def _folder_labels(root: Path, paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:

@@ -113,9 +113,8 @@ class GeometricTransform(Transform):
         """The planned warp of ``img`` (full size or decoded smaller), as ``Compose.finish``."""
         F.check_image(img)
         pending = plan.warp
-        return warp(
-            img, pending, plan.decoded_scale(img.shape[:2]), out=fits(out, img, pending.shape)
-        )
+        scale, origin = plan.decoded(img.shape[:2])
+        return warp(img, pending, scale, out=fits(out, img, pending.shape), origin=origin)
 
 
 def _probability(p: float, name: str) -> float:
@@ -510,15 +509,15 @@ class Compose(Transform):
         given, follow every warp the image takes."""
         F.check_image(img)
         original = img
-        scale = plan.decoded_scale(img.shape[:2])
+        scale, origin = plan.decoded(img.shape[:2])
         rest = self.transforms[plan.rest :] if plan.rest < len(self.transforms) else ()
         if targets is not None and plan.warp is not None:
             targets.move(plan.warp, self.kernel, self.antialias)
         if not rest:  # the planned warp is the whole pipeline
             if plan.warp is None:
                 return copy_into(img, out)
-            return self._flush(img, plan.warp, scale, fits(out, img, plan.warp.shape))
-        img = self._flush(img, plan.warp, scale)
+            return self._flush(img, plan.warp, scale, fits(out, img, plan.warp.shape), origin)
+        img = self._flush(img, plan.warp, scale, origin=origin)
         pending: PendingWarp | None = None
         for t in rest:
             if isinstance(t, GeometricTransform):
@@ -547,10 +546,11 @@ class Compose(Transform):
         pending: PendingWarp | None,
         scale: int = 1,
         out: np.ndarray | None = None,
+        origin: tuple[int, int] = (0, 0),
     ) -> np.ndarray:
         if pending is None:
             return img
-        return warp(img, pending, scale, self.kernel, self.antialias, out)
+        return warp(img, pending, scale, self.kernel, self.antialias, out, origin)
 
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)
