@@ -1,13 +1,10 @@
 """augment: image augmentation for PyTorch training whose CPU cost can be seen and compared."""
 
-from augment import adapters, functional, geometry, kernels
+from augment import _moved
 from augment.about import info
-from augment.data import BadImageError, ImageFolder
-from augment.remote import HTTPImages
-from augment.sample_targets import BadTargetError
-from augment.samples import StagedDataset
-from augment.trace import Tracer
-from augment.transforms import (
+from augment.ops import adapters, functional, geometry, kernels
+from augment.ops.sample_targets import BadTargetError
+from augment.ops.transforms import (
     CenterCrop,
     Compose,
     GeometricTransform,
@@ -22,6 +19,12 @@ from augment.transforms import (
     Transform,
     kaggle_pipeline,
 )
+from augment.sources.data import BadImageError, ImageFolder
+from augment.sources.remote import HTTPImages
+from augment.sources.samples import StagedDataset
+from augment.trace import Tracer
+
+_moved.install()  # old module paths (augment.loader, ...) still import, with a warning
 
 __version__ = "0.1.0"
 
@@ -59,11 +62,11 @@ def __getattr__(name: str):
     # The Loader and the backends import torch (seconds); worker processes that only unpickle
     # a dataset and a transform should not pay for it.
     if name == "Loader":
-        from augment.loader import Loader
+        from augment.loading.loader import Loader
 
         return Loader
     if name == "backends":
-        import augment.backends as backends
+        import augment.loading.backends as backends
 
         return backends
     raise AttributeError(f"module 'augment' has no attribute {name!r}")

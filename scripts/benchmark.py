@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
-from augment import kernels  # noqa: E402
+from augment.ops import kernels  # noqa: E402
 
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 SAMPLE = ROOT / "data" / "sample"
@@ -166,8 +166,8 @@ BENCH_DATA = ROOT / "runs" / "bench_data"
 
 
 def bench_dataset(n: int) -> Path:
-    """A set of ``n`` sample-like tiles outside git, made once (augment.sample_data)."""
-    from augment.sample_data import write_dataset
+    """A set of ``n`` sample-like tiles outside git, made once (augment.sources.sample_data)."""
+    from augment.sources.sample_data import write_dataset
 
     folder = BENCH_DATA / f"n{n}"
     if not (folder / "labels.csv").exists():

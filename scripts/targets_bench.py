@@ -88,7 +88,7 @@ def bench_targets(args) -> str:
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    from augment.batch import KeyedRng
+    from augment.loading.batch import KeyedRng
 
     data = samples(load_images(args.images))
     pipeline = ours(args.crop)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from augment import sample_data
-from augment.experiment import (
+from augment.profiler.experiment import (
     CONFIGS,
     config_path,
     load_config,
@@ -26,12 +25,13 @@ from augment.experiment import (
     shipped_configs,
     uses_sample,
 )
-from augment.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
+from augment.sources import sample_data
+from augment.sources.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "sample"
 SHIPPED = ["compare_backends", "kaggle_amazon", "seed_regimes"]
-CLI = [sys.executable, "-c", "import sys; from augment.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from augment.profiler.cli import main; sys.exit(main())"]
 
 
 def files_under(folder: Path) -> set[str]:
@@ -93,7 +93,7 @@ def test_the_wheel_is_what_the_venv_imports(venv):
         [
             python,
             "-c",
-            "import augment.cli, augment.experiment as e; "
+            "import augment.profiler.cli, augment.profiler.experiment as e; "
             "print(augment.__file__); print(e.CONFIGS); print(sorted(p.name for p in "
             "e.CONFIGS.glob('*.toml')))",
         ],
@@ -148,7 +148,7 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
 
     # every shipped config by name, from the installed package, on that sample
     check = textwrap.dedent("""
-        from augment.experiment import config_path, load_config, prepare
+        from augment.profiler.experiment import config_path, load_config, prepare
         for name in ("kaggle_amazon", "compare_backends", "seed_regimes"):
             config = prepare(load_config(config_path(name)), name)
             roots = {e.data for e in config.experiments if e.data != "server"}
@@ -297,7 +297,7 @@ def test_processes_making_the_sample_at_once_each_see_it_whole(tmp_path):
     data/sample --n 128 --seed 0), and no temporary folder is left."""
     cache = tmp_path / "cache"
     ask = (
-        "from augment.sample_data import sample_dataset; s = sample_dataset(); "
+        "from augment.sources.sample_data import sample_dataset; s = sample_dataset(); "
         "print(s, len(list(s.glob('*.jpg'))), (s / 'labels.csv').is_file())"
     )
     procs = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augment.batch import (
+from augment.loading.batch import (
     ORDER_STREAM,
     SAMPLE_STREAM,
     BatchPlan,
@@ -18,7 +18,7 @@ from augment.batch import (
     order_rng,
     sample_rng,
 )
-from augment.samples import source_for
+from augment.sources.samples import source_for
 
 BIG = 2**64 - 1
 

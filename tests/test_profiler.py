@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10
     import tomli as tomllib
 
-from augment.experiment import KAGGLE_TRANSFORM, config_path
+from augment.profiler.experiment import KAGGLE_TRANSFORM, config_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "profile_aug.py"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import augment
-from augment.backends import ray_backend
+from augment.loading.backends import ray_backend
 from augment.trace.schema import CONSUMER_STAGES, STAGED_STAGES
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")

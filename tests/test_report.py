@@ -15,8 +15,8 @@ from conftest import EXPERIMENT_KEYS
 from crafted import MS, Plan, by_name, report, write_trace
 from PIL import Image
 
-from augment.report import write_report
-from augment.report.recommend import label
+from augment.profiler.report import write_report
+from augment.profiler.report.recommend import label
 
 
 def assert_sentence(advice: str) -> None:

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import augment
-from augment import geometry
-from augment import targets as T
-from augment.sample_targets import BadTargetError
+from augment.ops import geometry
+from augment.ops import targets as T
+from augment.ops.sample_targets import BadTargetError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FILES = sorted(SAMPLE.glob("*.jpg"))[:24]
@@ -83,7 +83,7 @@ PIPELINES = {
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
-@pytest.mark.parametrize("kernel", augment.kernels.available())
+@pytest.mark.parametrize("kernel", augment.ops.kernels.available())
 def test_masks_match_a_hand_warp_by_the_images_matrix(name, kernel):
     compose = PIPELINES[name]()
     compose.kernel = kernel

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from augment import Loader
-from augment.data import ImageFolder
-from augment.report import summarize
+from augment.profiler.report import summarize
+from augment.profiler.tune import markdown
+from augment.sources.data import ImageFolder
 from augment.trace import Tracer, load
-from augment.tune import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "profile_aug.py"

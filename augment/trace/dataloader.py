@@ -6,7 +6,7 @@ What runs in the workers is wrapped, not changed: the dataset (its ``__getitem__
 trace folder). The loop's side times ``next()`` (``wait``, the stall) and the time between
 two ``next()`` calls (``step``). Batches, exceptions and worker start-up are torch's own.
 
-The DataLoader internals this relies on are in ``augment.torch_internals``.
+The DataLoader internals this relies on are in ``augment.loading.torch_internals``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from augment import torch_internals
-from augment.batch import Span
+from augment.loading import torch_internals
+from augment.loading.batch import Span
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import Tracer
 

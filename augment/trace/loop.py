@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from augment.batch import Span
+from augment.loading.batch import Span
 from augment.trace.schema import CONSUMER_LANE
 
 

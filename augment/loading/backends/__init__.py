@@ -1,0 +1,5 @@
+"""Parallel backends behind one interface (see ``base``), found by name in a registry."""
+
+from augment.loading.backends.base import Backend, Deferred, Done, Handle, create, names, register
+
+__all__ = ["Backend", "Deferred", "Done", "Handle", "create", "names", "register"]
