@@ -263,9 +263,11 @@ class BatchTask:
         rng: np.random.Generator,
         index: int,
         out: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, dict]:
+    ) -> tuple[np.ndarray, dict | ST.Moved]:
         """The image and targets of a sample with targets, moved together; the image into
-        ``out`` where it fits (as ``augment``). A bad target is a ``BadTargetError``."""
+        ``out`` where it fits (as ``augment``). The targets as a result dict, or, moved by a
+        ``Compose``, as ``ST.Moved`` (the batch's boxes are mapped together, ``ST.finish``).
+        A bad target is a ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -276,13 +278,13 @@ class BatchTask:
         if isinstance(t, Compose):
             moving = ST.SampleTargets.read(sample, img.shape[:2], self.options, name)
             img = t.finish(img, t.plan(img.shape[:2], rng), rng, out, moving)
-            result = moving.result(sample)
+            del sample["image"]
+            result = ST.Moved(moving, sample)
         else:  # the albumentations adapter: it checks what it is given against the image
             checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
             ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
             result = t(sample, rng)
-            img = result["image"]
-        del result["image"]
+            img = result.pop("image")
         img = as_image(img, lambda: f"the transform's output for {name}")
         return img, result
 
@@ -382,7 +384,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
             if layout is not None:  # samples with targets: batched here, in the worker
-                fields = target_batch.collate(targets, task.options, task.pad_targets)
+                fields = target_batch.collate(ST.finish(targets), task.options, task.pad_targets)
                 result.targets = target_batch.TargetBatch(
                     fields, None if layout == "dict" else layout
                 )

@@ -90,21 +90,37 @@ def continuous(m: geometry.Entries) -> geometry.Entries:
     return a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e)
 
 
-def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
-    """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
-    onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped.
+def box_coefficients(m: geometry.Entries) -> tuple[float, ...]:
+    """The 20 numbers by which ``map_boxes_by`` maps pixel xyxy boxes through ``m`` (pixel-centre
+    convention) to the boxes enclosing their mapped corners.
 
     The enclosing box is linear in the box: the smallest ``a * x + b * y`` over the corners
-    takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so all
-    boxes are one 4 x 4 product, whatever the rotation."""
+    takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so every
+    output coordinate is ``x0 * k0 + x1 * k1 + y0 * k2 + y1 * k3 + k4`` whatever the rotation
+    (of the two terms in x, one has a zero factor; the same in y)."""
     a, b, c, d, e, f = continuous(m)
     pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
     na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
-    # rows: x0, y0, x1, y1 in; columns: x0, y0, x1, y1 out
-    k = np.array((pa, pd, na, nd, pb, pe, nb, ne, na, nd, pa, pd, nb, ne, pb, pe)).reshape(4, 4)
-    mapped = xyxy @ k
-    mapped += np.array((c, f, c, f))
-    return mapped
+    # for each input coordinate (x0, x1, y0, y1, then 1), its factors for x0, y0, x1, y1 out
+    return (pa, pd, na, nd, na, nd, pa, pd, pb, pe, nb, ne, nb, ne, pb, pe, c, f, c, f)
+
+
+def map_boxes_by(xyxy: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Pixel xyxy boxes (N x 4, float64) mapped by ``box_coefficients`` ``k``: one row of 20
+    for all boxes, or N rows, one per box (boxes of several samples in one pass). Elementwise
+    products and sums only, so a box maps to the same bits whichever way it is batched."""
+    out = xyxy[:, 0:1] * k[..., 0:4]
+    out += xyxy[:, 2:3] * k[..., 4:8]
+    out += xyxy[:, 1:2] * k[..., 8:12]
+    out += xyxy[:, 3:4] * k[..., 12:16]
+    out += k[..., 16:20]
+    return out
+
+
+def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
+    """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
+    onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped."""
+    return map_boxes_by(xyxy, np.array(box_coefficients(m)))
 
 
 def clip_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
