@@ -263,11 +263,13 @@ class BatchTask:
         rng: np.random.Generator,
         index: int,
         out: np.ndarray | None = None,
+        mask_out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict | ST.Moved]:
         """The image and targets of a sample with targets, moved together; the image into
         ``out`` where it fits (as ``augment``). The targets as a result dict, or, moved by a
-        ``Compose``, as ``ST.Moved`` (the batch's boxes are mapped together, ``ST.finish``).
-        A bad target is a ``BadTargetError``."""
+        ``Compose``, as ``ST.Moved`` (the batch's boxes are mapped together, ``ST.finish``),
+        its ``mask`` written into ``mask_out`` where it fits. A bad target is a
+        ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -277,6 +279,7 @@ class BatchTask:
         t.check_targets(ST.kinds_of(sample))
         if isinstance(t, Compose):
             moving = ST.SampleTargets.read(sample, img.shape[:2], self.options, name)
+            moving.mask_out = mask_out
             img = t.finish(img, t.plan(img.shape[:2], rng), rng, out, moving)
             del sample["image"]
             result = ST.Moved(moving, sample)
@@ -333,6 +336,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     out: np.ndarray | None = None
     first = 0
     layout = None  # samples with targets: "dict", or the names of a tuple's items
+    masks = target_batch.MaskBuffer(len(plan.indices))  # their "mask"s, as ``out`` the images
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
@@ -356,7 +360,10 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
         try:
             if task.has_targets(sample_targets):
                 layout = "dict" if type(sample_targets) is dict else task.names
-                img, sample_targets = task.augment_sample(img, sample_targets, rng, index, slot)
+                img, sample_targets = task.augment_sample(
+                    img, sample_targets, rng, index, slot, masks.slot(len(targets))
+                )
+                masks.keep(len(targets), ST.mask_of(sample_targets))
             else:
                 img = task.augment(img, rng, index, planned, slot)
         except BadImageError as exc:  # a bad target
@@ -384,7 +391,9 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
             if layout is not None:  # samples with targets: batched here, in the worker
-                fields = target_batch.collate(ST.finish(targets), task.options, task.pad_targets)
+                fields = target_batch.collate(
+                    ST.finish(targets), task.options, task.pad_targets, masks.stacked(kept)
+                )
                 result.targets = target_batch.TargetBatch(
                     fields, None if layout == "dict" else layout
                 )

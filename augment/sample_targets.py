@@ -114,11 +114,14 @@ class SampleTargets:
     for, a batch's all in one pass: ``results``); keypoints as float64 x, y with whether each
     stayed in the frame."""
 
-    __slots__ = ("options", "shape", "masks", "boxes", "warps", "points", "point_vis", "inside")
+    __slots__ = (
+        "options", "shape", "masks", "mask_out", "boxes", "warps", "points", "point_vis", "inside"
+    )  # fmt: skip
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
+        self.mask_out = None  # where the batch wants ``mask`` (see ``warp_mask``'s ``out``)
         self.boxes = self.points = self.point_vis = self.inside = None
         self.warps: list[tuple] = []  # the maps and shapes the boxes are yet to follow
 
@@ -166,7 +169,7 @@ class SampleTargets:
                 else:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
-                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
+                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, self.mask_out)
         if self.boxes is not None and len(self.boxes):
             self.warps.append((pending.entries, pending.shape))
         if self.points is not None and len(self.points):
@@ -232,37 +235,39 @@ def _boxes_moved(group: list[SampleTargets]) -> list[tuple[np.ndarray, np.ndarra
     options, shape = group[0].options, group[0].shape
     counts = [len(t.boxes) for t in group]
     single = len(group) == 1
-    xyxy = group[0].boxes if single else np.concatenate([t.boxes for t in group])
-    owner = None if single else np.repeat(np.arange(len(group)), counts)
+    # by columns (4 x N), the samples' boxes one after the other
+    xyxy = np.ascontiguousarray((group[0].boxes if single else np.concatenate(
+        [t.boxes for t in group])).T)  # fmt: skip
     vis = None
     for level in range(len(group[0].warps)):
-        rows = [T.box_coefficients(m) + (s[1], s[0], s[1], s[0]) for m, s in
-                (t.warps[level] for t in group)]  # fmt: skip
-        table = np.array(rows)
-        k = table[0] if single else table[owner]
+        warps = [t.warps[level] for t in group]
+        k = T.box_coefficients(np.array([m for m, _ in warps]))  # 20 x S
+        bounds = np.array([(w, h, w, h) for _, (h, w) in warps], dtype=np.float64).T
+        if not single:
+            k, bounds = np.repeat(k, counts, axis=1), np.repeat(bounds, counts, axis=1)
         mapped = T.map_boxes_by(xyxy, k)
         clipped = mapped if options.min_visibility == 0 else mapped.copy()
         np.maximum(clipped, 0.0, out=clipped)
-        np.minimum(clipped, k[..., 20:], out=clipped)
+        np.minimum(clipped, bounds, out=clipped)
         if options.min_visibility > 0:  # clipped area / mapped area, over all warps
-            area = T.box_areas(mapped)
-            seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)
+            area = (mapped[2] - mapped[0]) * (mapped[3] - mapped[1])
+            inside = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1])
+            seen = np.divide(inside, area, np.zeros_like(area), where=area > 0)
             vis = seen if vis is None else vis * seen
         xyxy = clipped
-    width, height = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
-    size = np.minimum(width, height)
+    size = np.minimum(xyxy[2] - xyxy[0], xyxy[3] - xyxy[1])
     keep = size > options.min_size
     if options.min_size > 0:
         keep |= size == options.min_size
     if vis is not None:
         keep &= vis >= options.min_visibility
-    if keep.all():
-        boxes = T.from_xyxy(xyxy, options.box_format, shape)
-        kept = counts
-    else:
-        boxes = T.from_xyxy(xyxy[keep], options.box_format, shape)
-        ends = np.cumsum(counts)
+    every = keep.all()
+    boxes = T.from_xyxy(xyxy.T if every else xyxy.T[keep], options.box_format, shape)
+    if every or single:
+        kept = counts if every else [len(boxes)]
+    else:  # how many of each sample's rows were kept
         total = np.concatenate(((0,), np.cumsum(keep)))
+        ends = np.cumsum(counts)
         kept = (total[ends] - total[ends - counts]).tolist()
     out, start, first = [], 0, 0
     for n, k in zip(counts, kept):
@@ -277,6 +282,11 @@ class Moved(NamedTuple):
 
     targets: SampleTargets
     sample: dict
+
+
+def mask_of(item: dict | Moved):
+    """The moved ``mask`` of a result dict or a ``Moved`` sample (None: it has none)."""
+    return (item.targets.masks if isinstance(item, Moved) else item).get("mask")
 
 
 def finish(items: Sequence) -> list[dict]:

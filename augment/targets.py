@@ -67,9 +67,9 @@ def to_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.nd
 def from_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixel xyxy boxes (N x 4) in ``box_format`` for an image of ``shape``, float32."""
     if box_format == "xyxy":
-        return boxes.astype(np.float32)
+        return np.ascontiguousarray(boxes, dtype=np.float32)
     base, normalised = _split(box_format)
-    b = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 4)
+    b = np.array(boxes, dtype=np.float64, copy=True, order="C").reshape(-1, 4)
     if base == "xywh":
         b[:, 2:] -= b[:, :2]
     elif base == "cxcywh":
@@ -90,37 +90,46 @@ def continuous(m: geometry.Entries) -> geometry.Entries:
     return a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e)
 
 
-def box_coefficients(m: geometry.Entries) -> tuple[float, ...]:
-    """The 20 numbers by which ``map_boxes_by`` maps pixel xyxy boxes through ``m`` (pixel-centre
-    convention) to the boxes enclosing their mapped corners.
+_LINEAR = np.array([0, 1, 3, 4])  # a, b, d, e of a map's six entries
+
+
+def box_coefficients(entries: np.ndarray) -> np.ndarray:
+    """The factors by which ``map_boxes_by`` maps pixel xyxy boxes through maps (the rows of
+    ``entries``, S x 6, pixel-centre convention) to the boxes enclosing their mapped corners:
+    20 x S, a column per map.
 
     The enclosing box is linear in the box: the smallest ``a * x + b * y`` over the corners
     takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so every
     output coordinate is ``x0 * k0 + x1 * k1 + y0 * k2 + y1 * k3 + k4`` whatever the rotation
     (of the two terms in x, one has a zero factor; the same in y)."""
-    a, b, c, d, e, f = continuous(m)
-    pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
-    na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
+    m = entries.T
+    a, b, c, d, e, f = m
+    c, f = c + 0.5 - 0.5 * (a + b), f + 0.5 - 0.5 * (d + e)  # as ``continuous``
+    linear = m[_LINEAR]
+    pa, pb, pd, pe = np.maximum(linear, 0.0)
+    na, nb, nd, ne = np.minimum(linear, 0.0)
     # for each input coordinate (x0, x1, y0, y1, then 1), its factors for x0, y0, x1, y1 out
-    return (pa, pd, na, nd, na, nd, pa, pd, pb, pe, nb, ne, nb, ne, pb, pe, c, f, c, f)
+    return np.array((pa, pd, na, nd, na, nd, pa, pd, pb, pe, nb, ne, nb, ne, pb, pe, c, f, c, f))
 
 
 def map_boxes_by(xyxy: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Pixel xyxy boxes (N x 4, float64) mapped by ``box_coefficients`` ``k``: one row of 20
-    for all boxes, or N rows, one per box (boxes of several samples in one pass). Elementwise
-    products and sums only, so a box maps to the same bits whichever way it is batched."""
-    out = xyxy[:, 0:1] * k[..., 0:4]
-    out += xyxy[:, 2:3] * k[..., 4:8]
-    out += xyxy[:, 1:2] * k[..., 8:12]
-    out += xyxy[:, 3:4] * k[..., 12:16]
-    out += k[..., 16:20]
+    """Boxes by columns (4 x N: x0, y0, x1, y1, float64 pixels) mapped by ``box_coefficients``
+    ``k``: 20 x 1 for all boxes, or 20 x N, one column per box (boxes of several samples in
+    one pass). Elementwise products and sums only, so a box maps to the same bits whichever
+    way it is batched."""
+    out = xyxy[0] * k[0:4]
+    out += xyxy[2] * k[4:8]
+    out += xyxy[1] * k[8:12]
+    out += xyxy[3] * k[12:16]
+    out += k[16:20]
     return out
 
 
 def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
     """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
     onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped."""
-    return map_boxes_by(xyxy, np.array(box_coefficients(m)))
+    k = box_coefficients(np.array([m], dtype=np.float64))
+    return map_boxes_by(np.ascontiguousarray(xyxy.T), k).T
 
 
 def clip_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -155,28 +164,40 @@ def warp_mask(
     kernel: str | None = None,
     antialias: bool = True,
     fill: float = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``mask`` (H x W or H x W x C, integer, bool or float32) resampled by ``pending`` (a
     ``warp_plan.PendingWarp``: its matrix, output shape and border): nearest for integer and
     bool masks, the image's interpolation for float32 ones; ``fill`` where the border is
-    "constant"."""
+    "constant". Into ``out`` (and ``out`` returned) where it is a C-contiguous array of the
+    output's shape and the mask's dtype, not overlapping ``mask``; else a new array."""
     m, shape, border = pending.entries, pending.shape, pending.border
+    if out is not None and (
+        out.dtype != mask.dtype
+        or out.shape != (*shape, *mask.shape[2:])
+        or not out.flags.c_contiguous
+        or np.may_share_memory(out, mask)
+    ):
+        out = None
     if mask.dtype == np.float32:
         return F._affine(
-            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None
+            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, out
         )
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
-        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, None)
+        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, out)
     src = mask if mask.ndim == 3 else mask[:, :, None]
     h, w, c = src.shape
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(h, w, -1)  # bytes as channels
     fill_bytes = np.array(fill, dtype=mask.dtype).reshape(1).view(np.uint8)
     uniform = border != "constant" or (fill_bytes == fill_bytes[0]).all()
     byte_fill = float(fill_bytes[0]) if uniform else 0.0
-    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None)
-    out = out.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
+    raw_out = None if out is None else out.reshape(*shape, c).view(np.uint8)
+    moved = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, raw_out)
+    if out is None:
+        out = moved.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
+        out = out if mask.ndim == 3 else out[:, :, 0]
     if not uniform:  # a fill whose bytes differ (int32 250): where the border filled, set it
         ones = np.ones((h, w), dtype=np.uint8)
         inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None)
         out[inside.reshape(shape) == 0] = fill
-    return out if mask.ndim == 3 else out[:, :, 0]
+    return out

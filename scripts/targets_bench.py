@@ -79,6 +79,18 @@ def theirs(crop: int):
     )
 
 
+def batch_of(dataset, pipeline):
+    """A function making one batch of every sample of ``dataset`` (map-style) in this thread,
+    as a Loader's worker does (``augment.batch.make_batch``: load, transform into the batch
+    buffer, collate the targets)."""
+    from augment.batch import BatchPlan, BatchTask, make_batch, target_transform
+    from augment.samples import MapStyle
+
+    task = BatchTask(MapStyle(dataset), pipeline, 0, "raise", None, *target_transform(pipeline))
+    plan = BatchPlan(0, 0, tuple(range(len(dataset))))
+    return lambda: make_batch(task, plan)
+
+
 def bench_targets(args) -> str:
     from benchmark import load_images
 
@@ -95,18 +107,19 @@ def bench_targets(args) -> str:
     keyed = KeyedRng(0)  # sample i draws the same parameters for every contender of ours
     image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]
     image_boxes = [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data]
-    contenders = {
-        "image alone": lambda: [pipeline(s["image"], keyed.at(0, i)) for i, s in enumerate(data)],
-        "image + integer mask": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_mask)
-        ],
-        f"image + {N_BOXES} boxes": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_boxes)
-        ],
-        f"image + mask + {N_BOXES} boxes": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(data)
-        ],
+    full = f"image + mask + {N_BOXES} boxes"
+    kinds = {
+        "image alone": [s["image"] for s in data],
+        "image + integer mask": image_mask,
+        f"image + {N_BOXES} boxes": image_boxes,
+        full: data,
     }
+    contenders = {}
+    for name, items in kinds.items():
+        contenders[name] = lambda items=items: [
+            pipeline(s, keyed.at(0, i)) for i, s in enumerate(items)
+        ]
+        contenders[f"{name}, batch"] = batch_of(items, pipeline)
     reference = None
     try:
         alb = theirs(args.crop)
@@ -129,30 +142,37 @@ def bench_targets(args) -> str:
 
     per = {name: statistics.median(t) / len(data) * 1e3 for name, t in times.items()}
     lines = [
-        "| per sample | ms | vs the image alone | vs albumentations (same targets) |",
-        "|---|---:|---:|---:|",
+        "| per sample | one call: ms | vs the image alone | vs albumentations | in a batch: ms "
+        "| vs the image alone | vs albumentations |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    full = f"image + mask + {N_BOXES} boxes"
-    for name in names:
-        vs_image = f"{paired(name, 'image alone'):.2f}x" if reference != name else ""
-        vs_alb = f"{paired(name, reference):.2f}x" if reference and name in (full,) else ""
-        lines.append(f"| {name} | {per[name]:.3f} | {vs_image} | {vs_alb} |")
-    mask = paired("image + integer mask", "image alone") - 1
-    boxes = paired(f"image + {N_BOXES} boxes", "image alone") - 1
-    lines += [
-        "",
-        f"- an integer mask adds {mask:+.0%} to the image's cost (target <= +30%); "
-        f"{N_BOXES} boxes add {boxes:+.1%} (target < +5%)",
-    ]
+    for name in kinds:
+        row = [name]
+        for own, base in ((name, "image alone"), (f"{name}, batch", "image alone, batch")):
+            row += [f"{per[own]:.3f}", f"{paired(own, base):.2f}x"]
+            row.append(f"{paired(own, reference):.2f}x" if reference and name == full else "")
+        lines.append("| " + " | ".join(row) + " |")
     if reference:
-        lines.append(
-            f"- image + mask + boxes: {paired(full, reference):.2f}x albumentations' time "
-            "(target <= 0.5x)"
+        lines.append(f"| {reference} | {per[reference]:.3f} |  |  |  |  |  |")
+    lines.append("")
+    for way, tail in (("one call", ""), ("in a batch", ", batch")):
+        mask = paired(f"image + integer mask{tail}", f"image alone{tail}") - 1
+        boxes = paired(f"image + {N_BOXES} boxes{tail}", f"image alone{tail}") - 1
+        line = (
+            f"- {way}: an integer mask adds {mask:+.0%} to the image's cost (target <= +30%); "
+            f"{N_BOXES} boxes add {boxes:+.1%} (target < +5%)"
         )
+        if reference:
+            line += (
+                f"; image + mask + boxes is {paired(full + tail, reference):.2f}x albumentations' "
+                "time (target <= 0.5x)"
+            )
+        lines.append(line)
     table = "\n".join(lines)
     print(
         f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} 256x256 tiles, one "
         f"thread's CPU time, kernel {pipeline.kernel}, median of {args.rounds} alternated "
-        f"rounds:\n{table}"
+        f"rounds; 'in a batch': the {len(data)} samples made into one batch as a Loader's "
+        f"worker makes it:\n{table}"
     )
     return table
