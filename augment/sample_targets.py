@@ -17,6 +17,7 @@ says what it is.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -198,7 +199,20 @@ class SampleTargets:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``)."""
-        return results([self], [sample])[0]
+        out = dict(sample)
+        out.update(self.masks)
+        if self.boxes is not None:
+            self.boxes_result(out, *_boxes_moved([self])[0])
+        if self.points is not None:
+            self.points_result(out)
+        return out
+
+    def boxes_result(self, out: dict, boxes: np.ndarray, keep: np.ndarray | None) -> None:
+        """The moved ``boxes`` into ``out`` (a sample's result), with the rows ``keep`` of
+        their fields (None: all of them)."""
+        if keep is not None:
+            _take(out, self.options.box_fields, keep)
+        out["boxes"] = boxes
 
 
 def results(moving: Sequence[SampleTargets], samples: Sequence[dict]) -> list[dict]:
@@ -216,10 +230,8 @@ def results(moving: Sequence[SampleTargets], samples: Sequence[dict]) -> list[di
             groups.setdefault((len(t.warps), t.shape), []).append(i)
     for members in groups.values():
         group = [moving[i] for i in members]
-        for i, (boxes, keep) in zip(members, _boxes_moved(group)):
-            if keep is not None:
-                _take(outs[i], group[0].options.box_fields, keep)
-            outs[i]["boxes"] = boxes
+        for i, moved in zip(members, _boxes_moved(group)):
+            moving[i].boxes_result(outs[i], *moved)
     for t, out in zip(moving, outs):
         if t.points is not None:
             t.points_result(out)
@@ -227,48 +239,58 @@ def results(moving: Sequence[SampleTargets], samples: Sequence[dict]) -> list[di
 
 
 def _boxes_moved(group: list[SampleTargets]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The boxes of samples that took as many warps to the same shape, each warp mapped and
-    clipped for all rows at once; a box is kept when its width and height are above 0 (at
+    """The boxes of samples that took as many warps to the same shape: each sample's boxes
+    through each of its maps (one 4 x 4 product), then offset, clipped, measured and kept for
+    all rows at once; a box is kept when its width and height are above 0 (at
     least ``min_size`` where set) and, with ``min_visibility``, the product over the warps of
     the fraction of its area each left in view is at least that. For each sample: its boxes
     (float32, ``box_format``) and which rows it kept (None: all)."""
     options, shape = group[0].options, group[0].shape
     counts = [len(t.boxes) for t in group]
+    ends = list(itertools.accumulate(counts))
     single = len(group) == 1
-    # by columns (4 x N), the samples' boxes one after the other
-    xyxy = np.ascontiguousarray((group[0].boxes if single else np.concatenate(
-        [t.boxes for t in group])).T)  # fmt: skip
+    xyxy = group[0].boxes if single else np.concatenate([t.boxes for t in group])
     vis = None
     for level in range(len(group[0].warps)):
-        warps = [t.warps[level] for t in group]
-        k = T.box_coefficients(np.array([m for m, _ in warps]))  # 20 x S
-        bounds = np.array([(w, h, w, h) for _, (h, w) in warps], dtype=np.float64).T
-        if not single:
-            k, bounds = np.repeat(k, counts, axis=1), np.repeat(bounds, counts, axis=1)
-        mapped = T.map_boxes_by(xyxy, k)
+        if single:
+            m, (h, w) = group[0].warps[level]
+            k, offset = T.box_matrix(m)
+            mapped = xyxy @ k
+            mapped += np.array(offset)
+            bounds = np.array((w, h, w, h), dtype=np.float64)
+        else:
+            mapped = np.empty_like(xyxy)
+            rows = []  # per sample: the map's offset, then the output's x1, y1 bounds
+            for t, end, n in zip(group, ends, counts):
+                m, (h, w) = t.warps[level]
+                k, offset = T.box_matrix(m)
+                np.matmul(xyxy[end - n : end], k, out=mapped[end - n : end])
+                rows.append(offset + (w, h, w, h))
+            per_box = np.repeat(np.array(rows), counts, axis=0)
+            mapped += per_box[:, :4]
+            bounds = per_box[:, 4:]
         clipped = mapped if options.min_visibility == 0 else mapped.copy()
         np.maximum(clipped, 0.0, out=clipped)
         np.minimum(clipped, bounds, out=clipped)
         if options.min_visibility > 0:  # clipped area / mapped area, over all warps
-            area = (mapped[2] - mapped[0]) * (mapped[3] - mapped[1])
-            inside = (clipped[2] - clipped[0]) * (clipped[3] - clipped[1])
-            seen = np.divide(inside, area, np.zeros_like(area), where=area > 0)
+            area = T.box_areas(mapped)
+            seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)
             vis = seen if vis is None else vis * seen
         xyxy = clipped
-    size = np.minimum(xyxy[2] - xyxy[0], xyxy[3] - xyxy[1])
+    size = xyxy[:, 2:] - xyxy[:, :2]  # width, height
+    size = np.minimum(size[:, 0], size[:, 1])
     keep = size > options.min_size
     if options.min_size > 0:
         keep |= size == options.min_size
     if vis is not None:
         keep &= vis >= options.min_visibility
     every = keep.all()
-    boxes = T.from_xyxy(xyxy.T if every else xyxy.T[keep], options.box_format, shape)
+    boxes = T.from_xyxy(xyxy if every else xyxy[keep], options.box_format, shape)
     if every or single:
         kept = counts if every else [len(boxes)]
     else:  # how many of each sample's rows were kept
         total = np.concatenate(((0,), np.cumsum(keep)))
-        ends = np.cumsum(counts)
-        kept = (total[ends] - total[ends - counts]).tolist()
+        kept = (total[ends] - total[np.subtract(ends, counts)]).tolist()
     out, start, first = [], 0, 0
     for n, k in zip(counts, kept):
         out.append((boxes[first : first + k], None if k == n else keep[start : start + n]))

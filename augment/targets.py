@@ -67,9 +67,9 @@ def to_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.nd
 def from_xyxy(boxes: np.ndarray, box_format: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixel xyxy boxes (N x 4) in ``box_format`` for an image of ``shape``, float32."""
     if box_format == "xyxy":
-        return np.ascontiguousarray(boxes, dtype=np.float32)
+        return boxes.astype(np.float32)
     base, normalised = _split(box_format)
-    b = np.array(boxes, dtype=np.float64, copy=True, order="C").reshape(-1, 4)
+    b = np.array(boxes, dtype=np.float64, copy=True).reshape(-1, 4)
     if base == "xywh":
         b[:, 2:] -= b[:, :2]
     elif base == "cxcywh":
@@ -90,46 +90,28 @@ def continuous(m: geometry.Entries) -> geometry.Entries:
     return a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e)
 
 
-_LINEAR = np.array([0, 1, 3, 4])  # a, b, d, e of a map's six entries
-
-
-def box_coefficients(entries: np.ndarray) -> np.ndarray:
-    """The factors by which ``map_boxes_by`` maps pixel xyxy boxes through maps (the rows of
-    ``entries``, S x 6, pixel-centre convention) to the boxes enclosing their mapped corners:
-    20 x S, a column per map.
+def box_matrix(m: geometry.Entries) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """``(k, offset)``: pixel xyxy boxes (N x 4) mapped through ``m`` (pixel-centre
+    convention) are ``boxes @ k + offset``, the boxes enclosing their mapped corners.
 
     The enclosing box is linear in the box: the smallest ``a * x + b * y`` over the corners
-    takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so every
-    output coordinate is ``x0 * k0 + x1 * k1 + y0 * k2 + y1 * k3 + k4`` whatever the rotation
-    (of the two terms in x, one has a zero factor; the same in y)."""
-    m = entries.T
-    a, b, c, d, e, f = m
-    c, f = c + 0.5 - 0.5 * (a + b), f + 0.5 - 0.5 * (d + e)  # as ``continuous``
-    linear = m[_LINEAR]
-    pa, pb, pd, pe = np.maximum(linear, 0.0)
-    na, nb, nd, ne = np.minimum(linear, 0.0)
-    # for each input coordinate (x0, x1, y0, y1, then 1), its factors for x0, y0, x1, y1 out
-    return np.array((pa, pd, na, nd, na, nd, pa, pd, pb, pe, nb, ne, nb, ne, pb, pe, c, f, c, f))
-
-
-def map_boxes_by(xyxy: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Boxes by columns (4 x N: x0, y0, x1, y1, float64 pixels) mapped by ``box_coefficients``
-    ``k``: 20 x 1 for all boxes, or 20 x N, one column per box (boxes of several samples in
-    one pass). Elementwise products and sums only, so a box maps to the same bits whichever
-    way it is batched."""
-    out = xyxy[0] * k[0:4]
-    out += xyxy[2] * k[4:8]
-    out += xyxy[1] * k[8:12]
-    out += xyxy[3] * k[12:16]
-    out += k[16:20]
-    return out
+    takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so all
+    boxes are one 4 x 4 product, whatever the rotation."""
+    a, b, c, d, e, f = continuous(m)
+    pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
+    na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
+    # rows: x0, y0, x1, y1 in; columns: x0, y0, x1, y1 out
+    k = np.array((pa, pd, na, nd, pb, pe, nb, ne, na, nd, pa, pd, nb, ne, pb, pe)).reshape(4, 4)
+    return k, (c, f, c, f)
 
 
 def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
     """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
     onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped."""
-    k = box_coefficients(np.array([m], dtype=np.float64))
-    return map_boxes_by(np.ascontiguousarray(xyxy.T), k).T
+    k, offset = box_matrix(m)
+    mapped = xyxy @ k
+    mapped += np.array(offset)
+    return mapped
 
 
 def clip_boxes(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
