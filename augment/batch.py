@@ -263,13 +263,9 @@ class BatchTask:
         rng: np.random.Generator,
         index: int,
         out: np.ndarray | None = None,
-        mask_out: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, dict | ST.Moved]:
+    ) -> tuple[np.ndarray, dict]:
         """The image and targets of a sample with targets, moved together; the image into
-        ``out`` where it fits (as ``augment``). The targets as a result dict, or, moved by a
-        ``Compose``, as ``ST.Moved`` (the batch's boxes are mapped together, ``ST.finish``),
-        its ``mask`` written into ``mask_out`` where it fits. A bad target is a
-        ``BadTargetError``."""
+        ``out`` where it fits (as ``augment``). A bad target is a ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -279,15 +275,14 @@ class BatchTask:
         t.check_targets(ST.kinds_of(sample))
         if isinstance(t, Compose):
             moving = ST.SampleTargets.read(sample, img.shape[:2], self.options, name)
-            moving.mask_out = mask_out
             img = t.finish(img, t.plan(img.shape[:2], rng), rng, out, moving)
-            del sample["image"]
-            result = ST.Moved(moving, sample)
+            result = moving.result(sample)
         else:  # the albumentations adapter: it checks what it is given against the image
             checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
             ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
             result = t(sample, rng)
-            img = result.pop("image")
+            img = result["image"]
+        del result["image"]
         img = as_image(img, lambda: f"the transform's output for {name}")
         return img, result
 
@@ -336,7 +331,6 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     out: np.ndarray | None = None
     first = 0
     layout = None  # samples with targets: "dict", or the names of a tuple's items
-    masks = target_batch.MaskBuffer(len(plan.indices))  # their "mask"s, as ``out`` the images
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
@@ -360,10 +354,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
         try:
             if task.has_targets(sample_targets):
                 layout = "dict" if type(sample_targets) is dict else task.names
-                img, sample_targets = task.augment_sample(
-                    img, sample_targets, rng, index, slot, masks.slot(len(targets))
-                )
-                masks.keep(len(targets), ST.mask_of(sample_targets))
+                img, sample_targets = task.augment_sample(img, sample_targets, rng, index, slot)
             else:
                 img = task.augment(img, rng, index, planned, slot)
         except BadImageError as exc:  # a bad target
@@ -391,9 +382,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
             if layout is not None:  # samples with targets: batched here, in the worker
-                fields = target_batch.collate(
-                    ST.finish(targets), task.options, task.pad_targets, masks.stacked(kept)
-                )
+                fields = target_batch.collate(targets, task.options, task.pad_targets)
                 result.targets = target_batch.TargetBatch(
                     fields, None if layout == "dict" else layout
                 )

@@ -17,11 +17,9 @@ says what it is.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
@@ -110,21 +108,18 @@ def _array(value, name: str, source: str) -> np.ndarray:
 
 
 class SampleTargets:
-    """One sample's targets as they move: masks as arrays, warped with the image; boxes as
-    float64 pixel xyxy, with the warps they are to follow (mapped when the result is asked
-    for, a batch's all in one pass: ``results``); keypoints as float64 x, y with whether each
-    stayed in the frame."""
+    """One sample's targets as they move: masks as arrays, boxes as float64 pixel xyxy
+    (clipped to the image after each warp; with ``min_visibility``, the fraction of each
+    one's area still in view), keypoints as float64 x, y with whether each stayed in the
+    frame. A box is kept when its clipped width and height are above 0 (at least
+    ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
-    __slots__ = (
-        "options", "shape", "masks", "mask_out", "boxes", "warps", "points", "point_vis", "inside"
-    )  # fmt: skip
+    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
-        self.mask_out = None  # where the batch wants ``mask`` (see ``warp_mask``'s ``out``)
-        self.boxes = self.points = self.point_vis = self.inside = None
-        self.warps: list[tuple] = []  # the maps and shapes the boxes are yet to follow
+        self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
 
     @classmethod
     def read(
@@ -170,156 +165,55 @@ class SampleTargets:
                 else:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
-                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, self.mask_out)
+                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
         if self.boxes is not None and len(self.boxes):
-            self.warps.append((pending.entries, pending.shape))
+            mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
+            if self.options.min_visibility == 0:
+                self.boxes = T.clip_boxes(mapped, pending.shape)
+            else:  # clipped area / mapped area, over all warps
+                self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
+                area = T.box_areas(mapped)
+                vis = np.divide(T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0)
+                self.box_vis = vis if self.box_vis is None else self.box_vis * vis
         if self.points is not None and len(self.points):
             self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
             self.inside &= inside
         self.shape = pending.shape
 
-    def points_result(self, out: dict) -> None:
-        """The moved keypoints into ``out`` (a sample's result): marked invisible or dropped
-        with their fields where they left the frame (``keypoints``)."""
-        options = self.options
-        points = self.points.astype(np.float32)
-        if options.keypoints == "drop":
-            keep = self.inside
-            if self.point_vis is not None:
-                points = np.column_stack((points, self.point_vis))[keep]
-            else:
-                points = points[keep]
-            _take(out, options.keypoint_fields, keep)
-        else:
-            visible = self.inside if self.point_vis is None else self.inside & (self.point_vis > 0)
-            points = np.column_stack((points, visible.astype(np.float32)))
-        out["keypoints"] = points
-
     def result(self, sample: dict) -> dict:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``)."""
-        out = dict(sample)
+        options, out = self.options, dict(sample)
         out.update(self.masks)
         if self.boxes is not None:
-            self.boxes_result(out, *_boxes_moved([self])[0])
+            boxes = self.boxes
+            size = boxes @ _SIZES  # in view: some area, at least min_size
+            keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
+            if options.min_size > 0:
+                keep |= np.minimum(size[:, 0], size[:, 1]) == options.min_size
+            if self.box_vis is not None:
+                keep &= self.box_vis >= options.min_visibility
+            if not keep.all():
+                boxes = boxes[keep]
+                _take(out, options.box_fields, keep)
+            out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
-            self.points_result(out)
+            points = self.points.astype(np.float32)
+            if options.keypoints == "drop":
+                keep = self.inside
+                if self.point_vis is not None:
+                    points = np.column_stack((points, self.point_vis))[keep]
+                else:
+                    points = points[keep]
+                _take(out, options.keypoint_fields, keep)
+            else:
+                visible = (
+                    self.inside if self.point_vis is None else self.inside & (self.point_vis > 0)
+                )
+                points = np.column_stack((points, visible.astype(np.float32)))
+            out["keypoints"] = points
         return out
-
-    def boxes_result(self, out: dict, boxes: np.ndarray, keep: np.ndarray | None) -> None:
-        """The moved ``boxes`` into ``out`` (a sample's result), with the rows ``keep`` of
-        their fields (None: all of them)."""
-        if keep is not None:
-            _take(out, self.options.box_fields, keep)
-        out["boxes"] = boxes
-
-
-def results(moving: Sequence[SampleTargets], samples: Sequence[dict]) -> list[dict]:
-    """``SampleTargets.result`` of each of ``moving`` (with its ``samples``), the boxes of all
-    of them mapped, clipped and kept in one pass (``_boxes_moved``): a few numpy calls for a
-    whole batch rather than a dozen for each sample, the same values."""
-    outs = []
-    for t, sample in zip(moving, samples):
-        out = dict(sample)
-        out.update(t.masks)
-        outs.append(out)
-    groups: dict[tuple, list[int]] = {}  # samples with boxes, by their warps' count and shape
-    for i, t in enumerate(moving):
-        if t.boxes is not None:
-            groups.setdefault((len(t.warps), t.shape), []).append(i)
-    for members in groups.values():
-        group = [moving[i] for i in members]
-        for i, moved in zip(members, _boxes_moved(group)):
-            moving[i].boxes_result(outs[i], *moved)
-    for t, out in zip(moving, outs):
-        if t.points is not None:
-            t.points_result(out)
-    return outs
-
-
-def _boxes_moved(group: list[SampleTargets]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The boxes of samples that took as many warps to the same shape: each sample's boxes
-    through each of its maps (one 4 x 4 product), then offset, clipped, measured and kept for
-    all rows at once; a box is kept when its width and height are above 0 (at
-    least ``min_size`` where set) and, with ``min_visibility``, the product over the warps of
-    the fraction of its area each left in view is at least that. For each sample: its boxes
-    (float32, ``box_format``) and which rows it kept (None: all)."""
-    options, shape = group[0].options, group[0].shape
-    counts = [len(t.boxes) for t in group]
-    ends = list(itertools.accumulate(counts))
-    single = len(group) == 1
-    xyxy = group[0].boxes if single else np.concatenate([t.boxes for t in group])
-    vis = None
-    for level in range(len(group[0].warps)):
-        if single:
-            m, (h, w) = group[0].warps[level]
-            k, offset = T.box_matrix(m)
-            mapped = xyxy @ k
-            mapped += np.array(offset)
-            bounds = np.array((w, h, w, h), dtype=np.float64)
-        else:
-            mapped = np.empty_like(xyxy)
-            rows = []  # per sample: the map's offset, then the output's x1, y1 bounds
-            for t, end, n in zip(group, ends, counts):
-                m, (h, w) = t.warps[level]
-                k, offset = T.box_matrix(m)
-                np.matmul(xyxy[end - n : end], k, out=mapped[end - n : end])
-                rows.append(offset + (w, h, w, h))
-            per_box = np.repeat(np.array(rows), counts, axis=0)
-            mapped += per_box[:, :4]
-            bounds = per_box[:, 4:]
-        clipped = mapped if options.min_visibility == 0 else mapped.copy()
-        np.maximum(clipped, 0.0, out=clipped)
-        np.minimum(clipped, bounds, out=clipped)
-        if options.min_visibility > 0:  # clipped area / mapped area, over all warps
-            area = T.box_areas(mapped)
-            seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)
-            vis = seen if vis is None else vis * seen
-        xyxy = clipped
-    size = xyxy[:, 2:] - xyxy[:, :2]  # width, height
-    size = np.minimum(size[:, 0], size[:, 1])
-    keep = size > options.min_size
-    if options.min_size > 0:
-        keep |= size == options.min_size
-    if vis is not None:
-        keep &= vis >= options.min_visibility
-    every = keep.all()
-    boxes = T.from_xyxy(xyxy if every else xyxy[keep], options.box_format, shape)
-    if every or single:
-        kept = counts if every else [len(boxes)]
-    else:  # how many of each sample's rows were kept
-        total = np.concatenate(((0,), np.cumsum(keep)))
-        kept = (total[ends] - total[np.subtract(ends, counts)]).tolist()
-    out, start, first = [], 0, 0
-    for n, k in zip(counts, kept):
-        out.append((boxes[first : first + k], None if k == n else keep[start : start + n]))
-        start, first = start + n, first + k
-    return out
-
-
-class Moved(NamedTuple):
-    """A sample whose targets moved with its image (``SampleTargets.move``) and whose result
-    waits for the rest of its batch (``finish``): its boxes are then mapped with theirs."""
-
-    targets: SampleTargets
-    sample: dict
-
-
-def mask_of(item: dict | Moved):
-    """The moved ``mask`` of a result dict or a ``Moved`` sample (None: it has none)."""
-    return (item.targets.masks if isinstance(item, Moved) else item).get("mask")
-
-
-def finish(items: Sequence) -> list[dict]:
-    """``items`` (result dicts, or ``Moved`` samples) as result dicts, the ``Moved`` ones made
-    in one pass (``results``)."""
-    moved = [i for i, item in enumerate(items) if isinstance(item, Moved)]
-    out = list(items)
-    made = results([items[i].targets for i in moved], [items[i].sample for i in moved])
-    for i, result in zip(moved, made):
-        out[i] = result
-    return out
 
 
 def _size(shape) -> str:

@@ -25,45 +25,8 @@ def check_pad(pad_targets) -> bool | int:
     )
 
 
-class MaskBuffer:
-    """A batch's ``mask``s, written in place as its images are: sample ``i``'s warp may write
-    into ``slot(i)`` (see ``targets.warp_mask``), ``keep(i, mask)`` copies in a mask that
-    did not, and ``stacked(n)`` is the first ``n`` as one array: the batch field, without a
-    new array per sample or a stack. The buffer is shaped by the first sample's mask; where
-    a later one differs (shape or dtype), ``stacked`` is None and ``collate`` stacks them."""
-
-    def __init__(self, n: int):
-        self.n, self.array, self.whole = n, None, True
-
-    def slot(self, i: int) -> np.ndarray | None:
-        return None if self.array is None else self.array[i]
-
-    def keep(self, i: int, mask) -> None:
-        """Sample ``i``'s mask (None where it has none) into its slot, unless the warp wrote
-        it there."""
-        if not isinstance(mask, np.ndarray):
-            self.whole = False
-            return
-        if self.array is None and i == 0:
-            self.array = np.empty((self.n, *mask.shape), dtype=mask.dtype)
-        array = self.array
-        if array is None or mask.shape != array.shape[1:] or mask.dtype != array.dtype:
-            self.whole = False
-        elif not np.may_share_memory(mask, array[i]):
-            array[i] = mask
-
-    def stacked(self, n: int) -> np.ndarray | None:
-        return self.array[:n] if self.whole and self.array is not None else None
-
-
-def collate(
-    samples: list[dict],
-    options: TargetOptions,
-    pad: bool | int = False,
-    masks: np.ndarray | None = None,
-) -> dict:
-    """Per-sample results made into batch fields (numpy): ``mask`` stacked (``masks``, where
-    given, is that stack already: ``MaskBuffer.stacked``), the listed kinds
+def collate(samples: list[dict], options: TargetOptions, pad: bool | int = False) -> dict:
+    """Per-sample results made into batch fields (numpy): ``mask`` stacked, the listed kinds
     and their fields (``TargetOptions.listed``) a list of arrays, or with ``pad`` padded to
     the largest count (``True``) or to ``pad`` rows, with ``num_<key>`` counts; any other key
     a list of the samples' values (the loader batches it with ``default_collate``)."""
@@ -77,7 +40,7 @@ def collate(
     for key in samples[0]:
         values = [s[key] for s in samples]
         if key == "mask":
-            out[key] = np.stack(values) if masks is None else masks
+            out[key] = np.stack(values)
         elif options.listed(key):
             arrays = Arrays(np.asarray(v) for v in values)
             if pad is False:

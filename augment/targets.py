@@ -90,9 +90,9 @@ def continuous(m: geometry.Entries) -> geometry.Entries:
     return a, b, c + 0.5 - 0.5 * (a + b), d, e, f + 0.5 - 0.5 * (d + e)
 
 
-def box_matrix(m: geometry.Entries) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """``(k, offset)``: pixel xyxy boxes (N x 4) mapped through ``m`` (pixel-centre
-    convention) are ``boxes @ k + offset``, the boxes enclosing their mapped corners.
+def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
+    """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
+    onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped.
 
     The enclosing box is linear in the box: the smallest ``a * x + b * y`` over the corners
     takes ``x0`` where ``a >= 0`` and ``x1`` where not (the same for ``b``, ``y``), so all
@@ -102,15 +102,8 @@ def box_matrix(m: geometry.Entries) -> tuple[np.ndarray, tuple[float, float, flo
     na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
     # rows: x0, y0, x1, y1 in; columns: x0, y0, x1, y1 out
     k = np.array((pa, pd, na, nd, pb, pe, nb, ne, na, nd, pa, pd, nb, ne, pb, pe)).reshape(4, 4)
-    return k, (c, f, c, f)
-
-
-def map_boxes(xyxy: np.ndarray, m: geometry.Entries, out_shape: tuple[int, int]) -> np.ndarray:
-    """Pixel xyxy boxes (N x 4, float64) through the map ``m`` (pixel-centre convention)
-    onto an output of ``out_shape``: the boxes enclosing the mapped corners, not clipped."""
-    k, offset = box_matrix(m)
     mapped = xyxy @ k
-    mapped += np.array(offset)
+    mapped += np.array((c, f, c, f))
     return mapped
 
 
@@ -146,40 +139,28 @@ def warp_mask(
     kernel: str | None = None,
     antialias: bool = True,
     fill: float = 0,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``mask`` (H x W or H x W x C, integer, bool or float32) resampled by ``pending`` (a
     ``warp_plan.PendingWarp``: its matrix, output shape and border): nearest for integer and
     bool masks, the image's interpolation for float32 ones; ``fill`` where the border is
-    "constant". Into ``out`` (and ``out`` returned) where it is a C-contiguous array of the
-    output's shape and the mask's dtype, not overlapping ``mask``; else a new array."""
+    "constant"."""
     m, shape, border = pending.entries, pending.shape, pending.border
-    if out is not None and (
-        out.dtype != mask.dtype
-        or out.shape != (*shape, *mask.shape[2:])
-        or not out.flags.c_contiguous
-        or np.may_share_memory(out, mask)
-    ):
-        out = None
     if mask.dtype == np.float32:
         return F._affine(
-            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, out
+            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None
         )
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
-        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, out)
+        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, None)
     src = mask if mask.ndim == 3 else mask[:, :, None]
     h, w, c = src.shape
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(h, w, -1)  # bytes as channels
     fill_bytes = np.array(fill, dtype=mask.dtype).reshape(1).view(np.uint8)
     uniform = border != "constant" or (fill_bytes == fill_bytes[0]).all()
     byte_fill = float(fill_bytes[0]) if uniform else 0.0
-    raw_out = None if out is None else out.reshape(*shape, c).view(np.uint8)
-    moved = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, raw_out)
-    if out is None:
-        out = moved.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
-        out = out if mask.ndim == 3 else out[:, :, 0]
+    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None)
+    out = out.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
     if not uniform:  # a fill whose bytes differ (int32 250): where the border filled, set it
         ones = np.ones((h, w), dtype=np.uint8)
         inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None)
         out[inside.reshape(shape) == 0] = fill
-    return out
+    return out if mask.ndim == 3 else out[:, :, 0]
