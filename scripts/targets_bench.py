@@ -9,7 +9,13 @@ one run, alternated rounds, the medians and the median of each round's paired ra
 - the image and an integer class map (uint8, one channel): target <= +30%;
 - the image and 50 boxes with their labels: target < +5%;
 - the image, the mask and the 50 boxes, against albumentations doing the same (its
-  ``A.Compose`` with ``bbox_params``): target <= 0.5x its time.
+  ``A.Compose`` with ``bbox_params``): target <= 0.5x its time;
+
+and what bounds them: the image with no boxes (``boxes`` of zero rows: the cost of a sample
+with targets, before any target moves) and the mask's warp alone (``targets.warp_mask`` with
+the sample's drawn map, nothing else). Each is timed both as one call of the pipeline per
+sample and with the samples made into one batch as a Loader's worker makes it
+(``augment.batch.make_batch``: load, transform into the batch buffer, collate the targets).
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ def bench_targets(args) -> str:
     except ImportError:
         pass
     from augment.batch import KeyedRng
+    from augment.targets import warp_mask
 
     data = samples(load_images(args.images))
     pipeline = ours(args.crop)
@@ -108,8 +115,10 @@ def bench_targets(args) -> str:
     image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]
     image_boxes = [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data]
     full = f"image + mask + {N_BOXES} boxes"
+    no_boxes = np.zeros((0, 4), dtype=np.float32)
     kinds = {
         "image alone": [s["image"] for s in data],
+        "image + 0 boxes": [{"image": s["image"], "boxes": no_boxes} for s in data],
         "image + integer mask": image_mask,
         f"image + {N_BOXES} boxes": image_boxes,
         full: data,
@@ -120,6 +129,11 @@ def bench_targets(args) -> str:
             pipeline(s, keyed.at(0, i)) for i, s in enumerate(items)
         ]
         contenders[f"{name}, batch"] = batch_of(items, pipeline)
+    warps = [pipeline.plan(s["image"].shape[:2], keyed.at(0, i)).warp for i, s in enumerate(data)]
+    mask_warp = "the mask's warp alone"
+    contenders[mask_warp] = lambda: [
+        warp_mask(s["mask"], w, pipeline.kernel, pipeline.antialias) for s, w in zip(data, warps)
+    ]
     reference = None
     try:
         alb = theirs(args.crop)
@@ -152,6 +166,8 @@ def bench_targets(args) -> str:
             row += [f"{per[own]:.3f}", f"{paired(own, base):.2f}x"]
             row.append(f"{paired(own, reference):.2f}x" if reference and name == full else "")
         lines.append("| " + " | ".join(row) + " |")
+    mask_share = paired(mask_warp, "image alone")
+    lines.append(f"| {mask_warp} | {per[mask_warp]:.3f} | {mask_share:.2f}x |  |  |  |  |")
     if reference:
         lines.append(f"| {reference} | {per[reference]:.3f} |  |  |  |  |  |")
     lines.append("")
@@ -168,6 +184,12 @@ def bench_targets(args) -> str:
                 "time (target <= 0.5x)"
             )
         lines.append(line)
+    fixed = [paired(f"image + 0 boxes{tail}", f"image alone{tail}") - 1 for tail in ("", ", batch")]
+    lines.append(
+        f"- what bounds them: a sample with targets but nothing to move adds {fixed[0]:+.1%} (one "
+        f"call) and {fixed[1]:+.1%} (in a batch); the mask's warp alone costs {mask_share:.0%} of "
+        "the image's"
+    )
     table = "\n".join(lines)
     print(
         f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} 256x256 tiles, one "
