@@ -3,6 +3,7 @@
 from augment import _moved
 from augment.about import info
 from augment.ops import adapters, functional, geometry, kernels
+from augment.ops.images import BadImageError
 from augment.ops.sample_targets import BadTargetError
 from augment.ops.transforms import (
     CenterCrop,
@@ -18,11 +19,11 @@ from augment.ops.transforms import (
     Resize,
     Transform,
     kaggle_pipeline,
+    kaggle_steps,
 )
-from augment.sources.data import BadImageError, ImageFolder
+from augment.sources.data import ImageFolder
 from augment.sources.remote import HTTPImages
 from augment.sources.samples import StagedDataset
-from augment.trace import Tracer
 
 _moved.install()  # old module paths (augment.loader, ...) still import, with a warning
 
@@ -54,13 +55,14 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "kaggle_pipeline",
+    "kaggle_steps",
     "info",
 ]
 
 
 def __getattr__(name: str):
-    # The Loader and the backends import torch (seconds); worker processes that only unpickle
-    # a dataset and a transform should not pay for it.
+    # The Loader and the backends import torch (seconds), the Tracer psutil; worker processes
+    # that only unpickle a dataset and a transform should not pay for them.
     if name == "Loader":
         from augment.loading.loader import Loader
 
@@ -69,4 +71,8 @@ def __getattr__(name: str):
         import augment.loading.backends as backends
 
         return backends
+    if name == "Tracer":  # the recorder (and psutil) stay out of worker processes
+        from augment.trace.recorder import Tracer
+
+        return Tracer
     raise AttributeError(f"module 'augment' has no attribute {name!r}")

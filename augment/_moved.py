@@ -36,7 +36,7 @@ MOVED = {
     "augment.shm": "augment.loading.shm",
     "augment.target_batch": "augment.loading.target_batch",
     "augment.targets": "augment.ops.targets",
-    "augment.torch_internals": "augment.loading.torch_internals",
+    "augment.torch_internals": "augment.trace.torch_internals",
     "augment.transforms": "augment.ops.transforms",
     "augment.tune": "augment.profiler.tune",
     "augment.warp_plan": "augment.ops.warp_plan",

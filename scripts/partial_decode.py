@@ -74,7 +74,7 @@ def sample_costs(paths, transform, rounds: int = 8) -> tuple[float, float]:
     """One thread, process time: decoding and augmenting each file with partial decoding
     against without (the order alternated by round, an even number of rounds); the
     geometric mean of the rounds' ratios, and the share of samples decoded partly."""
-    from augment.loading.batch import sample_rng
+    from augment.loading.rng import sample_rng
     from augment.ops.warp_plan import SamplePlan
     from augment.sources import data
 

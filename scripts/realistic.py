@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def photo_folder(n: int) -> Path:
     """``n`` ImageNet-like photographs outside git, made once (seed 1)."""
-    from augment.sources.sample_data import write_photos
+    from augment.sources.photographs import write_photos
 
     folder = ROOT / "runs" / "bench_data" / f"photos_n{n}"
     done = folder / ".complete"
@@ -158,7 +158,7 @@ class AlbumentationsPath:
 
 def reduced_share(dataset, transform, n: int = 256) -> float:
     """The share of the first ``n`` samples of epoch 0 that are decoded smaller."""
-    from augment.loading.batch import sample_rng
+    from augment.loading.rng import sample_rng
     from augment.ops.warp_plan import SamplePlan
 
     count = 0

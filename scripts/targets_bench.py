@@ -106,7 +106,7 @@ def bench_targets(args) -> str:
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    from augment.loading.batch import KeyedRng
+    from augment.loading.rng import KeyedRng
     from augment.ops.targets import warp_mask
 
     data = samples(load_images(args.images))

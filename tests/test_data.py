@@ -15,7 +15,8 @@ from PIL import Image, ImageOps
 
 import augment
 import augment.sources.data
-from augment.sources.data import BadImageError, ImageFolder, decode_image
+from augment.ops.images import BadImageError
+from augment.sources.data import ImageFolder, decode_image
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -13,7 +13,7 @@ from PIL import Image
 
 import augment
 import augment.sources.data as data
-from augment.loading.batch import sample_rng
+from augment.loading.rng import sample_rng
 from augment.ops.transforms import (
     CenterCrop,
     Compose,
@@ -26,7 +26,7 @@ from augment.ops.transforms import (
 )
 from augment.ops.warp_plan import SamplePlan, read_box
 from augment.sources import jpeg_region
-from augment.sources.sample_data import photo, write_photos
+from augment.sources.photographs import photo, write_photos
 
 needs_library = pytest.mark.skipif(
     not jpeg_region.available(), reason="no TurboJPEG 3 library (pip install 'augment[fast]')"

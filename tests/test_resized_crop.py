@@ -17,7 +17,7 @@ from PIL import Image
 
 import augment
 import augment.sources.data as data
-from augment.loading.batch import sample_rng
+from augment.loading.rng import sample_rng
 from augment.ops import functional as F
 from augment.ops import geometry, kernels
 from augment.ops.transforms import (
@@ -30,7 +30,7 @@ from augment.ops.transforms import (
     Resize,
 )
 from augment.ops.warp_plan import SamplePlan
-from augment.sources.sample_data import photo, write_photos
+from augment.sources.photographs import photo, write_photos
 
 KERNELS = kernels.available()
 
@@ -512,7 +512,7 @@ def test_imagenet_like_preset_writes_photograph_sized_jpegs(tmp_path):
         assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
         with Image.open(p) as im:
             assert im.format == "JPEG" and im.mode == "RGB"
-            assert im.size in augment.sources.sample_data.PHOTO_SIZES
+            assert im.size in augment.sources.photographs.PHOTO_SIZES
     dataset = augment.ImageFolder(tmp_path / "a")
     assert dataset.classes == ["class_0", "class_1"]
 

@@ -1,4 +1,4 @@
-"""Everything ``augment.loading.torch_internals`` reaches into, checked on the installed torch: a
+"""Everything ``augment.trace.torch_internals`` reaches into, checked on the installed torch: a
 release that renames or removes one fails here, by name, before anything subtler breaks."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import fetch
 
-from augment.loading import torch_internals
+from augment.trace import torch_internals
 
 
 class Squares(torch.utils.data.Dataset):

@@ -14,7 +14,7 @@ from conftest import random_image
 from PIL import Image
 
 import augment.sources.data as data
-from augment.loading.batch import sample_rng
+from augment.loading.rng import sample_rng
 from augment.ops import functional as F
 from augment.ops import kernels
 from augment.ops.transforms import (
@@ -30,7 +30,7 @@ from augment.ops.transforms import (
     Resize,
 )
 from augment.ops.warp_plan import SamplePlan
-from augment.sources.sample_data import photo
+from augment.sources.photographs import photo
 
 KERNELS = kernels.available()
 

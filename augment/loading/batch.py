@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from augment.loading import target_batch
+from augment.loading.rng import KeyedRng
 from augment.loading.watchdog import Lane
 from augment.ops import sample_targets as ST
+from augment.ops.images import BadImageError, as_image
 from augment.ops.transforms import Compose, GeometricTransform
 from augment.ops.warp_plan import SamplePlan
-from augment.sources.data import BadImageError
-from augment.sources.samples import MapStyle, Staged, as_image
-from augment.trace.schema import CONSUMER_LANE
+from augment.sources.samples import MapStyle, Staged
+from augment.trace.schema import CONSUMER_LANE, Span
+from augment.trace.stage_clock import StageClock
 
 ON_ERROR = ("raise", "skip")
 _HOST = socket.gethostname()
@@ -43,31 +44,6 @@ class BatchPlan:
     epoch: int
     number: int
     indices: tuple[int, ...]
-
-
-@dataclass
-class Span:
-    """One stage of one batch in one thread: wall clock (``time.time_ns``, shared by every
-    process of a machine and comparable across NTP-synced hosts) and the thread's CPU time
-    over it (far below the wall time when the thread waited for the GIL or a core)."""
-
-    stage: str
-    start_ns: int
-    end_ns: int
-    cpu_ns: int
-    # of the wall time, how long the thread was runnable but waited for a core (Linux's
-    # schedstat), None where unknown: the rest of the time off the CPU it slept (the GIL, I/O)
-    runq_ns: int | None = None
-
-
-def run_delay_ns() -> int | None:
-    """This thread's time so far waiting on a run queue for a core, None where the kernel
-    does not say (not Linux, or schedstats off)."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as f:
-            return int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 @dataclass
@@ -84,121 +60,6 @@ class BatchResult:
     worker: int = CONSUMER_LANE  # lane index of the worker that made it
     host: str = ""  # the machine that made it
     transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
-
-
-# Philox streams, keyed directly (no SeedSequence hashing, see ``KeyedRng``): the key is
-# (seed, stream tag), the counter starts at (0, 0, epoch, index).
-ORDER_STREAM, SAMPLE_STREAM = 0, 1
-_WORD = 1 << 64
-
-
-class KeyedRng:
-    """A ``numpy.random.Generator`` on a Philox bit generator, re-keyed for each sample.
-
-    Philox (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) turns a
-    256-bit counter into random bits under a 128-bit key; numpy's ``Philox`` takes both as
-    they are. The stream of ``(seed, epoch, index)`` is key ``(seed, tag)`` and counter
-    ``(0, 0, epoch, index)``; each draw of 4 words adds 1 to the counter, carrying upwards.
-    Distinct ``(seed, tag)`` are distinct keys; under one key, distinct ``(epoch, index)``
-    start 2**128 blocks apart, farther than any sample draws, so no two samples (and no
-    sample and an epoch's order, whose tag differs) ever share a block of random bits. Each
-    of seed, epoch and index is an integer in ``[0, 2**64)``, else a ``ValueError``.
-
-    Why not ``np.random.default_rng([seed, epoch, 1, index])`` as before: it hashes a
-    ``SeedSequence`` for every sample (about 13 us); building a ``Philox`` is no cheaper (it
-    draws OS entropy for a ``SeedSequence`` it then ignores), but setting the state of one
-    already built takes about 1 us. ``at(epoch, index)`` does that and returns the same
-    generator each time: what a transform got for one sample is re-keyed for the next, so a
-    transform must not keep the generator beyond its call (none of augment's does).
-    """
-
-    __slots__ = ("seed", "tag", "generator", "_bits", "_state", "_counter")
-
-    def __init__(self, seed: int, tag: int = SAMPLE_STREAM):
-        self.seed = _check_word(seed, "seed")
-        self.tag = _check_word(tag, "tag")
-        self._bits = np.random.Philox(key=np.array([self.seed, self.tag], dtype=np.uint64))
-        self.generator = np.random.Generator(self._bits)
-        self._counter = [0, 0, 0, 0]
-        self._state = {
-            "bit_generator": "Philox",
-            "state": {"counter": self._counter, "key": [self.seed, self.tag]},
-            "buffer": [0, 0, 0, 0],
-            "buffer_pos": 4,  # the buffer is empty: the first draw computes a block
-            "has_uint32": 0,
-            "uinteger": 0,
-        }
-
-    def at(self, epoch: int, index: int = 0) -> np.random.Generator:
-        """The generator, set to the start of the stream of ``(epoch, index)``."""
-        if not (
-            type(epoch) is int and type(index) is int and 0 <= epoch < _WORD and 0 <= index < _WORD
-        ):
-            epoch, index = _check_word(epoch, "epoch"), _check_word(index, "index")
-        counter = self._counter
-        counter[2], counter[3] = epoch, index
-        self._bits.state = self._state
-        return self.generator
-
-
-def _check_word(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}")
-    if not 0 <= value < _WORD:
-        raise ValueError(
-            f"{name} must be in [0, 2**64) (the random streams are keyed on 64-bit words), "
-            f"got {value}"
-        )
-    return int(value)
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """A new generator for sample ``index`` of ``epoch`` (see ``KeyedRng``): the one
-    ``make_batch`` hands the transform, which re-keys a single generator instead."""
-    return KeyedRng(seed, SAMPLE_STREAM).at(epoch, index)
-
-
-def order_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The generator of ``epoch``'s order (see ``KeyedRng``; a stream no sample shares)."""
-    return KeyedRng(seed, ORDER_STREAM).at(epoch, 0)
-
-
-class _StageClock:
-    """Sums the wall and thread-CPU time of each stage over a batch's samples."""
-
-    __slots__ = ("stages", "wall", "cpu", "t0", "c0", "start", "q0")
-
-    def __init__(self, stages: tuple[str, ...]):
-        self.stages = stages
-        self.wall = dict.fromkeys(stages, 0)
-        self.cpu = dict.fromkeys(stages, 0)
-        self.start = time.time_ns()
-        self.q0 = run_delay_ns()
-        self.t0, self.c0 = time.perf_counter_ns(), time.thread_time_ns()
-
-    def lap(self, stage: str) -> None:
-        """Charge the time since the previous lap to ``stage``."""
-        t, c = time.perf_counter_ns(), time.thread_time_ns()
-        self.wall[stage] += t - self.t0
-        self.cpu[stage] += c - self.c0
-        self.t0, self.c0 = t, c
-
-    def spans(self) -> list[Span]:
-        """One span per stage, end to end. The batch's wait for a core (read once at each
-        end: per sample it would cost more than it tells) is shared among the stages in
-        proportion to their time off the CPU."""
-        q1 = run_delay_ns()
-        runq = q1 - self.q0 if q1 is not None and self.q0 is not None else None
-        off = {s: max(0, self.wall[s] - self.cpu[s]) for s in self.stages}
-        total_off = sum(off.values())
-        spans, start = [], self.start
-        for stage in self.stages:
-            share = None
-            if runq is not None:
-                share = min(off[stage], round(runq * off[stage] / total_off)) if total_off else 0
-            spans.append(Span(stage, start, start + self.wall[stage], self.cpu[stage], share))
-            start += self.wall[stage]
-        return spans
 
 
 @dataclass
@@ -328,7 +189,7 @@ def make_batch(
 
 def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> BatchResult:
     source = task.source
-    clock = _StageClock(source.stages)
+    clock = StageClock(source.stages)
     result = BatchResult(plan, None, pid=os.getpid(), worker=worker, host=_HOST)
     targets = result.targets
     keyed = KeyedRng(task.seed)  # one generator for the batch, re-keyed for each sample

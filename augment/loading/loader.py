@@ -49,14 +49,7 @@ from torch.utils.data import default_collate
 
 from augment.loading import backends
 from augment.loading.backends import worker
-from augment.loading.batch import (
-    ON_ERROR,
-    BatchPlan,
-    BatchResult,
-    BatchTask,
-    order_rng,
-    target_transform,
-)
+from augment.loading.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, target_transform
 from augment.loading.compat import (
     EpochSampler,
     can_pin,
@@ -64,6 +57,7 @@ from augment.loading.compat import (
     pin,
     sampler_of,
 )
+from augment.loading.rng import check_seed, order_rng
 from augment.loading.sharding import Sharding, check_int
 from augment.loading.target_batch import TargetBatch, check_pad
 from augment.loading.watchdog import Watchdog, check_timeout
@@ -147,15 +141,10 @@ class Loader:
         check_int(batch_size, "batch_size", 1)
         check_int(workers, "workers", 0)
         check_int(prefetch, "prefetch", 1)
-        check_int(seed, "seed", 0)
-        if seed >= 2**64:  # a Philox key word (augment.loading.batch.KeyedRng)
-            raise ValueError(f"seed must be an integer below 2**64, got {seed!r}")
+        seed = check_seed(seed)
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
-        if backend not in backends.names():
-            raise ValueError(
-                f"unknown backend {backend!r}; accepted: {', '.join(backends.names())}"
-            )
+        backends.check_name(backend)
         if timeout == 0 and not isinstance(timeout, bool):
             timeout = None  # DataLoader's timeout=0: none
         self.timeout = check_timeout(timeout)

@@ -25,7 +25,7 @@ import numpy as np
 
 from augment.ops import functional as F
 from augment.ops import targets as T
-from augment.sources.data import BadImageError
+from augment.ops.images import BadImageError
 
 KEYPOINT_MODES = ("mark", "drop")
 LISTED = ("masks", "boxes", "keypoints")  # kinds whose count varies per sample

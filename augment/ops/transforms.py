@@ -580,23 +580,27 @@ def _supported(step) -> frozenset:
 
 def _as_array(img, step) -> np.ndarray:
     """A step's output as the numpy array the next step takes."""
-    from augment.sources.samples import as_image  # the same conversion as a dataset's images
+    from augment.ops.images import as_image  # the same conversion as a dataset's images
 
     return as_image(img, lambda: f"the output of {step!r}")
 
 
+def kaggle_steps(crop: int = 224) -> list[dict]:
+    """The seed's pipeline as config tables (``{"op": name, **arguments}``, as a profiler
+    config writes it): flips, quarter turns, a small rotation, a scale jitter, a crop."""
+    return [
+        {"op": "RandomFlip", "horizontal": 0.5, "vertical": 0.5},
+        {"op": "RandomRotate90", "p": 0.5},
+        {"op": "RandomRotate", "degrees": 30},
+        {"op": "RandomScale", "low": 0.9, "high": 1.1},
+        {"op": "RandomCrop", "size": crop},
+    ]
+
+
 def kaggle_pipeline(crop: int = 224, kernel: str | None = None) -> Compose:
-    """The seed's pipeline: flips, quarter turns, a small rotation, a scale jitter, a crop."""
-    return Compose(
-        [
-            RandomFlip(0.5, 0.5),
-            RandomRotate90(0.5),
-            RandomRotate(30),
-            RandomScale(0.9, 1.1),
-            RandomCrop(crop),
-        ],
-        kernel=kernel,
-    )
+    """The seed's pipeline (``kaggle_steps``) as a ``Compose``."""
+    steps = [dict(step) for step in kaggle_steps(crop)]
+    return Compose([globals()[step.pop("op")](**step) for step in steps], kernel=kernel)
 
 
 __all__ = [
@@ -613,4 +617,5 @@ __all__ = [
     "RandomRowJitter",
     "Compose",
     "kaggle_pipeline",
+    "kaggle_steps",
 ]

@@ -1,5 +1,6 @@
-"""Experiments for the profiler: what to load, how to augment, where to run it, and a
-training step that stands for the GPU. Built from TOML tables or command-line flags.
+"""Experiments for the profiler: what to load, how to augment, where to run it, and the
+training step that stands for the GPU (``training_step``). Built from TOML tables or
+command-line flags.
 
 A config is a TOML file, or the name of one shipped in ``configs/`` (installed with the
 package). Paths in it
@@ -9,7 +10,6 @@ uses the sample dataset, made on first use (``augment.sources.sample_data``)."""
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from augment.loading import backends
 from augment.ops import transforms
 from augment.sources.data import IMAGE_SUFFIXES, ImageFolder
 from augment.sources.sample_data import sample_dataset
+
 
 def _configs_folder() -> Path:
     """The shipped configs: ``configs/`` at the top of a checkout (an editable install too),
@@ -44,13 +45,7 @@ DEFAULT_SECONDS = 3.0  # the measured window of a run sized by time
 MIN_SECONDS = 0.5
 WINDOW_KEYS = {"batches", "seconds"}
 
-KAGGLE_TRANSFORM = [
-    {"op": "RandomFlip", "horizontal": 0.5, "vertical": 0.5},
-    {"op": "RandomRotate90", "p": 0.5},
-    {"op": "RandomRotate", "degrees": 30},
-    {"op": "RandomScale", "low": 0.9, "high": 1.1},
-    {"op": "RandomCrop", "size": 224},
-]
+KAGGLE_TRANSFORM = transforms.kaggle_steps(224)  # the default transform: the seed's
 
 
 @dataclass
@@ -75,11 +70,7 @@ class Experiment:
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
-        if self.backend not in backends.names():
-            raise ValueError(
-                f"{where}: unknown backend {self.backend!r}; accepted: "
-                f"{', '.join(backends.names())}"
-            )
+        backends.check_name(self.backend, where)
         for name in ("batch_size", "batches"):
             value = getattr(self, name)
             if (value is not None or name == "batch_size") and (
@@ -307,51 +298,3 @@ def make_dataset(experiment: Experiment):
     if remote:
         return HTTPImages(data, [p.name for p in ImageFolder(folder, labels).paths], labels)
     return ImageFolder(folder, labels)
-
-
-def small_cnn(classes: int):
-    """A small CNN for a real training step on the CPU."""
-    from torch import nn
-
-    def block(cin, cout):
-        return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)
-        )
-
-    return nn.Sequential(
-        nn.AvgPool2d(4),
-        block(3, 16),
-        block(16, 32),
-        block(32, 64),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, classes),
-    )
-
-
-class TrainingStep:
-    """What the loop does with a batch: sleep (GPU time) or a small CNN step on the CPU."""
-
-    def __init__(self, step: float | str, classes: int):
-        self.step = step
-        if step == "model":
-            import torch
-
-            torch.set_num_threads(1)
-            self.model = small_cnn(classes)
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01)
-            self.loss = torch.nn.BCEWithLogitsLoss()
-
-    def __call__(self, images, labels) -> None:
-        if self.step == "model":
-            from torch.nn.functional import one_hot
-
-            x = images.float().div_(255)
-            classes = self.model[-1].out_features
-            target = labels.float() if labels.ndim == 2 else one_hot(labels, classes).float()
-            loss = self.loss(self.model(x), target)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
-        elif self.step:
-            time.sleep(float(self.step) / 1000)

@@ -19,8 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from augment.profiler.experiment import Experiment, TrainingStep, build_transform, make_dataset
+from augment.profiler.experiment import Experiment, build_transform, make_dataset
 from augment.profiler.report.summary import MIN_BATCHES, MIN_STEADY_S
+from augment.profiler.training_step import TrainingStep
 
 BARRIER_TIMEOUT_S = 600.0  # the slowest experiment's start-up, with room to spare
 log = logging.getLogger("augment")

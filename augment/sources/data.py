@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from augment.ops.images import BadImageError  # noqa: F401 (raised here, named from here too)
 from augment.sources import jpeg_region
 
 log = logging.getLogger("augment")
@@ -38,17 +39,6 @@ REDUCTIONS = (1, 2, 4, 8)
 _CV2_REDUCED = {k: f"IMREAD_REDUCED_COLOR_{k}" for k in (2, 4, 8)}
 # reduce(height, width) -> k: given a JPEG's size, the scale 1/k to decode it at.
 Reduce = Callable[[int, int], int]
-
-
-class BadImageError(ValueError):
-    """An image that cannot be read or decoded. ``source`` names the file or URL."""
-
-    def __init__(self, source: str, cause: str):
-        super().__init__(f"cannot load image {source}: {cause}")
-        self.source, self.cause = source, cause
-
-    def __reduce__(self):  # keep source and cause across process boundaries
-        return BadImageError, (self.source, self.cause)
 
 
 def decode_image(data: bytes, source: str = "<bytes>", reduce: Reduce | None = None) -> np.ndarray:

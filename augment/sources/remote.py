@@ -17,7 +17,8 @@ from urllib.parse import quote
 import numpy as np
 import urllib3
 
-from augment.sources.data import BadImageError, decode_image, multi_hot, read_tags_csv
+from augment.ops.images import BadImageError
+from augment.sources.data import decode_image, multi_hot, read_tags_csv
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_S = 0.05

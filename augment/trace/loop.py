@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from augment.loading.batch import Span
-from augment.trace.schema import CONSUMER_LANE
+from augment.trace.schema import CONSUMER_LANE, Span
 
 
 def clock() -> tuple[int, int]:

@@ -83,7 +83,7 @@ class Tracer:
         worker: int,
         host: str | None = None,
     ) -> list[dict]:
-        """Span records for one batch of ``images`` (``spans`` are ``augment.loading.batch.Span``);
+        """Span records for one batch of ``images`` (``spans`` are ``augment.trace.schema.Span``);
         ``runq_ns`` (time waiting for a core) where the span knows it."""
         records = []
         for s in spans:

@@ -151,12 +151,20 @@ def create(name: str, workers: int, capacity: int, **options) -> Backend:
     return backend
 
 
+def check_name(name, where: str = "backend") -> str:
+    """``name`` if it is a backend's, else a ``ValueError`` naming ``where`` and the names
+    accepted (without importing the backend: listing names imports neither torch nor ray)."""
+    if name not in names():
+        raise ValueError(f"{where}: unknown backend {name!r}; accepted: {', '.join(names())}")
+    return name
+
+
 def _backend_class(name: str) -> type[Backend]:
     if name not in _REGISTRY and name in _builtin_modules():
         # each module registers itself when imported
         importlib.import_module(f"{__package__}.{_builtin_modules()[name]}")
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backend {name!r}; accepted: {', '.join(names())}")
+        check_name(name)
     return _REGISTRY[name]
 
 

@@ -56,8 +56,9 @@ import numpy as np
 from augment.loading import shm as shm_check
 from augment.loading.backends import worker as worker_setup
 from augment.loading.backends.base import Backend, register
-from augment.loading.batch import BatchResult, Span, make_batch
+from augment.loading.batch import BatchResult, make_batch
 from augment.loading.watchdog import Lanes
+from augment.trace.schema import Span
 
 _POLL_S = 0.2
 _JOIN_S = 2.0

@@ -18,8 +18,9 @@ import time
 
 from augment.loading.backends import worker as worker_setup
 from augment.loading.backends.base import Backend, register
-from augment.loading.batch import BatchResult, Span, make_batch
+from augment.loading.batch import BatchResult, make_batch
 from augment.loading.watchdog import Held
+from augment.trace.schema import Span
 
 try:
     import ray

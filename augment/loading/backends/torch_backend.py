@@ -25,11 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from augment.loading import shm as shm_check
-from augment.loading import torch_internals
 from augment.loading.backends import worker as worker_setup
 from augment.loading.backends.base import Backend, register
 from augment.loading.batch import BatchPlan, BatchResult, make_batch
 from augment.loading.watchdog import Lanes
+from augment.trace import torch_internals
 
 log = logging.getLogger("augment")
 
