@@ -23,10 +23,11 @@ from pathlib import Path
 import psutil
 
 from augment.loading import backends
-from augment.profiler.cli import build_parser, default_out, flags_given, load_jobs, profile, serving
 from augment.profiler.experiment import Config, Experiment
+from augment.profiler.options import build_parser, default_out, flags_given, load_jobs
 from augment.profiler.report.model import CANDIDATE_BACKENDS
 from augment.profiler.report.recommend import label
+from augment.profiler.runner import profile, serving
 
 
 def tune_main(argv: list[str]) -> int:

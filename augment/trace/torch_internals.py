@@ -27,22 +27,20 @@ def shutdown_workers(loader) -> None:
         iterator._shutdown_workers()
 
 
-def release(loader) -> None:
-    """After ``shutdown_workers``: drop ``loader``'s iterator and empty its queues and event
-    (``augment.loading.shm.forget``), so that nothing stays in /dev/shm while a kept traceback's
-    frames still reference them."""
-    from augment.loading.shm import forget
-
+def release(loader) -> list:
+    """After ``shutdown_workers``: drop ``loader``'s iterator and return its queues and event,
+    for the caller to empty (``augment.loading.shm.forget``), so that nothing stays in
+    /dev/shm while a kept traceback's frames still reference them."""
     iterator = getattr(loader, "_iterator", None)
     if iterator is None:
-        return
-    forget(
+        return []
+    loader._iterator = None
+    return [
         *getattr(iterator, "_index_queues", []),
         getattr(iterator, "_worker_result_queue", None),
         getattr(iterator, "_data_queue", None),
         getattr(iterator, "_workers_done_event", None),
-    )
-    loader._iterator = None
+    ]
 
 
 def shared_storage(nbytes: int):

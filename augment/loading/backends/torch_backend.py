@@ -260,7 +260,7 @@ class TorchBackend(Backend):
             torch_internals.shutdown_workers(loader)
         except RuntimeError as exc:  # a worker that dies on its way out lost nothing
             log.warning("torch backend: %s", exc)
-        torch_internals.release(loader)
+        shm_check.forget(*torch_internals.release(loader))
         # whoever still holds this backend (a kept traceback's frames) holds nothing here
         self.lanes, self.task = None, None
 
