@@ -259,8 +259,15 @@ class Loader:
                     batch=result.plan.number,
                     epoch=result.plan.epoch,
                     images=0 if result.images is None else len(result.images),
-                    worker=(result.spans, result.pid, result.worker, result.host or None),
+                    worker=(
+                        result.spans,
+                        result.pid,
+                        result.worker,
+                        result.host or None,
+                        result.node or None,
+                    ),
                     transfer=result.transfer,
+                    lost_on=result.lost_on,
                 )
                 self._progress[1] += 1
                 if batch is not None:

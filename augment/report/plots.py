@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from augment.report.recommend import label  # noqa: E402
@@ -34,7 +35,7 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
     workers. A worker index served by several processes one after another (DataLoader
     workers that are not persistent: new ones every epoch) is one row."""
     order = [e["name"] for e in summary["experiments"]]
-    keys = {(s["experiment"], s["host"], s["pid"], s["worker"]): s for s in trace.spans}
+    keys = {_key(s): s for s in trace.spans}
     rows: dict[tuple, list[tuple]] = defaultdict(list)
     for key in sorted(keys, key=lambda k: k[2]):
         rows[(key[0], key[1], key[3])].append(key)
@@ -45,8 +46,35 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
             label = lane_name(keys[rows[lane][0]]).split(" (")[0]
             if len(rows[lane]) > 1:
                 label += f" ({len(rows[lane])} processes)"
-            lanes.append((f"{name}: {label}", lane, rows[lane]))
+            lanes.append((f"{name}: {label}{_on_node(keys[rows[lane][0]])}", lane, rows[lane]))
     return lanes
+
+
+def _key(s: dict) -> tuple:
+    """A span's lane: (experiment, where, pid, worker), where is its cluster node if it names
+    one (the Ray backend's workers: lanes are grouped by node), else its host."""
+    return (s["experiment"], s.get("node") or s["host"], s["pid"], s["worker"])
+
+
+def _on_node(s: dict) -> str:
+    return f" on node {s['node']}" if s.get("node") else ""
+
+
+def _mark_remade(ax, trace: Trace, row: dict, clock) -> bool:
+    """A cross at the end of each wait for a batch made again after its node was lost (the
+    gap is the wait itself), labelled with the node; True if there was any."""
+    remade = [s for s in trace.spans if s["stage"] == "wait" and s.get("lost_on")]
+    for s in remade:
+        y = row[_key(s)]
+        ax.plot(clock(s["end_ns"]), y, marker="X", color="#000000", markersize=7, zorder=4)
+        ax.annotate(
+            f"batch {s['batch']} made again (lost on node {', '.join(s['lost_on'])})",
+            (clock(s["end_ns"]), y),
+            xytext=(4, -9),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    return bool(remade)
 
 
 def _barrier_bars(trace: Trace, lanes, clock) -> list[tuple[int, tuple[float, float]]]:
@@ -99,7 +127,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     row = {key: i for i, (_, _, members) in enumerate(lanes) for key in members}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
-        key = (s["experiment"], s["host"], s["pid"], s["worker"])
+        key = _key(s)
         start = clock(s["start_ns"])
         bars[(row[key], s["stage"])].append((start, max(clock(s["end_ns"]) - start, 1e-9)))
     height = max(3.0, 0.35 * len(lanes) + 1.5)
@@ -117,6 +145,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
             zorder=3 if thin else 2,
         )
     drawn = {stage for _, stage in bars}
+    remade = _mark_remade(ax, trace, row, clock)
     barrier = _barrier_bars(trace, lanes, clock)
     for y, span in barrier:  # over the step that holds it: that time was no training step
         ax.broken_barh([span], (y - 0.4, 0.8), facecolors=BARRIER_COLOR, linewidth=0, zorder=2.5)
@@ -131,7 +160,12 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
     ax.legend(
         handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn]
-        + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else []),
+        + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else [])
+        + (
+            [Line2D([], [], marker="X", color="#000000", ls="", label="made again")]
+            if remade
+            else []
+        ),
         ncol=8,
         fontsize=8,
         loc="upper center",

@@ -82,10 +82,15 @@ class Tracer:
         pid: int,
         worker: int,
         host: str | None = None,
+        node: str | None = None,
     ) -> list[dict]:
-        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``)."""
+        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``);
+        ``node``, the cluster node that made them, is recorded where given (traces without
+        it, older ones included, read the same)."""
+        where = {} if node is None else {"node": node}
         return [
             {
+                **where,
                 "experiment": self.experiment,
                 "backend": backend,
                 "host": host or self.host,
