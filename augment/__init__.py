@@ -4,6 +4,8 @@ from augment import adapters, functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.remote import HTTPImages
 from augment.samples import StagedDataset
+from augment.shard_writer import write_shards
+from augment.shards import Shards
 from augment.trace import Tracer
 from augment.transforms import (
     CenterCrop,
@@ -28,6 +30,8 @@ __all__ = [
     "Tracer",
     "ImageFolder",
     "HTTPImages",
+    "Shards",
+    "write_shards",
     "BadImageError",
     "StagedDataset",
     "adapters",

@@ -76,6 +76,14 @@ class Staged:
         self.dataset = dataset
         # decode(data, index, reduce): it may decode at the scale the transform's plan allows
         self.reduces = _takes(dataset.decode, "reduce")
+        # will_read(indices): a dataset that reads a batch's samples together (Shards)
+        self._will_read = getattr(dataset, "will_read", None)
+
+    def begin(self, indices) -> None:
+        """The samples of the batch about to be loaded, for a dataset that plans its reads
+        (``will_read``); planning only: the reads themselves are timed as ``read``."""
+        if self._will_read is not None:
+            self._will_read(indices)
 
     def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple]:
         stage = "read"
@@ -104,6 +112,9 @@ class MapStyle:
 
     stages = MAP_STAGES
     reduces = False
+
+    def begin(self, indices) -> None:
+        pass
 
     def __init__(self, dataset):
         self.dataset = dataset
