@@ -10,6 +10,7 @@
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
+    python scripts/benchmark.py cluster    # shards over HTTP; a Ray cluster losing a node
     python scripts/benchmark.py all --write-readme  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -601,6 +602,19 @@ def bench_advice(args) -> str:
     return advice_bench.bench_advice(args)
 
 
+def bench_cluster(args) -> str:
+    """Shards over HTTP vs HTTPImages, and a simulated Ray cluster that loses a node: the
+    code is in scripts/cluster_bench.py, whose table goes into docs/benchmarks.md."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import cluster_bench
+
+    table = cluster_bench.run(args)
+    if args.write_readme:
+        given = [a for a in sys.argv[2:] if a != "--write-readme"]
+        cluster_bench.write_docs(table, " ".join(["python scripts/benchmark.py cluster", *given]))
+    return table
+
+
 def write_readme(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in README.md."""
     text = README.read_text()
@@ -660,6 +674,11 @@ def main(argv: list[str] | None = None) -> None:
     advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
     advice_bench.add_arguments(advice)
     advice.add_argument("--write-readme", action="store_true")
+    import cluster_bench
+
+    cluster = sub.add_parser("cluster", help="shards over HTTP; a Ray cluster losing a node")
+    cluster_bench.add_arguments(cluster)
+    cluster.add_argument("--write-readme", action="store_true", help="into docs/benchmarks.md")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-readme", action="store_true")
     args = parser.parse_args(argv)
@@ -673,13 +692,14 @@ def main(argv: list[str] | None = None) -> None:
         "realistic": bench_realistic,
         "advice": bench_advice,
         "overhead": bench_overhead,
+        "cluster": bench_cluster,
     }
-    long_runs = ("soak", "realistic", "advice", "overhead")
+    long_runs = ("soak", "realistic", "advice", "overhead", "cluster")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)
-        if args.write_readme:
+        if args.write_readme and what != "cluster":  # (cluster writes docs/benchmarks.md)
             write_readme(what, table, _command(what, argv))
 
 
