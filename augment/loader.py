@@ -64,7 +64,8 @@ class Loader:
     ``transform`` is None or any ``(img, rng) -> img`` or ``(img) -> img``. ``backend`` is
     one of ``augment.backends.names()``; its extra options (``start_method`` for "process"
     and "torch", ``threads``, native threads per library in each worker, for "process",
-    "torch" and "ray") go in ``backend_options``. ``rank`` and
+    "torch" and "ray"; ``replace_timeout`` for "ray", see docs/scaling_out.md) go in
+    ``backend_options``. ``rank`` and
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
     from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``

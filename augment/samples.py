@@ -33,7 +33,9 @@ class StagedDataset(Protocol):
     """A dataset whose stages the loader times apart (``ImageFolder``, ``HTTPImages``).
 
     ``read`` may wait on I/O and ``decode`` computes; either raises ``BadImageError`` for a
-    file that cannot be used, which ``on_error`` then raises or skips."""
+    file that cannot be used, which ``on_error`` then raises or skips. A dataset that reads
+    a batch's samples together (``Shards``: coalesced byte ranges) may also have
+    ``will_read(indices)``, called with the batch's samples before the first ``read``."""
 
     def __len__(self) -> int: ...
 

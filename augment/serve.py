@@ -102,9 +102,15 @@ def make_server(
             "lock": threading.Lock(),
         },
     )
-    server = ThreadingHTTPServer(("127.0.0.1", port), partial(handler, directory=str(root)))
+    server = _Server(("127.0.0.1", port), partial(handler, directory=str(root)))
     server.daemon_threads = True
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    # listen()'s backlog: the default 5 drops the connections of clients that open many at
+    # once (Shards' fetchers), which then wait a second to try again
+    request_queue_size = 128
 
 
 class Served:

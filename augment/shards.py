@@ -36,7 +36,7 @@ from augment.remote import BACKOFF_S, TRANSIENT_STATUS, _reason
 from augment.shard_writer import FORMAT, INDEX, VERSION, from_json
 
 log = logging.getLogger("augment")
-COALESCE_BYTES = 1 << 20  # a gap up to this is read through rather than split off
+COALESCE_BYTES = 64 << 10  # a gap up to this is read through rather than split off
 FETCHERS = 16
 
 

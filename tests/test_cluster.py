@@ -216,3 +216,7 @@ def test_node_removed_mid_epoch_then_a_node_joins(cluster, dataset, serial, capl
     assert retried == {b for _, e, b in remade if e == 0}
     made_on = {s["node"] for s in spans if s["worker"] >= 0 and s["epoch"] == 1}
     assert short(joined) in made_on and lost not in made_on
+    summary = write_report(tmp_path / "trace", tmp_path / "report")
+    by_node = {n["node"]: n for n in summary["experiments"][0]["nodes"]}
+    assert by_node[lost]["lost_batches"] == len(retried)
+    assert "lost with it and made again" in (tmp_path / "report" / "summary.md").read_text()
