@@ -242,7 +242,7 @@ class Loader:
                 batch_size=self.batch_size,
                 epoch=plans[0].epoch if plans else 0,
             )
-        timing = LoopClock(self.tracer, self.backend_name)
+        timing = LoopClock(self.tracer, self.backend_name, getattr(backend, "loop_node", None))
         try:
             for plan in todo:
                 pending.append((plan, backend.submit(plan)))
@@ -310,6 +310,12 @@ class Loader:
         """The process ids of the running workers (empty before the first epoch, and for
         backends whose workers are threads)."""
         return [] if self._backend is None else self._backend.worker_pids()
+
+    def worker_nodes(self) -> dict[int, str]:
+        """``{worker: node}`` of the running workers on a cluster (the Ray backend: the node
+        id's first 8 hex digits, as in the trace); empty for other backends."""
+        nodes = getattr(self._backend, "worker_nodes", None)
+        return {} if nodes is None else nodes()
 
     def _open_backend(self) -> None:
         self._backend = backends.create(

@@ -611,7 +611,8 @@ def bench_cluster(args) -> str:
     table = cluster_bench.run(args)
     if args.write_readme:
         given = [a for a in sys.argv[2:] if a != "--write-readme"]
-        cluster_bench.write_docs(table, " ".join(["python scripts/benchmark.py cluster", *given]))
+        command = " ".join(["python scripts/benchmark.py cluster", *given])
+        cluster_bench.write_docs(table, command, args.trace)
     return table
 
 

@@ -24,6 +24,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3)")
     parser.add_argument("--lose-after", type=int, default=3, help="batches before the loss")
+    parser.add_argument("--trace", type=Path, help="trace one more loss into this folder")
     parser.add_argument(
         "--write-docs", action="store_true", help="put the table in docs/benchmarks.md"
     )
@@ -160,6 +162,36 @@ def race(args, contenders: dict, pipeline) -> dict[str, list[float]]:
     return rates
 
 
+def ray_loader(url: str, batch: int, tracer=None):
+    return augment.Loader(
+        augment.Shards(url), transform(), batch, backend="ray", workers=2, seed=1, tracer=tracer
+    )
+
+
+def lose_a_node(args, loader, reference, sim, nodes) -> tuple[float, bool, int, list]:
+    """One epoch in which worker 1's node is removed after ``lose_after`` batches: its
+    seconds, whether its batches are the serial loader's, how many were made again, and the
+    nodes after a new one is added in place of the lost (and a worker moved onto it)."""
+    reference.set_epoch(loader.epoch)
+    expected = [digest(b) for b in reference]
+    before = len(loader._backend.remade)
+    victim = loader.worker_nodes()[1]
+    doomed = next(n for n in nodes if n.node_id.startswith(victim))
+    hashes = []
+    t0 = time.perf_counter()
+    for number, batch in enumerate(loader):
+        hashes.append(digest(batch))
+        if number + 1 == args.lose_after:
+            sim.remove_node(doomed, allow_graceful=False)
+    seconds = time.perf_counter() - t0
+    remade = len(loader._backend.remade) - before
+    nodes = [n for n in nodes if n is not doomed] + [sim.add_node(num_cpus=2)]
+    sim.wait_for_nodes()
+    # what the next epoch's start would do (a worker onto the new node), left out of its time
+    loader._backend.set_epoch_plans([])
+    return seconds, hashes == expected, remade, nodes
+
+
 def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
     import ray
     from ray.cluster_utils import Cluster
@@ -181,14 +213,7 @@ def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
     whole, lost, remade, same = [], [], [], True
     try:
         with Server(shards, args.latency_ms) as tars:
-            loader = augment.Loader(
-                augment.Shards(tars.url),
-                transform(),
-                args.batch,
-                backend="ray",
-                workers=2,
-                seed=1,
-            )
+            loader = ray_loader(tars.url, args.batch)
             try:
                 timed_epoch(loader)  # warm-up
                 for _ in range(args.rounds):
@@ -196,24 +221,19 @@ def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
                     seconds, hashes = timed_epoch(loader)
                     same &= hashes == [digest(b) for b in reference]
                     whole.append(seconds)
-                    reference.set_epoch(loader.epoch)
-                    expected = [digest(b) for b in reference]
-                    before = len(loader._backend.remade)
-                    victim = loader._backend.worker_nodes()[1]
-                    doomed = next(n for n in nodes if n.node_id.startswith(victim))
-                    t0 = time.perf_counter()
-                    hashes = []
-                    for number, batch in enumerate(loader):
-                        hashes.append(digest(batch))
-                        if number + 1 == args.lose_after:
-                            sim.remove_node(doomed, allow_graceful=False)
-                    lost.append(time.perf_counter() - t0)
-                    same &= hashes == expected
-                    remade.append(len(loader._backend.remade) - before)
-                    nodes = [n for n in nodes if n is not doomed] + [sim.add_node(num_cpus=2)]
-                    sim.wait_for_nodes()
+                    seconds, ok, n, nodes = lose_a_node(args, loader, reference, sim, nodes)
+                    lost.append(seconds)
+                    remade.append(n)
+                    same &= ok
             finally:
                 loader.close()
+            if args.trace is not None:  # one more pair of epochs, traced, for the figure
+                shutil.rmtree(args.trace, ignore_errors=True)
+                tracer = augment.Tracer(args.trace, experiment="lose_a_node")
+                with ray_loader(tars.url, args.batch, tracer) as loader:
+                    timed_epoch(loader)
+                    lose_a_node(args, loader, reference, sim, nodes)
+                tracer.close()
     finally:
         reference.close()
         ray.shutdown()
@@ -237,14 +257,26 @@ def run(args) -> str:
     rows += bench_cluster(args, *dataset(args.cluster_images))
     table = "\n".join(["| what | measured |", "|---|---|", *rows])
     print(table)
+    if args.trace is not None:
+        from augment.report.summary import write_report
+
+        write_report(args.trace, args.trace / "report")
+        print(f"the traced loss: {args.trace / 'report' / 'timeline.png'}")
     return table
 
 
-def write_docs(table: str, command: str) -> None:
-    """Replace (or add) the "Scaling out" section of docs/benchmarks.md."""
+def write_docs(table: str, command: str, trace: Path | None = None) -> None:
+    """Replace (or add) the "Scaling out" section of docs/benchmarks.md; with ``trace``, its
+    timeline goes to docs/cluster_timeline.png."""
+    figure = ""
+    if trace is not None:
+        (DOCS.parent / "cluster_timeline.png").write_bytes(
+            (trace / "report" / "timeline.png").read_bytes()
+        )
+        figure = "\n![a worker node lost mid-epoch](cluster_timeline.png)\n"
     block = (
         "<!-- bench:cluster -->\n## Scaling out\n\n"
-        f"{table}\n\nMade by `{command}` (medians of alternated rounds).\n"
+        f"{table}\n\nMade by `{command}` (medians of alternated rounds).\n{figure}"
         "<!-- /bench:cluster -->"
     )
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
@@ -263,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     table = run(args)
     if args.write_docs:
         given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-docs"]
-        write_docs(table, " ".join(["python scripts/benchmark.py cluster", *given]))
+        write_docs(table, " ".join(["python scripts/benchmark.py cluster", *given]), args.trace)
 
 
 if __name__ == "__main__":

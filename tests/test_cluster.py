@@ -99,7 +99,7 @@ def test_batches_equal_serial_and_spans_name_each_node(cluster, dataset, serial,
         ) as loader,
     ):
         got = [[(x.clone(), y.clone()) for x, y in loader] for _ in range(2)]
-        placed = loader._backend.worker_nodes()
+        placed = loader.worker_nodes()
     tracer.close()
     for e in range(2):
         same(got[e], serial[e])
@@ -109,6 +109,8 @@ def test_batches_equal_serial_and_spans_name_each_node(cluster, dataset, serial,
     made = [s for s in spans if s["worker"] >= 0]
     assert {s["node"] for s in made} == {short(n) for n in nodes}
     assert all(s["node"] == placed[s["worker"]] for s in made)
+    # the training loop's spans: the head's node, where this driver runs
+    assert {s["node"] for s in spans if s["worker"] == -1} == {short(sim.head_node)}
     summary = write_report(tmp_path / "trace", tmp_path / "report")
     by_node = {n["node"]: n for n in summary["experiments"][0]["nodes"]}
     assert set(by_node) == {short(n) for n in nodes}
@@ -127,7 +129,7 @@ def test_killed_worker_loses_no_batch(cluster, dataset, serial, caplog):
         batches = iter(loader)
         got = [next(batches)]
         victim = loader._backend.worker_pids()[1]
-        node = loader._backend.worker_nodes()[1]
+        node = loader.worker_nodes()[1]
         os.kill(victim, signal.SIGKILL)
         got += list(batches)
         got = [(x.clone(), y.clone()) for x, y in got]
@@ -190,7 +192,7 @@ def test_node_removed_mid_epoch_then_a_node_joins(cluster, dataset, serial, capl
         caplog.set_level(logging.WARNING, logger="augment")
         batches = iter(loader)
         got = [next(batches)]
-        placed = loader._backend.worker_nodes()
+        placed = loader.worker_nodes()
         lost = placed[1]
         assert placed[0] != lost
         doomed = next(n for n in nodes if short(n) == lost)
@@ -202,11 +204,11 @@ def test_node_removed_mid_epoch_then_a_node_joins(cluster, dataset, serial, capl
         same(got, serial[0])
         remade = list(loader._backend.remade)
         assert remade and {n for n, _, _ in remade} == {lost}
-        assert lost not in loader._backend.worker_nodes().values()
+        assert lost not in loader.worker_nodes().values()
         joined = sim.add_node(num_cpus=2)
         sim.wait_for_nodes()
         same([(x.clone(), y.clone()) for x, y in loader], serial[1])
-        assert short(joined) in loader._backend.worker_nodes().values()
+        assert short(joined) in loader.worker_nodes().values()
     tracer.close()
     assert any(
         f"node {lost}" in r.getMessage() and "made again" in r.getMessage() for r in caplog.records

@@ -140,6 +140,7 @@ class RayBackend(Backend):
         self.address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self._owns_ray = False
         self._task_ref = None
+        self.loop_node: str | None = None  # the node the training loop runs on
         self._actors: dict[int, object] = {}  # lane -> the living actor
         self._where: dict[int, tuple[int, str, str]] = {}  # lane -> (pid, node, ip)
         self._starting: dict[int, tuple] = {}  # lane -> (actor, ready ref): replacements
@@ -169,6 +170,7 @@ class RayBackend(Backend):
                 f"{cpus:g} ({free:g} free; other loaders' workers hold the rest)"
             )
         self._task_ref = ray.put(task)
+        self.loop_node = node_name(ray.get_runtime_context().get_node_id())  # the driver's
         for lane in range(self.workers):
             self._launch(lane)
         try:

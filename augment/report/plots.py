@@ -62,15 +62,19 @@ def _on_node(s: dict) -> str:
 
 def _mark_remade(ax, trace: Trace, row: dict, clock) -> bool:
     """A cross at the end of each wait for a batch made again after its node was lost (the
-    gap is the wait itself), labelled with the node; True if there was any."""
+    gap is the wait itself), and one label per loop and node lost naming the batches; True
+    if there was any."""
     remade = [s for s in trace.spans if s["stage"] == "wait" and s.get("lost_on")]
+    labels: dict[tuple, list[dict]] = defaultdict(list)
     for s in remade:
-        y = row[_key(s)]
-        ax.plot(clock(s["end_ns"]), y, marker="X", color="#000000", markersize=7, zorder=4)
+        ax.plot(clock(s["end_ns"]), row[_key(s)], marker="X", color="#000000", ms=7, zorder=4)
+        labels[(row[_key(s)], s["lost_on"][-1])].append(s)
+    for (y, node), spans in labels.items():
+        numbers = ", ".join(str(s["batch"]) for s in spans)
         ax.annotate(
-            f"batch {s['batch']} made again (lost on node {', '.join(s['lost_on'])})",
-            (clock(s["end_ns"]), y),
-            xytext=(4, -9),
+            f"batch{'es' if len(spans) > 1 else ''} {numbers} made again (lost on node {node})",
+            (clock(spans[0]["end_ns"]), y),
+            xytext=(6, -10),
             textcoords="offset points",
             fontsize=7,
         )

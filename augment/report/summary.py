@@ -83,7 +83,8 @@ def by_node(spans: list[dict]) -> list[dict]:
     how long the loop waited for it: ``{"node", "workers", "batches", "busy_s", "wait_s",
     "wait_per_batch_ms", "lost_batches"}``, the node the loop waited for most first; a
     batch made again after its node was lost is counted where it was made, and as lost on
-    the node it was lost with. Empty for traces without nodes."""
+    the node it was lost with, which the loop's wait for it is charged to (the gap is the
+    loss). Empty for traces without nodes."""
     made_on: dict[tuple, str] = {}
     nodes: dict[str, dict] = {}
     for s in spans:
@@ -101,15 +102,19 @@ def by_node(spans: list[dict]) -> list[dict]:
     for s in spans:
         if s["worker"] != CONSUMER_LANE or s["stage"] != "wait":
             continue
-        for lost in s.get("lost_on") or ():
-            if lost in nodes:
-                nodes[lost]["lost_batches"] += 1
+        lost_on = [lost for lost in s.get("lost_on") or () if lost in nodes]
+        for lost in lost_on:
+            nodes[lost]["lost_batches"] += 1
         node = made_on.get((s["epoch"], s["batch"]))
         if node is not None:
             nodes[node]["batches"] += 1
-            nodes[node]["wait_s"] += (s["end_ns"] - s["start_ns"]) / 1e9
+        # the wait for a batch made again is the lost node's doing: charged to it
+        blamed = lost_on[-1] if lost_on else node
+        if blamed is not None:
+            nodes[blamed]["wait_s"] += (s["end_ns"] - s["start_ns"]) / 1e9
     for n in nodes.values():
-        n["wait_per_batch_ms"] = round(1e3 * n["wait_s"] / max(n["batches"], 1), 2)
+        waited_for = max(n["batches"] + n["lost_batches"], 1)
+        n["wait_per_batch_ms"] = round(1e3 * n["wait_s"] / waited_for, 2)
         n["busy_s"], n["wait_s"] = round(n["busy_s"], 4), round(n["wait_s"], 4)
     return sorted(nodes.values(), key=lambda n: (-n["wait_per_batch_ms"], n["node"]))
 
@@ -124,7 +129,7 @@ def nodes_markdown(exp: dict) -> str | None:
     for n in nodes:
         text = (
             f"node {n['node']}: {n['workers']} worker(s), {n['batches']} batches, the loop "
-            f"waited {n['wait_s']:.2f} s for them ({n['wait_per_batch_ms']:.0f} ms a batch)"
+            f"waited {n['wait_s']:.2f} s for it ({n['wait_per_batch_ms']:.0f} ms a batch)"
         )
         if n["lost_batches"]:
             text += f", {n['lost_batches']} batch(es) lost with it and made again elsewhere"

@@ -28,8 +28,8 @@ class LoopClock:
     the loop asks again, stops early or the epoch ends; ``back()`` writes the batch's records
     (the worker's, given to ``hand_over``, then the loop's) in one go."""
 
-    def __init__(self, tracer, backend: str):
-        self.tracer, self.backend = tracer, backend
+    def __init__(self, tracer, backend: str, node: str | None = None):
+        self.tracer, self.backend, self.node = tracer, backend, node  # node: the loop's
         self._asked = self._arrived = None
         self._pending: tuple | None = None
         self._lost_on: list[str] = []
@@ -71,7 +71,9 @@ class LoopClock:
             records += self.tracer.record(
                 spans=spans, pid=pid, worker=lane, host=host, node=node, **common
             )
-        mine = self.tracer.record(spans=loop, pid=os.getpid(), worker=CONSUMER_LANE, **common)
+        mine = self.tracer.record(
+            spans=loop, pid=os.getpid(), worker=CONSUMER_LANE, node=self.node, **common
+        )
         if self._lost_on:
             for record in mine:
                 if record["stage"] == "wait":
