@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augment.samples import as_image, source_for
+from augment.samples import Staged, as_image, source_for
 
 INDEX = "index.json"
 FORMAT = "augment.shards"
@@ -65,7 +65,7 @@ def write_shards(
         )
     for path in old:
         path.unlink()
-    staged = hasattr(source, "dataset") and type(source).__name__ == "Staged"
+    staged = isinstance(source, Staged)
     width = max(8, len(str(len(dataset) - 1)))
     writer = _ShardWriter(folder, shard_bytes)
     members, labels, spec = [], [], None

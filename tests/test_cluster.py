@@ -145,6 +145,55 @@ def test_killed_worker_loses_no_batch(cluster, dataset, serial, caplog):
     assert victim not in pids and len(pids) == 2  # replaced (its node had room)
 
 
+class NoNewWorkers:
+    """The images of ``inner``; once the flag file exists, a worker that receives the dataset
+    fails to start (its unpickling raises): no replacement can ever be had."""
+
+    def __init__(self, inner, flag):
+        self.inner, self.flag = inner, flag
+
+    def __setstate__(self, state):
+        if state["flag"].exists():
+            raise RuntimeError("no new workers in this test")
+        self.__dict__.update(state)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def source(self, index):
+        return self.inner.source(index)
+
+    def read(self, index):
+        return self.inner.read(index)
+
+    def decode(self, data, index):
+        return self.inner.decode(data, index)
+
+    def label(self, index):
+        return self.inner.label(index)
+
+
+def test_no_worker_within_replace_timeout_is_an_error(cluster, dataset, tmp_path):
+    flag = tmp_path / "no-new-workers"
+    loader = augment.Loader(
+        NoNewWorkers(dataset, flag),
+        transform(),
+        batch_size=BATCH,
+        backend="ray",
+        workers=1,
+        backend_options={"replace_timeout": 3},
+    )
+    with hang_guard(120):
+        batches = iter(loader)
+        next(batches)
+        flag.touch()
+        os.kill(loader.worker_pids()[0], signal.SIGKILL)
+        with pytest.raises(RuntimeError, match=r"none started again within replace_timeout=3 s"):
+            list(batches)
+    assert loader.worker_pids() == []  # closed: nothing left running
+    loader.close()
+
+
 class HangsOnFlaggedNode:
     """The images of ``inner``, except that a read on a node named by a flag file
     (``hang-<node>`` in ``flags``) never returns: work on a node about to be removed is
