@@ -278,16 +278,18 @@ class RayBackend(Backend):
             if node.get("Resources", {}).get("CPU", 0) < 1:
                 continue
             self._tried.add(node_id)  # once: a node that has no room now is not waited for
-            lane = crowded.pop()
-            if self._open.get(lane):
+            lane = crowded[-1]
+            if self._open.get(lane):  # batches in hand (an epoch left early): not moved
                 continue
             self._launch(lane, node_id)
             if self._join([lane], SPREAD_TIMEOUT_S):
+                crowded.pop()
                 mine[node_id] = [lane]
                 log.info("ray backend: worker %d moved to node %s", lane, node_name(node_id))
-            else:  # no room there after all: keep the worker where it is
-                actor, _ = self._starting.pop(lane)
-                ray.kill(actor)
+                continue
+            late = self._starting.pop(lane, None)  # no room there after all: it stays put
+            if late is not None:
+                ray.kill(late[0])
 
     # -- batches ----------------------------------------------------------------------------
     def submit(self, plan):
