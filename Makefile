@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: profile test benchmark lint clean
+.PHONY: profile test quick benchmark lint clean
 
 $(STAMP): setup.cfg pyproject.toml setup.py augment-trace.pth
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ profile: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# the edit loop: the tests that start no worker process, server, notebook or install
+quick: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
 benchmark: $(STAMP)
-	$(PY) scripts/benchmark.py all --write-readme
+	$(PY) scripts/benchmark.py all --write-docs
 
 lint: $(STAMP)
 	$(PY) -m ruff check augment scripts tests

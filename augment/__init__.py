@@ -3,6 +3,7 @@
 from augment import adapters, functional, geometry, kernels
 from augment.data import BadImageError, ImageFolder
 from augment.remote import HTTPImages
+from augment.sample_targets import BadTargetError
 from augment.samples import StagedDataset
 from augment.shard_writer import write_shards
 from augment.shards import Shards
@@ -33,6 +34,7 @@ __all__ = [
     "Shards",
     "write_shards",
     "BadImageError",
+    "BadTargetError",
     "StagedDataset",
     "adapters",
     "functional",

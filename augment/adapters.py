@@ -46,7 +46,7 @@ def albumentations(transform) -> Albumentations:
 class Albumentations:
     """The callable returned by ``albumentations(transform)``; see there."""
 
-    __slots__ = ("transform", "_local")
+    __slots__ = ("transform", "_local", "target_options")
 
     def __init__(self, transform):
         try:
@@ -79,8 +79,12 @@ class Albumentations:
             raise ValueError(f"albumentations() needs albumentations 2.x ({_INSTALL})")
         self.transform = copy.deepcopy(transform)
         self._local = threading.local()
+        self.target_options = _target_options(transform)
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The image's output; for a sample dict (``"image"`` with ``mask``, ``masks``,
+        ``boxes``, ``keypoints``, box label fields and any other key), the sample's, its
+        targets moved by albumentations (see ``check_targets``)."""
         local = self._local
         try:
             t, py_random = local.state
@@ -88,7 +92,23 @@ class Albumentations:
             t, py_random = local.state = (copy.deepcopy(self.transform), _GeneratorRandom())
         py_random.use(rng)
         t.set_random_state(rng, py_random)
+        if type(img) is dict:
+            return _call_sample(t, img, self.target_options)
         return t(image=img)["image"]
+
+    def check_targets(self, kinds) -> None:
+        """Boxes need the ``A.Compose`` to have ``bbox_params``, keypoints
+        ``keypoint_params``, or albumentations would not know their format."""
+        processors = getattr(self.transform, "processors", None) or {}
+        for kind, needs, param in (
+            ("boxes", "bboxes", "bbox_params=A.BboxParams(format='pascal_voc')"),
+            ("keypoints", "keypoints", "keypoint_params=A.KeypointParams(format='xy')"),
+        ):
+            if kind in kinds and needs not in processors:
+                raise ValueError(
+                    f"albumentations() got samples with {kind}, but {_short_repr(self.transform)}"
+                    f" has no {param.split('=')[0]}: wrap it as A.Compose([...], {param})"
+                )
 
     def __getstate__(self) -> dict:
         return {"transform": self.transform}  # not the per-thread copies: a local won't pickle
@@ -96,6 +116,7 @@ class Albumentations:
     def __setstate__(self, state: dict) -> None:
         self.transform = state["transform"]
         self._local = threading.local()
+        self.target_options = _target_options(self.transform)
 
     def __repr__(self) -> str:
         return f"albumentations({self.transform!r})"
@@ -136,6 +157,47 @@ class _GeneratorRandom(random.Random):
         raise TypeError("this Random draws from the sample's numpy Generator; it has no state")
 
     setstate = getstate
+
+
+# albumentations' names for augment's, and its box formats for augment's
+_NAMES = {"mask": "mask", "masks": "masks", "boxes": "bboxes", "keypoints": "keypoints"}
+_FORMATS = {"pascal_voc": "xyxy", "coco": "xywh", "yolo": "yolo", "albumentations": "xyxyn"}
+
+
+def _target_options(transform):
+    """How augment checks and batches the targets of samples the transform gets: the box
+    format and the label fields of its ``bbox_params`` and ``keypoint_params``."""
+    from augment.sample_targets import TargetOptions
+
+    processors = getattr(transform, "processors", None) or {}
+    boxes, points = processors.get("bboxes"), processors.get("keypoints")
+    return TargetOptions(
+        box_format=_FORMATS.get(boxes.params.format, "xyxy") if boxes else "xyxy",
+        box_fields=tuple(boxes.params.label_fields or ()) if boxes else (),
+        keypoint_fields=tuple(points.params.label_fields or ()) if points else (),
+    )
+
+
+def _call_sample(t, sample: dict, options) -> dict:
+    fields = (*options.box_fields, *options.keypoint_fields)
+    given = {_NAMES.get(k, k): v for k, v in sample.items() if k in _NAMES or k in fields}
+    got = t(image=sample["image"], **given)
+    out = dict(sample)
+    out["image"] = got["image"]
+    for key in sample:
+        if key in _NAMES:
+            out[key] = got[_NAMES[key]]
+        elif key in fields:  # albumentations gives labels back as floats: their own dtype
+            out[key] = np.asarray(got[key], dtype=np.asarray(sample[key]).dtype)
+    if "boxes" in out:
+        out["boxes"] = np.asarray(out["boxes"], dtype=np.float32).reshape(-1, 4)
+    if "keypoints" in out:
+        out["keypoints"] = np.asarray(out["keypoints"], dtype=np.float32)
+    if "masks" in out and isinstance(out["masks"], (list, tuple)):
+        h, w = out["image"].shape[:2]
+        masks = out["masks"]
+        out["masks"] = np.stack(masks) if len(masks) else np.zeros((0, h, w), np.uint8)
+    return out
 
 
 def _takes_rng(obj) -> bool:

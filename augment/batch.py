@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from augment import sample_targets as ST
+from augment import target_batch
 from augment.data import BadImageError
 from augment.samples import MapStyle, Staged, as_image
 from augment.trace.schema import CONSUMER_LANE
@@ -53,6 +55,19 @@ class Span:
     start_ns: int
     end_ns: int
     cpu_ns: int
+    # of the wall time, how long the thread was runnable but waited for a core (Linux's
+    # schedstat), None where unknown: the rest of the time off the CPU it slept (the GIL, I/O)
+    runq_ns: int | None = None
+
+
+def run_delay_ns() -> int | None:
+    """This thread's time so far waiting on a run queue for a core, None where the kernel
+    does not say (not Linux, or schedstats off)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -153,13 +168,14 @@ def order_rng(seed: int, epoch: int) -> np.random.Generator:
 class _StageClock:
     """Sums the wall and thread-CPU time of each stage over a batch's samples."""
 
-    __slots__ = ("stages", "wall", "cpu", "t0", "c0", "start")
+    __slots__ = ("stages", "wall", "cpu", "t0", "c0", "start", "q0")
 
     def __init__(self, stages: tuple[str, ...]):
         self.stages = stages
         self.wall = dict.fromkeys(stages, 0)
         self.cpu = dict.fromkeys(stages, 0)
         self.start = time.time_ns()
+        self.q0 = run_delay_ns()
         self.t0, self.c0 = time.perf_counter_ns(), time.thread_time_ns()
 
     def lap(self, stage: str) -> None:
@@ -170,9 +186,19 @@ class _StageClock:
         self.t0, self.c0 = t, c
 
     def spans(self) -> list[Span]:
+        """One span per stage, end to end. The batch's wait for a core (read once at each
+        end: per sample it would cost more than it tells) is shared among the stages in
+        proportion to their time off the CPU."""
+        q1 = run_delay_ns()
+        runq = q1 - self.q0 if q1 is not None and self.q0 is not None else None
+        off = {s: max(0, self.wall[s] - self.cpu[s]) for s in self.stages}
+        total_off = sum(off.values())
         spans, start = [], self.start
         for stage in self.stages:
-            spans.append(Span(stage, start, start + self.wall[stage], self.cpu[stage]))
+            share = None
+            if runq is not None:
+                share = min(off[stage], round(runq * off[stage] / total_off)) if total_off else 0
+            spans.append(Span(stage, start, start + self.wall[stage], self.cpu[stage], share))
             start += self.wall[stage]
         return spans
 
@@ -187,6 +213,13 @@ class BatchTask:
     transform: Callable | None
     seed: int = 0
     on_error: str = "raise"
+    # samples with targets (see augment.sample_targets): the names of a tuple's items after
+    # the image, the transform that moves targets (a Compose, or the albumentations
+    # adapter), how they are kept, and pad_targets
+    names: tuple[str, ...] | None = None
+    sample_transform: Callable | None = None
+    options: ST.TargetOptions = field(default_factory=ST.TargetOptions)
+    pad_targets: bool | int = False
 
     @property
     def dataset(self):
@@ -218,6 +251,52 @@ class BatchTask:
         else:
             img = self.transform(img, rng)
         return as_image(img, lambda: f"the transform's output for {self.source.name(index)}")
+
+    def has_targets(self, rest) -> bool:
+        """Whether a sample's non-image part (``samples.MapStyle.load``'s) holds targets."""
+        if type(rest) is dict:
+            return any(k in rest for k in ST.LISTED) or "mask" in rest
+        return self.names is not None and type(rest) is tuple
+
+    def augment_sample(
+        self,
+        img: np.ndarray,
+        rest: dict | tuple,
+        rng: np.random.Generator,
+        index: int,
+        out: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, dict]:
+        """The image and targets of a sample with targets, moved together; the image into
+        ``out`` where it fits (as ``augment``). A bad target is a ``BadTargetError``."""
+        name = self.source.name(index)
+        if type(rest) is dict:
+            sample = {"image": img, **rest}
+        else:
+            sample = ST.as_dict((img, *rest), self.names, name)
+        t = self.sample_transform
+        t.check_targets(ST.kinds_of(sample))
+        if isinstance(t, Compose):
+            moving = ST.SampleTargets.read(sample, img.shape[:2], self.options, name)
+            img = t.finish(img, t.plan(img.shape[:2], rng), rng, out, moving)
+            result = moving.result(sample)
+        else:  # the albumentations adapter: it checks what it is given against the image
+            checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
+            ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
+            result = t(sample, rng)
+            img = result["image"]
+        del result["image"]
+        img = as_image(img, lambda: f"the transform's output for {name}")
+        return img, result
+
+
+def target_transform(transform: Callable | None) -> tuple[Callable, ST.TargetOptions]:
+    """What moves the targets of samples that have them, and how they are kept: a
+    ``Compose`` as it is; the albumentations adapter as it is (its ``A.Compose`` says how);
+    anything else (None, one transform, any callable) as the only step of a ``Compose``."""
+    options = getattr(transform, "target_options", None)
+    if isinstance(transform, Compose) or options is not None:
+        return transform, options
+    return Compose([] if transform is None else [transform]), ST.TargetOptions()
 
 
 def make_batch(
@@ -254,6 +333,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     out: np.ndarray | None = None
     first = 0
     source.begin(plan.indices)
+    layout = None  # samples with targets: "dict", or the names of a tuple's items
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
@@ -275,7 +355,16 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             if img.ndim == 2:
                 slot = slot[:, :, 0]
         try:
-            img = task.augment(img, rng, index, planned, slot)
+            if task.has_targets(sample_targets):
+                layout = "dict" if type(sample_targets) is dict else task.names
+                img, sample_targets = task.augment_sample(img, sample_targets, rng, index, slot)
+            else:
+                img = task.augment(img, rng, index, planned, slot)
+        except BadImageError as exc:  # a bad target
+            _bad(task, result, exc)
+            if result.error is not None:
+                break
+            continue
         except Exception as exc:
             _add_note(exc, f"while transforming {source.name(index)} (sample {index})")
             raise
@@ -295,6 +384,11 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             kept = len(targets)
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
+            if layout is not None:  # samples with targets: batched here, in the worker
+                fields = target_batch.collate(targets, task.options, task.pad_targets)
+                result.targets = target_batch.TargetBatch(
+                    fields, None if layout == "dict" else layout
+                )
     clock.lap("collate")
     result.spans = clock.spans()
     return result

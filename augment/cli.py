@@ -5,11 +5,16 @@ report where the CPU time goes.
     augment-profile --config kaggle_amazon        # a shipped config, by name
     augment-profile --config my.toml              # a config file (its paths: from its folder)
     augment-profile --backends thread,process --workers 1,2 --step-ms 20 --data DIR
-    augment-profile report runs/DIR               # redraw the report from a trace folder
+    augment-profile --config seed_regimes --seconds 5   # measure each for 5 s (default 3)
+    augment-profile report runs/DIR               # redraw the report(s) of a run folder
     augment-profile tune kaggle_amazon [--sweep]  # run, then run the recommendation
 
-Reports go to ./runs/<timestamp>/ in the current folder. Without data, experiments run on
-the sample dataset, made on first use in $AUGMENT_CACHE (default ~/.cache/augment).
+Each experiment starts its workers, warms up, and is measured for a window sized by time
+(``--seconds``, or a config's ``seconds``), on any machine long enough for the report to
+judge it; ``--batches N`` measures exactly N batches instead. Experiments at once are
+measured over the same window. Reports go to ./runs/<timestamp>/ in the current folder.
+Without data, experiments run on the sample dataset, made on first use in $AUGMENT_CACHE
+(default ~/.cache/augment).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from datetime import datetime
 from pathlib import Path
 
 from augment.experiment import (
+    DEFAULT_SECONDS,
+    MIN_SECONDS,
     Config,
     Experiment,
     check_folder,
@@ -42,66 +49,60 @@ SHIPPED = ("kaggle_amazon", "compare_backends")  # what runs without arguments
 STOP_GRACE_S = 4.0
 
 
-def _experiment_main(experiment: Experiment, trace_dir: str, progress, barrier) -> None:
+def _experiment_main(experiment: Experiment, trace_dir: str, progress, together) -> None:
     """Body of one experiment process."""
-    from augment.experiment import run
+    from augment.measure import run
 
     try:
         run(
             experiment,
             trace_dir,
-            progress=lambda n: progress.put((experiment.name, n)),
-            barrier=barrier,
+            progress=lambda event, value: progress.put((experiment.name, event, value)),
+            together=together,
         )
     except KeyboardInterrupt:
         sys.exit(130)
     finally:
-        progress.put((experiment.name, None))
+        progress.put((experiment.name, "end", None))
 
 
 class Runner:
-    """Runs experiments as separate OS processes (all at once, or one after another), with a
-    tqdm bar each; Ctrl-C stops them all within a few seconds, keeping what was traced."""
+    """Runs experiments as separate OS processes (all at once, or one after another), with
+    their progress on the console; Ctrl-C stops them all within a few seconds, keeping what
+    was traced."""
 
     def __init__(self, experiments: list[Experiment], trace_dir: Path, quiet: bool):
         self.experiments, self.trace_dir, self.quiet = experiments, trace_dir, quiet
         self.ctx = mp.get_context("spawn")
         self.progress = self.ctx.Queue()
         self.running: list = []
+        self.together = None
 
     def run(self, concurrent: bool) -> bool:
         """True when every experiment finished; False when interrupted."""
-        from tqdm import tqdm
+        from augment.measure import Together
+        from augment.progress import Console
 
-        bars = {
-            e.name: tqdm(
-                total=e.batches * e.batch_size,
-                desc=e.name,
-                unit="img",
-                position=i,
-                leave=True,
-                disable=self.quiet,
-            )
-            for i, e in enumerate(self.experiments)
-        }
-        listener = threading.Thread(target=self._listen, args=(bars,), daemon=True)
+        windows = {e.name: e.measured_seconds or e.batches for e in self.experiments}
+        console = None if self.quiet else Console(windows)
+        listener = threading.Thread(target=self._listen, args=(console,), daemon=True)
         listener.start()
         try:
             groups = [self.experiments] if concurrent else [[e] for e in self.experiments]
             for group in groups:
-                # experiments at once warm up, then start their measured part together
-                barrier = self.ctx.Barrier(len(group)) if len(group) > 1 else None
+                # experiments at once warm up, then measure over the same window
+                self.together = Together(self.ctx, len(group)) if len(group) > 1 else None
                 self.running = [
                     self.ctx.Process(
                         target=_experiment_main,
                         name=e.name,
-                        args=(e, str(self.trace_dir), self.progress, barrier),
+                        args=(e, str(self.trace_dir), self.progress, self.together),
                     )
                     for e in group
                 ]
                 for p in self.running:
                     p.start()
-                self._join(barrier)
+                self._join()
                 failed = [p.name for p in self.running if p.exitcode != 0]
                 if failed:
                     raise RuntimeError(f"experiment(s) {', '.join(failed)} failed (see above)")
@@ -112,16 +113,16 @@ class Runner:
         finally:
             self.progress.put(None)
             listener.join(2)
-            for bar in bars.values():
-                bar.close()
+            if console is not None:
+                console.close()
 
-    def _join(self, barrier) -> None:
-        """Wait for the group; one that fails breaks the barrier so the others go on."""
+    def _join(self) -> None:
+        """Wait for the group; one that fails releases the others (barrier, window)."""
         while any(p.is_alive() for p in self.running):
             for p in self.running:
                 p.join(0.2)
-                if barrier is not None and p.exitcode not in (None, 0):
-                    barrier.abort()
+                if self.together is not None and p.exitcode not in (None, 0):
+                    self.together.abort()
 
     def stop(self) -> None:
         """Ctrl-C to every experiment (each closes its loader), then kill what lingers."""
@@ -139,7 +140,7 @@ class Runner:
                 p.kill()
                 p.join(1)
 
-    def _listen(self, bars) -> None:
+    def _listen(self, console) -> None:
         while True:
             try:
                 message = self.progress.get(timeout=0.5)
@@ -149,12 +150,8 @@ class Runner:
                 return
             if message is None:
                 return
-            name, n = message
-            if name in bars:
-                if n is None:
-                    bars[name].close()  # the rate shown stays this experiment's own
-                else:
-                    bars[name].update(n)
+            if console is not None:
+                console(*message)
 
 
 def experiments_from_flags(args) -> list[Experiment]:
@@ -163,22 +160,46 @@ def experiments_from_flags(args) -> list[Experiment]:
     step: float | str = "model" if args.step == "model" else float(args.step_ms)
     experiments = []
     for copy in range(args.experiments):
+        suffix = f"_{copy}" if args.experiments > 1 else ""
         for backend in backends:
-            for n in workers:
-                suffix = f"_{copy}" if args.experiments > 1 else ""
+            # a serial loader has no workers: one experiment, named for what it runs
+            counts = [0] if backend == "serial" else workers
+            for n in counts:
+                name = backend if backend == "serial" else f"{backend}_{n}w"
                 experiments.append(
                     Experiment(
-                        name=f"{backend}_{n}w{suffix}",
+                        name=name + suffix,
                         data=args.data,
                         labels=args.labels,
                         batch_size=args.batch_size,
                         backend=backend,
                         workers=n,
                         batches=args.batches,
+                        seconds=args.seconds,
                         step=step,
                     )
                 )
     return experiments
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= MIN_SECONDS:
+        raise argparse.ArgumentTypeError(f"takes seconds >= {MIN_SECONDS:g}, got {text!r}")
+    return value
+
+
+def _batches(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number >= 1, got {text!r}")
+    return value
 
 
 def _int(text: str, flag: str) -> int:
@@ -218,18 +239,52 @@ def report_main(argv: list[str]) -> int:
     from augment.report.summary import markdown
 
     parser = argparse.ArgumentParser(
-        prog="augment-profile report", description="Redraw the report from a trace folder."
+        prog="augment-profile report",
+        description="Redraw the report of a profile run: a run folder (each config's report "
+        "in it), one config's folder, or a folder of *.jsonl traces.",
     )
     parser.add_argument("dir", type=Path, help="a profile run folder or a folder of *.jsonl traces")
     parser.add_argument("--out", type=Path, help="where to write the report (default: DIR)")
     args = parser.parse_args(argv)
-    trace_dir = args.dir / "traces" if (args.dir / "traces").is_dir() else args.dir
-    try:
-        summary = write_report(trace_dir, args.out or args.dir)
-    except ValueError as exc:
-        raise SystemExit(f"augment-profile report: {exc}") from None
-    print(markdown(summary))
+    reports = report_folders(args.dir)
+    if not reports:
+        raise SystemExit(
+            f"augment-profile report: no traces in {str(args.dir)!r}; accepted: the folder "
+            "augment-profile printed (runs/<timestamp>), one config's folder in it, or a "
+            "folder of *.jsonl traces"
+        )
+    for folder, trace_dir in reports:
+        out = args.out / folder.relative_to(args.dir) if args.out else folder
+        try:
+            summary = write_report(trace_dir, out)
+        except ValueError as exc:
+            raise SystemExit(f"augment-profile report: {exc}") from None
+        if len(reports) > 1:
+            print(f"## {folder.relative_to(args.dir)}\n")
+        print(markdown(summary))
     return 0
+
+
+def report_folders(directory: Path) -> list[tuple[Path, Path]]:
+    """(report folder, its traces) under ``directory``: itself when it holds traces (or a
+    ``traces`` folder), else each sub-folder that does (a run of several configs)."""
+
+    def traces_of(folder: Path) -> Path | None:
+        if (folder / "traces").is_dir():
+            return folder / "traces"
+        return folder if any(folder.glob("*.jsonl")) else None
+
+    if not directory.is_dir():
+        return []
+    own = traces_of(directory)
+    if own is not None:
+        return [(directory, own)]
+    found = []
+    for sub in sorted(p for p in directory.iterdir() if p.is_dir()):
+        traces = traces_of(sub)
+        if traces is not None:
+            found.append((sub, traces))
+    return found
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -250,7 +305,16 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--experiments", type=int, default=1, help="copies of each experiment")
     parser.add_argument("--concurrent", action="store_true", help="start all at once")
-    parser.add_argument("--batches", type=int, default=20, help="batches per experiment")
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument(
+        "--seconds",
+        type=_seconds,
+        help="measure each experiment for this long after its warm-up (default: "
+        f"{DEFAULT_SECONDS:g}, or the config's)",
+    )
+    window.add_argument(
+        "--batches", type=_batches, help="instead, measure exactly this many batches per experiment"
+    )
     parser.add_argument("--step-ms", type=float, default=0.0, help="training step: sleep X ms")
     parser.add_argument("--step", choices=["model"], help="training step: a small CNN on the CPU")
     parser.add_argument("--out", type=Path, help="default: runs/<timestamp>/")
@@ -258,13 +322,13 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+# options that say how to run or where to write, not what: alone, they leave the configs
+WINDOW_AND_OUTPUT = ("--out", "--quiet", "--sweep", "--seconds", "--batches")
+
+
 def flags_given(argv: list[str]) -> bool:
     """Whether ``argv`` says what to run (else: the shipped configs)."""
-    return any(
-        a.startswith("--") and a not in ("--out", "--quiet", "--sweep")
-        for a in argv
-        if not a.startswith("--out=")
-    )
+    return any(a.startswith("--") and a.split("=", 1)[0] not in WINDOW_AND_OUTPUT for a in argv)
 
 
 def default_out() -> Path:
@@ -307,7 +371,15 @@ def load_jobs(args, flags_given: bool) -> list[tuple[str, Config]]:
         configs = [(p.stem, load_config(p), f"config {text!r}") for text, p in paths]
     if not args.quiet and any(uses_sample(c) for _, c, _ in configs) and not sample_path().is_dir():
         print(f"making the sample dataset in {sample_path()} (once)")
-    return [(name, prepare(config, where)) for name, config, where in configs]
+    return [(name, with_window(prepare(config, where), args)) for name, config, where in configs]
+
+
+def with_window(config: Config, args) -> Config:
+    """``config`` with every experiment measured for ``--seconds`` or ``--batches`` if given."""
+    if args.seconds is None and args.batches is None:
+        return config
+    window = {"seconds": args.seconds, "batches": args.batches}
+    return replace(config, experiments=[replace(e, **window) for e in config.experiments])
 
 
 @contextlib.contextmanager

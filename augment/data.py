@@ -213,7 +213,7 @@ class ImageFolder:
     image's size (``Compose``, a geometric transform) and that warp shrinks the image by 2x
     or more, a JPEG is decoded at scale 1/2, 1/4 or 1/8 and the warp takes the rest. The
     choice depends only on the sample's drawn parameters and the file's header, so batches
-    stay identical across backends; they differ slightly from full decoding (README).
+    stay identical across backends; they differ slightly from full decoding (docs/manual.md).
     """
 
     def __init__(

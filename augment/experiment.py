@@ -7,8 +7,6 @@ uses the sample dataset, made on first use (``augment.sample_data``)."""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -29,6 +27,10 @@ OPS = {
     and name not in ("Transform", "GeometricTransform", "Compose")
 }
 
+DEFAULT_SECONDS = 3.0  # the measured window of a run sized by time
+MIN_SECONDS = 0.5
+WINDOW_KEYS = {"batches", "seconds"}
+
 KAGGLE_TRANSFORM = [
     {"op": "RandomFlip", "horizontal": 0.5, "vertical": 0.5},
     {"op": "RandomRotate90", "p": 0.5},
@@ -40,8 +42,10 @@ KAGGLE_TRANSFORM = [
 
 @dataclass
 class Experiment:
-    """One loader run: ``batches`` batches (across epochs) with a ``step`` after each:
-    milliseconds of sleep standing for GPU compute, or "model" for a small CNN on the CPU."""
+    """One loader run with a ``step`` after each batch: milliseconds of sleep standing for GPU
+    compute, or "model" for a small CNN on the CPU. It is measured for ``seconds`` after a
+    warm-up (``DEFAULT_SECONDS`` when neither is given), or for exactly ``batches`` batches
+    (see ``augment.measure``)."""
 
     name: str
     data: str | None = None  # a folder, an http(s) URL, "server"; None: the sample dataset
@@ -50,7 +54,8 @@ class Experiment:
     batch_size: int = 32
     backend: str = "thread"
     workers: int = 2
-    batches: int = 20
+    batches: int | None = None
+    seconds: float | None = None
     step: float | str = 0.0
     seed: int = 0
     names_from: str | None = None  # for an http:// data URL: the folder whose files it serves
@@ -63,8 +68,24 @@ class Experiment:
                 f"{', '.join(backends.names())}"
             )
         for name in ("batch_size", "batches"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{where}: {name} must be an integer >= 1")
+            value = getattr(self, name)
+            if (value is not None or name == "batch_size") and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ValueError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+        if self.seconds is not None:
+            if self.batches is not None:
+                raise ValueError(
+                    f"{where}: give batches (exactly that many) or seconds (a window sized by "
+                    "time), not both"
+                )
+            if not isinstance(self.seconds, (int, float)) or isinstance(self.seconds, bool):
+                raise ValueError(f"{where}: seconds must be a number, got {self.seconds!r}")
+            if self.seconds < MIN_SECONDS:
+                raise ValueError(
+                    f"{where}: seconds must be at least {MIN_SECONDS:g} (the report judges "
+                    f"a steady state of {MIN_SECONDS:g} s or more), got {self.seconds!r}"
+                )
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"{where}: workers must be an integer >= 0")
         if self.step != "model" and not (isinstance(self.step, (int, float)) and self.step >= 0):
@@ -72,6 +93,20 @@ class Experiment:
                 f'{where}: step must be milliseconds >= 0 or "model", got {self.step!r}'
             )
         build_transform(self.transform, where)
+
+    @property
+    def measured_seconds(self) -> float | None:
+        """The window's length when it is sized by time, else None."""
+        if self.batches is not None:
+            return None
+        return float(self.seconds if self.seconds is not None else DEFAULT_SECONDS)
+
+    @property
+    def window(self) -> str:
+        """The measured window in words: "3 s" or "20 batches"."""
+        if self.batches is not None:
+            return f"{self.batches} batches"
+        return f"{self.measured_seconds:g} s"
 
 
 def build_transform(spec: list[dict], where: str = "transform") -> transforms.Compose:
@@ -140,8 +175,9 @@ def _resolve(value: str | None, base: Path) -> str | None:
 def load_config(path: str | Path) -> Config:
     """Experiments of a TOML file (``[[experiment]]`` tables), whether they run at once
     (top-level ``concurrent = true``) and an optional ``[server]``. Other top-level keys are
-    defaults for every experiment. ``data``, ``labels``, ``names_from`` and the server's
-    ``root`` are relative to the file's folder, whatever the current folder."""
+    defaults for every experiment (a table's ``batches`` or ``seconds`` replaces both).
+    ``data``, ``labels``, ``names_from`` and the server's ``root`` are relative to the
+    file's folder, whatever the current folder."""
     path = Path(path)
     base = path.resolve().parent
     try:
@@ -170,7 +206,10 @@ def load_config(path: str | Path) -> Config:
                 f"config {str(path)!r}: experiment {i} has unknown keys {sorted(bad)}; "
                 f"accepted: {', '.join(sorted(known))}"
             )
-        e = Experiment(**{**config, **table})
+        defaults = dict(config)
+        if WINDOW_KEYS & set(table):  # an experiment's own window replaces the default one
+            defaults = {k: v for k, v in defaults.items() if k not in WINDOW_KEYS}
+        e = Experiment(**{**defaults, **table})
         experiments.append(
             replace(
                 e,
@@ -303,76 +342,3 @@ class TrainingStep:
             self.optimizer.step()
         elif self.step:
             time.sleep(float(self.step) / 1000)
-
-
-BARRIER_TIMEOUT_S = 600.0  # the slowest experiment's start-up, with room to spare
-
-
-def warmup_batches(experiment: Experiment) -> int:
-    """Batches an experiment takes before it waits at the barrier: enough for every worker
-    to have started and made one."""
-    return max(experiment.workers, 1) + 1
-
-
-def run(experiment: Experiment, trace_dir: str | Path, progress=None, barrier=None) -> int:
-    """Run ``experiment`` traced into ``trace_dir``; ``progress(images)`` after each batch.
-    Returns the number of images delivered in its ``batches`` batches.
-
-    With ``barrier`` (a ``multiprocessing.Barrier`` shared by experiments that run at once),
-    the experiment first warms up (``warmup_batches``: its workers start and make a batch
-    each), then waits for the others, and only then starts its measured batches, marked in
-    the trace so the report leaves the warm-up out."""
-    from augment.loader import Loader
-    from augment.trace import Tracer
-
-    dataset = make_dataset(experiment)
-    tracer = Tracer(trace_dir, experiment=experiment.name)
-    step = TrainingStep(experiment.step, len(dataset.classes))
-    warmup = warmup_batches(experiment) if barrier is not None else 0
-    delivered = batches = 0
-    loader = Loader(
-        dataset,
-        build_transform(experiment.transform),
-        batch_size=experiment.batch_size,
-        backend=experiment.backend,
-        workers=experiment.workers,
-        seed=experiment.seed,
-        tracer=tracer,
-    )
-    try:
-        while batches < warmup + experiment.batches:
-            for images, labels_ in loader:
-                step(images, labels_)
-                batches += 1
-                if batches <= warmup:
-                    if batches == warmup:
-                        waited_from = time.time_ns()
-                        _release_together(barrier, experiment.name)
-                        tracer.mark_measured(waited_from)
-                    continue
-                if batches == warmup + 1:  # the steady state starts at this batch's hand-over
-                    tracer.record_process_cpu(loader.worker_pids())
-                delivered += len(images)
-                if progress is not None:
-                    progress(len(images))
-                if batches >= warmup + experiment.batches:
-                    tracer.record_process_cpu(loader.worker_pids())
-                    break
-    finally:
-        loader.close()
-        tracer.close()
-    return delivered
-
-
-def _release_together(barrier, name: str) -> None:
-    """Wait for the other experiments at ``barrier``; if one of them failed (the barrier is
-    broken), go on: the runner reports the failure."""
-    try:
-        barrier.wait(BARRIER_TIMEOUT_S)
-    except threading.BrokenBarrierError:
-        logging.getLogger("augment").warning(
-            "experiment %r: the others did not reach the start together (one failed or took "
-            "over %.0f s to start); measuring from now",
-            name,
-            BARRIER_TIMEOUT_S,
-        )

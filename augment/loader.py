@@ -42,9 +42,19 @@ from torch.utils.data import default_collate
 
 from augment import backends
 from augment.backends import worker
-from augment.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, order_rng
+from augment.batch import (
+    ON_ERROR,
+    BatchPlan,
+    BatchResult,
+    BatchTask,
+    order_rng,
+    target_transform,
+)
+from augment.sample_targets import check_names
 from augment.samples import as_sample_transform, source_for
 from augment.sharding import Sharding, check_int
+from augment.target_batch import TargetBatch, check_pad
+from augment.targets import KINDS
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import tracer_from_env
 from augment.watchdog import Watchdog, check_timeout
@@ -72,6 +82,16 @@ class Loader:
     (seconds, or None) is how long a worker may take over the batch the loop waits for
     before a ``RuntimeError`` names it and its samples, and the loader closes; without
     one, a batch taking over a minute logs one warning.
+
+    Targets (``docs/targets.md``): a dict sample holding ``mask``, ``masks``, ``boxes`` or
+    ``keypoints`` has them moved with its image by the transform (a ``Compose`` says the box
+    format and what to drop; the albumentations adapter passes them to its ``A.Compose``),
+    and its batch is a dict: ``mask`` stacked N x H x W, ``boxes``, ``keypoints``, ``masks``
+    and their per-box fields (``labels``) a list of one tensor per sample, or padded to the
+    batch's largest count (``pad_targets=True``) or to ``pad_targets`` rows, with
+    ``num_<key>`` counts. A tuple sample's items after the image are targets only when
+    ``targets`` names them (``targets=("mask",)``); nothing is guessed from shapes. A bad
+    target is a ``ValueError`` naming its sample, skipped with ``on_error="skip"``.
     """
 
     def __init__(
@@ -91,6 +111,8 @@ class Loader:
         rank: int | None = None,
         world_size: int | None = None,
         timeout: float | None = None,
+        targets: tuple[str, ...] | None = None,
+        pad_targets: bool | int = False,
     ):
         check_int(batch_size, "batch_size", 1)
         check_int(workers, "workers", 0)
@@ -107,6 +129,11 @@ class Loader:
         self.timeout = check_timeout(timeout)
         self._source = source_for(dataset)
         self._transform = as_sample_transform(transform)
+        self.targets = None if targets is None else check_names(targets)
+        self.pad_targets = check_pad(pad_targets)
+        self._moves, self._target_options = target_transform(self._transform)
+        if self.targets is not None:
+            self._moves.check_targets([k for k in KINDS if k in self.targets])
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
         self._sharding = Sharding(rank, world_size)
@@ -335,7 +362,16 @@ class Loader:
         if not self._started:
             if getattr(mp.current_process(), "_inheriting", False):
                 worker.refuse_reimported_main()
-            task = BatchTask(self._source, self._transform, self.seed, self.on_error)
+            task = BatchTask(
+                self._source,
+                self._transform,
+                self.seed,
+                self.on_error,
+                self.targets,
+                self._moves,
+                self._target_options,
+                self.pad_targets,
+            )
             self._backend.start(task)
             self._started = True
         return self._backend
@@ -391,6 +427,8 @@ class _Epoch:
 
 def _assemble(images: torch.Tensor, targets: list):
     """The batch in the samples' structure: images alone, (images, *targets) or a dict."""
+    if isinstance(targets, TargetBatch):
+        return targets.assemble(images, torch.from_numpy, default_collate)
     if isinstance(targets[0], dict):
         return {"image": images, **default_collate(targets)}
     if not targets[0]:

@@ -16,6 +16,8 @@ import numpy as np
 
 from augment import functional as F
 from augment import geometry, kernels
+from augment import sample_targets as ST
+from augment.targets import KINDS
 from augment.warp_plan import (
     PendingWarp,
     WarpPlan,
@@ -30,7 +32,14 @@ Params = dict
 
 
 class Transform:
-    """Base class: a readable repr and equality built from the constructor's arguments."""
+    """Base class: a readable repr and equality built from the constructor's arguments.
+
+    ``supported_targets``: the target kinds (``augment.targets.KINDS``) a pipeline with this
+    step keeps aligned with the image: every kind for geometric steps (``Compose`` moves the
+    targets with their map) and for pixel-only ones (they leave targets alone), none for a
+    step that does not say."""
+
+    supported_targets: frozenset = frozenset()
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -59,6 +68,7 @@ class GeometricTransform(Transform):
     """
 
     resamples = True
+    supported_targets = frozenset(KINDS)
     interpolation = "bilinear"
     border = "reflect"
     fill = 0.0
@@ -351,6 +361,8 @@ class RandomRowJitter(Transform):
     ``[1 - strength, 1 + strength]``. Pure Python over rows, on purpose: it holds the GIL, so
     thread workers cannot run it in parallel (the GIL-bound regime); processes can."""
 
+    supported_targets = frozenset(KINDS)  # pixels only: targets stay where they are
+
     def __init__(self, strength: float = 0.1):
         self.strength = F._check_finite(strength, "strength")
         if not 0 <= self.strength <= 1:
@@ -392,7 +404,18 @@ class Compose(Transform):
     """
 
     def __init__(
-        self, transforms: Sequence[Callable], kernel: str | None = None, antialias: bool = True
+        self,
+        transforms: Sequence[Callable],
+        kernel: str | None = None,
+        antialias: bool = True,
+        targets: Sequence[str] | None = None,
+        box_format: str = "xyxy",
+        min_visibility: float = 0.0,
+        min_size: float = 0.0,
+        keypoints: str = "mark",
+        mask_fill: float = 0,
+        box_fields: Sequence[str] = ("labels",),
+        keypoint_fields: Sequence[str] = (),
     ):
         transforms = list(transforms)
         for i, t in enumerate(transforms):
@@ -405,10 +428,59 @@ class Compose(Transform):
         self.kernel = kernels.default_name() if kernel is None else kernel
         kernels.get(self.kernel)  # fails early on an unknown or missing kernel
         self.antialias = bool(antialias)
+        self.targets = None if targets is None else ST.check_names(targets)
+        self.box_format, self.min_visibility, self.min_size = box_format, min_visibility, min_size
+        self.keypoints, self.mask_fill = keypoints, mask_fill
+        self.box_fields, self.keypoint_fields = tuple(box_fields), tuple(keypoint_fields)
+        self.target_options = ST.TargetOptions(
+            box_format, min_visibility, min_size, keypoints, mask_fill, box_fields, keypoint_fields
+        )
+        self._checked: set[tuple[str, ...]] = set()
+        if self.targets is not None:
+            self.check_targets(tuple(k for k in KINDS if k in self.targets))
+
+    @property
+    def supported_targets(self) -> frozenset:
+        """As a step of another pipeline: none if it moves pixels (its warps are its own),
+        else the kinds all its steps leave alone."""
+        if any(isinstance(t, (GeometricTransform, Compose)) for t in self.transforms):
+            return frozenset()
+        return frozenset(KINDS).intersection(*(_supported(t) for t in self.transforms))
+
+    def check_targets(self, kinds: Sequence[str]) -> None:
+        """A ``ValueError`` naming the first step that does not support one of ``kinds``
+        (see ``Transform.supported_targets``)."""
+        kinds = tuple(kinds)
+        if kinds in self._checked:
+            return
+        for i, t in enumerate(self.transforms):
+            if isinstance(t, GeometricTransform):
+                continue
+            missing = [k for k in kinds if k not in _supported(t)]
+            if missing:
+                raise ValueError(
+                    f"transforms[{i}] {t!r} does not support {', '.join(missing)} targets: "
+                    "augment cannot tell whether it moves pixels, so the targets would no "
+                    "longer match the image. A step that only changes pixel values (colour, "
+                    "noise) says so with a class or function attribute "
+                    f"supported_targets = frozenset({KINDS!r})"
+                )
+        self._checked.add(kinds)
 
     def __call__(
         self, img: np.ndarray, rng: np.random.Generator, out: np.ndarray | None = None
     ) -> np.ndarray:
+        """The transformed image; or, for a whole sample (a dict with ``"image"``, or a tuple
+        named by ``targets``), the same structure with its targets moved too."""
+        if type(img) is not np.ndarray:
+            if isinstance(img, dict) or (self.targets and isinstance(img, (tuple, list))):
+                return ST.call_sample(self, img, rng, self.targets)
+            if isinstance(img, tuple):
+                raise ValueError(
+                    "img must be a numpy array, got a tuple: for a sample (image, mask, ...) "
+                    "name its items after the image with Compose(targets=('mask',)), or give a "
+                    "dict {'image': ..., 'mask': ...}"
+                )
         F.check_image(img)
         return self.finish(img, self.plan(img.shape[:2], rng), rng, out)
 
@@ -423,15 +495,19 @@ class Compose(Transform):
         plan: WarpPlan,
         rng: np.random.Generator,
         out: np.ndarray | None = None,
+        targets: ST.SampleTargets | None = None,
     ) -> np.ndarray:
         """The output for ``img``, the image ``plan`` was drawn for, or that image decoded at
         ``1 / plan.reduction`` (its shape tells which): the planned warp, then the steps after
         it, drawing from ``rng`` where ``plan`` left it; into ``out`` where it can (see the
-        class docstring)."""
+        class docstring). ``targets`` (``SampleTargets`` of the full-size image), where
+        given, follow every warp the image takes."""
         F.check_image(img)
         original = img
         scale = plan.decoded_scale(img.shape[:2])
         rest = self.transforms[plan.rest :] if plan.rest < len(self.transforms) else ()
+        if targets is not None and plan.warp is not None:
+            targets.move(plan.warp, self.kernel, self.antialias)
         if not rest:  # the planned warp is the whole pipeline
             if plan.warp is None:
                 return copy_into(img, out)
@@ -446,10 +522,14 @@ class Compose(Transform):
                     pending = PendingWarp(shape)
                 pending.add(t, matrix, out_shape)
             else:
+                if targets is not None and pending is not None:
+                    targets.move(pending, self.kernel, self.antialias)
                 img = self._flush(img, pending)
                 pending = None
                 img = t(img, rng)
         if pending is not None:
+            if targets is not None:
+                targets.move(pending, self.kernel, self.antialias)
             return self._flush(img, pending, 1, fits(out, img, pending.shape))
         return copy_into(img, out) if img is original else img
 
@@ -467,10 +547,27 @@ class Compose(Transform):
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}," for t in self.transforms)
         aa = "" if self.antialias else ", antialias=False"
-        return f"Compose([{inner}\n], kernel={self.kernel!r}{aa})"
+        defaults = Compose.__init__.__defaults__[2:]
+        names = ("targets", "box_format", "min_visibility", "min_size", "keypoints", "mask_fill")
+        names += ("box_fields", "keypoint_fields")
+        extra = "".join(
+            f", {n}={getattr(self, n)!r}"
+            for n, d in zip(names, defaults)
+            if getattr(self, n) != (tuple(d) if isinstance(d, tuple) else d)
+        )
+        return f"Compose([{inner}\n], kernel={self.kernel!r}{aa}{extra})"
 
     def __len__(self) -> int:
         return len(self.transforms)
+
+
+def _supported(step) -> frozenset:
+    """The target kinds ``step`` supports: its own ``supported_targets``, or the function's
+    that ``samples.ImageOnly`` wraps."""
+    found = getattr(step, "supported_targets", None)
+    if found is None and hasattr(step, "fn"):
+        found = getattr(step.fn, "supported_targets", None)
+    return frozenset(found or ())
 
 
 def kaggle_pipeline(crop: int = 224, kernel: str | None = None) -> Compose:

@@ -2,8 +2,12 @@
 the predictions were from what was measured.
 
     augment-profile tune kaggle_amazon             # a shipped config, or a TOML path
-    augment-profile tune --backends serial --step-ms 30 --batches 40
-    augment-profile tune compare_backends --sweep  # also every backend at 1..2 x cores
+    augment-profile tune --backends serial --step-ms 30 --seconds 5
+    augment-profile tune compare_backends --sweep  # also each backend at 1, 2, 4.. 2 x cores
+
+Runs are sized as the profiler sizes them: a warm-up, then a window of ``--seconds`` (or a
+config's ``seconds``); ``--batches N`` measures exactly N batches, and a run too short to
+judge is then run once more with the batches the report asks for.
 
 Writes ``tune.json`` and ``tune.md`` in the output folder, with each run's report in a
 sub-folder (``now``, ``recommended``, ``sweep/<backend>_<workers>``).
@@ -29,7 +33,9 @@ def tune_main(argv: list[str]) -> int:
     parser = build_parser("augment-profile tune", __doc__)
     parser.add_argument("config_or_path", nargs="?", help="a shipped config or a TOML file")
     parser.add_argument(
-        "--sweep", action="store_true", help="also run every backend at 1..2 x cores workers"
+        "--sweep",
+        action="store_true",
+        help="also run each backend at 1, 2, 4, ... up to 2 x cores workers",
     )
     args = parser.parse_args(argv)
     if args.config_or_path:
@@ -54,8 +60,8 @@ def tune_main(argv: list[str]) -> int:
 
 
 def tune(config: Config, out: Path, quiet: bool, sweep: bool, concurrent: bool = False):
-    """Run ``config`` as it is, then as recommended (and with ``sweep``, every backend at
-    1..2 x cores workers); the rows of predicted against measured, or None on failure."""
+    """Run ``config`` as it is, then as recommended (and with ``sweep``, each backend at
+    ``sweep_counts`` workers); the rows of predicted against measured, or None on failure."""
     concurrent = config.concurrent or concurrent
     if not quiet:
         print("== the configuration as it is")
@@ -70,7 +76,10 @@ def tune(config: Config, out: Path, quiet: bool, sweep: bool, concurrent: bool =
         print(f"tune: running it again with {longer} batches per experiment", file=sys.stderr)
         config = replace(
             config,
-            experiments=[replace(e, batches=max(e.batches, longer)) for e in config.experiments],
+            experiments=[
+                replace(e, batches=max(e.batches or 0, longer), seconds=None)
+                for e in config.experiments
+            ],
         )
         now = _run(config, config.experiments, concurrent, out / "now-longer", quiet)
         if now is None:
@@ -79,7 +88,7 @@ def tune(config: Config, out: Path, quiet: bool, sweep: bool, concurrent: bool =
     if too_short:
         for e in too_short:
             print(f"{e['name']}: {e['advice']}", file=sys.stderr)
-        print("tune: no recommendation to run; run longer (--batches)", file=sys.stderr)
+        print("tune: no recommendation to run; run longer (--seconds)", file=sys.stderr)
         return None
     recs = {e["name"]: e["recommendation"] for e in now["experiments"]}
     recommended = [
@@ -119,15 +128,22 @@ def _run(config: Config, experiments: list[Experiment], concurrent: bool, out: P
     return summary if code == 0 else None
 
 
+def sweep_counts(cores: int) -> list[int]:
+    """Worker counts a sweep tries: 1, 2, 4, ... up to 2 x cores, and the core count itself
+    (a few runs on any machine, not one per count)."""
+    counts, n = {cores, 2 * cores}, 1
+    while n < 2 * cores:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
 def _sweep(config: Config, concurrent: bool, out: Path, quiet: bool) -> list[dict]:
-    """Every experiment on one backend and worker count, for each backend and 1..2 x cores
-    workers: the summed images/s of each."""
-    cores = psutil.cpu_count()
+    """Every experiment on one backend and worker count, for each backend at
+    ``sweep_counts`` workers: the summed images/s of each."""
+    counts = sweep_counts(psutil.cpu_count())
     options = [("serial", 0)] + [
-        (b, n)
-        for b in CANDIDATE_BACKENDS[1:]
-        if b in backends.names()
-        for n in range(1, 2 * cores + 1)
+        (b, n) for b in CANDIDATE_BACKENDS[1:] if b in backends.names() for n in counts
     ]
     found = []
     for backend, workers in options:

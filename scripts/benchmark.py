@@ -11,7 +11,7 @@
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
     python scripts/benchmark.py cluster    # shards over HTTP; a Ray cluster losing a node
-    python scripts/benchmark.py all --write-readme  # all but soak, realistic, advice, overhead
+    python scripts/benchmark.py all --write-docs  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
 """
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import augment  # noqa: E402
 from augment import kernels  # noqa: E402
 
-README = ROOT / "README.md"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 SAMPLE = ROOT / "data" / "sample"
 
 
@@ -604,27 +604,35 @@ def bench_advice(args) -> str:
 
 def bench_cluster(args) -> str:
     """Shards over HTTP vs HTTPImages, and a simulated Ray cluster that loses a node: the
-    code is in scripts/cluster_bench.py, whose table goes into docs/benchmarks.md."""
+    code is in scripts/cluster_bench.py. With ``--trace DIR`` and ``--write-docs``, the
+    traced loss's timeline becomes docs/cluster_timeline.png, shown under the table."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import cluster_bench
 
     table = cluster_bench.run(args)
-    if args.write_readme:
-        given = [a for a in sys.argv[2:] if a != "--write-readme"]
-        command = " ".join(["python scripts/benchmark.py cluster", *given])
-        cluster_bench.write_docs(table, command, args.trace)
+    if args.trace is not None and getattr(args, "write_docs", False):
+        table += "\n\n" + cluster_bench.copy_figure(args.trace)
     return table
 
 
-def write_readme(section: str, table: str, command: str) -> None:
-    """Replace the block between <!-- bench:NAME --> markers in README.md."""
-    text = README.read_text()
+def bench_targets(args) -> str:
+    """Masks and boxes per sample, against the image alone and albumentations: the code is
+    in scripts/targets_bench.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import targets_bench
+
+    return targets_bench.bench_targets(args)
+
+
+def write_docs(section: str, table: str, command: str) -> None:
+    """Replace the block between <!-- bench:NAME --> markers in docs/benchmarks.md."""
+    text = BENCHMARKS.read_text()
     block = f"<!-- bench:{section} -->\n{table}\n\nMade by `{command}`.\n<!-- /bench:{section} -->"
     pattern = re.compile(rf"<!-- bench:{section} -->.*?<!-- /bench:{section} -->", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no <!-- bench:{section} --> block to fill")
-    README.write_text(pattern.sub(lambda _: block, text))
-    print(f"wrote the {section} table into {README.name}")
+        raise SystemExit(f"docs/benchmarks.md has no <!-- bench:{section} --> block to fill")
+    BENCHMARKS.write_text(pattern.sub(lambda _: block, text))
+    print(f"wrote the {section} table into {BENCHMARKS.relative_to(ROOT)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -636,52 +644,59 @@ def main(argv: list[str] | None = None) -> None:
     ops.add_argument("--images", type=int, default=32, help="tiles per round (default 32)")
     ops.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
     ops.add_argument("--crop", type=int, default=224)
-    ops.add_argument("--write-readme", action="store_true", help="put the table in README.md")
+    ops.add_argument(
+        "--write-docs", action="store_true", help="put the table in docs/benchmarks.md"
+    )
     pipe = sub.add_parser("pipeline", help="end-to-end images/s per backend vs DataLoader")
     pipe.add_argument("--images", type=int, default=512, help="tiles per epoch (default 512)")
     pipe.add_argument("--rounds", type=int, default=5)
     pipe.add_argument("--crop", type=int, default=224)
-    pipe.add_argument("--write-readme", action="store_true")
+    pipe.add_argument("--write-docs", action="store_true")
     dec = sub.add_parser("decoders", help="JPEG decoders: identical pixels and speed")
     dec.add_argument("--images", type=int, default=64)
     dec.add_argument("--rounds", type=int, default=9)
-    dec.add_argument("--write-readme", action="store_true")
+    dec.add_argument("--write-docs", action="store_true")
     tracing = sub.add_parser("tracing", help="throughput with tracing on vs off")
     tracing.add_argument("--images", type=int, default=512)
     tracing.add_argument("--rounds", type=int, default=9)
-    tracing.add_argument("--write-readme", action="store_true")
+    tracing.add_argument("--write-docs", action="store_true")
     dl = sub.add_parser("dataloader", help="a plain DataLoader: tracing cost, vs augment.Loader")
     dl.add_argument("--images", type=int, default=512, help="tiles per epoch (default 512)")
     dl.add_argument("--epochs", type=int, default=2, help="epochs per timed run (default 2)")
     dl.add_argument("--rounds", type=int, default=19)
-    dl.add_argument("--write-readme", action="store_true")
+    dl.add_argument("--write-docs", action="store_true")
     soak_parser = sub.add_parser("soak", help="RSS and /dev/shm over 10,000 batches per backend")
     sys.path.insert(0, str(ROOT / "scripts"))
     import soak
 
     soak.add_arguments(soak_parser)
-    soak_parser.add_argument("--write-readme", action="store_true")
+    soak_parser.add_argument("--write-docs", action="store_true")
     import realistic
 
     real = sub.add_parser("realistic", help="photographs, RandomResizedCrop(224), vs DataLoader")
     realistic.add_arguments(real)
-    real.add_argument("--write-readme", action="store_true")
+    real.add_argument("--write-docs", action="store_true")
     import advice_bench
     import overhead
 
     over = sub.add_parser("overhead", help="Python per image (1x1 images): --base REV vs now")
     overhead.add_arguments(over)
-    over.add_argument("--write-readme", action="store_true")
+    over.add_argument("--write-docs", action="store_true")
     advice = sub.add_parser("advice", help="tune: the recommendation, predicted vs measured")
     advice_bench.add_arguments(advice)
-    advice.add_argument("--write-readme", action="store_true")
+    advice.add_argument("--write-docs", action="store_true")
+    import targets_bench
+
+    tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
+    targets_bench.add_arguments(tgt)
+    tgt.add_argument("--write-docs", action="store_true")
     import cluster_bench
 
     cluster = sub.add_parser("cluster", help="shards over HTTP; a Ray cluster losing a node")
     cluster_bench.add_arguments(cluster)
-    cluster.add_argument("--write-readme", action="store_true", help="into docs/benchmarks.md")
+    cluster.add_argument("--write-docs", action="store_true")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
-    every.add_argument("--write-readme", action="store_true")
+    every.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
     runs = {
         "ops": bench_ops,
@@ -693,6 +708,7 @@ def main(argv: list[str] | None = None) -> None:
         "realistic": bench_realistic,
         "advice": bench_advice,
         "overhead": bench_overhead,
+        "targets": bench_targets,
         "cluster": bench_cluster,
     }
     long_runs = ("soak", "realistic", "advice", "overhead", "cluster")
@@ -700,13 +716,13 @@ def main(argv: list[str] | None = None) -> None:
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
         table = runs[what](sub_args)
-        if args.write_readme and what != "cluster":  # (cluster writes docs/benchmarks.md)
-            write_readme(what, table, _command(what, argv))
+        if args.write_docs:
+            write_docs(what, table, _command(what, argv))
 
 
 def _command(what: str, argv: list[str] | None) -> str:
     """The command line that made a table, with the options it was given."""
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-readme"]
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-docs"]
     options = given[1:] if given and given[0] == what else []
     return " ".join(["python scripts/benchmark.py", what, *options])
 

@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -56,9 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3)")
     parser.add_argument("--lose-after", type=int, default=3, help="batches before the loss")
     parser.add_argument("--trace", type=Path, help="trace one more loss into this folder")
-    parser.add_argument(
-        "--write-docs", action="store_true", help="put the table in docs/benchmarks.md"
-    )
 
 
 def transform():
@@ -265,37 +261,22 @@ def run(args) -> str:
     return table
 
 
-def write_docs(table: str, command: str, trace: Path | None = None) -> None:
-    """Replace (or add) the "Scaling out" section of docs/benchmarks.md; with ``trace``, its
-    timeline goes to docs/cluster_timeline.png."""
-    figure = ""
-    if trace is not None:
-        (DOCS.parent / "cluster_timeline.png").write_bytes(
-            (trace / "report" / "timeline.png").read_bytes()
-        )
-        figure = "\n![a worker node lost mid-epoch](cluster_timeline.png)\n"
-    block = (
-        "<!-- bench:cluster -->\n## Scaling out\n\n"
-        f"{table}\n\nMade by `{command}` (medians of alternated rounds).\n{figure}"
-        "<!-- /bench:cluster -->"
+def copy_figure(trace: Path) -> str:
+    """The traced loss's timeline as docs/cluster_timeline.png; the Markdown that shows it."""
+    (DOCS.parent / "cluster_timeline.png").write_bytes(
+        (trace / "report" / "timeline.png").read_bytes()
     )
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"<!-- bench:cluster -->.*?<!-- /bench:cluster -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
-    DOCS.write_text(text)
-    print(f"wrote the table into {DOCS.relative_to(ROOT)}")
+    return "![a worker node lost mid-epoch](cluster_timeline.png)"
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Standalone: prints the table (``scripts/benchmark.py cluster --write-docs`` puts it
+    into docs/benchmarks.md)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    table = run(args)
-    if args.write_docs:
-        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--write-docs"]
-        write_docs(table, " ".join(["python scripts/benchmark.py cluster", *given]), args.trace)
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

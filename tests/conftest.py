@@ -9,7 +9,35 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+# Modules whose tests start worker processes, servers, notebook kernels, Ray or installs:
+# marked ``slow`` and left out of ``make quick`` (tests elsewhere that do are marked one by one)
+SLOW_MODULES = {
+    "test_backends",
+    "test_cluster",
+    "test_frameworks",
+    "test_http",
+    "test_install",
+    "test_loader",
+    "test_long_runs",
+    "test_profiler",
+    "test_ray",
+    "test_scripts_and_notebooks",
+    "test_shards",
+    "test_trace",
+    "test_trace_dataloader",
+    "test_tune",
+    "test_user_code",
+    "test_zero_copy",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 class Hang(Exception):
@@ -144,7 +172,7 @@ def smooth_image(h, w, c=3, dtype=np.uint8) -> np.ndarray:
     return np.rint(img).astype(np.uint8) if dtype == np.uint8 else (img / 255).astype(np.float32)
 
 
-# The per-experiment fields of summary.json that README lists.
+# The per-experiment fields of summary.json that docs/profiler.md lists.
 EXPERIMENT_KEYS = {
     "name",
     "backend",
@@ -155,9 +183,14 @@ EXPERIMENT_KEYS = {
     "startup_s",
     "images_per_s",
     "stall_fraction",
+    "measured_s",
+    "measured_batches",
     "stage_cpu_s",
     "stage_wall_s",
+    "stage_runq_s",
     "cpu_utilization",
+    "niced_utilization",
+    "uncontended_cpu_per_image_ms",
     "concurrent_workers",
     "bottleneck",
     "advice",

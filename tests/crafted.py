@@ -42,6 +42,7 @@ class Plan:
     transfer: tuple = (1.0, 1.0)  # (wall, cpu)
     start_ms: float = 0.0  # offset from T0
     pid: int = 1000
+    epoch: int = 0
 
     @property
     def t0(self) -> int:
@@ -62,7 +63,7 @@ class Plan:
 
     @property
     def start(self) -> int:
-        made = sum(w for w, _ in self.stages.values()) + self.transfer[0]
+        made = sum(w for w, *_ in self.stages.values()) + self.transfer[0]
         return min(self.t0, self.t0 + int((self.first_wait - made) * MS))
 
     def records(self) -> list[dict]:
@@ -73,7 +74,7 @@ class Plan:
                 "backend": self.backend,
                 "host": HOST,
                 "batch": i,
-                "epoch": 0,
+                "epoch": self.epoch,
                 "images": self.batch_size,
             }
             asked = self.asked(i)
@@ -81,9 +82,9 @@ class Plan:
             transfer_start = got - int(self.transfer[0] * MS)
             lane = -1 if self.backend == "serial" or self.workers == 0 else i % self.workers
             pid = self.pid if self.backend in ("serial", "thread") else self.pid + 1 + lane
-            t = transfer_start - int(sum(w for w, _ in self.stages.values()) * MS)
+            t = transfer_start - int(sum(w for w, *_ in self.stages.values()) * MS)
             for stage in WORKER_STAGES:
-                wall, cpu = self.stages[stage]
+                wall, cpu, *runq = self.stages[stage]  # (wall, cpu[, waiting for a core])
                 out.append(
                     {
                         **common,
@@ -93,6 +94,7 @@ class Plan:
                         "start_ns": t,
                         "end_ns": t + int(wall * MS),
                         "cpu_ns": int(cpu * MS),
+                        **({"runq_ns": int(runq[0] * MS)} if runq else {}),
                     }
                 )
                 t += int(wall * MS)
@@ -131,7 +133,7 @@ class Plan:
                 "backend": self.backend,
                 "workers": 0 if self.backend == "serial" else self.workers,
                 "batch_size": self.batch_size,
-                "epoch": 0,
+                "epoch": self.epoch,
             }
         }
 

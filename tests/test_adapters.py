@@ -152,6 +152,7 @@ def test_bad_argument_names_what_is_accepted(bad, hint):
     assert "A.Compose" in str(info.value) and hint in str(info.value)
 
 
+@pytest.mark.slow
 def test_import_is_lazy_and_a_missing_albumentations_says_how_to_install():
     code = textwrap.dedent(
         """
@@ -171,6 +172,7 @@ def test_import_is_lazy_and_a_missing_albumentations_says_how_to_install():
     assert "pip install 'augment[albumentations]'" in out.stdout
 
 
+@pytest.mark.slow
 def test_loader_batches_are_bit_identical_on_every_backend():
     # 128 images, 8 batches: worker start-up (torch and albumentations imports) is the cost
     dataset = augment.ImageFolder(SAMPLE, SAMPLE / "labels.csv")

@@ -104,6 +104,7 @@ def assert_nested_or_disjoint(events: list[dict]) -> None:
 # --------------------------------------------------------------------------- a real trace
 
 
+@pytest.mark.slow
 def test_every_span_is_a_slice_in_integer_microseconds(real):
     _, trace, doc = real
     xs = slices(doc)
@@ -116,10 +117,12 @@ def test_every_span_is_a_slice_in_integer_microseconds(real):
     assert abs(max(end(e) for e in xs) - min(e["ts"] for e in xs) - total_ns / 1000) <= 1
 
 
+@pytest.mark.slow
 def test_slices_of_a_lane_nest_or_are_disjoint(real):
     assert_nested_or_disjoint(slices(real[2]))
 
 
+@pytest.mark.slow
 def test_spans_that_touch_or_nest_in_nanoseconds_still_do(real):
     """Worker stages follow each other exactly; the loop's transfer ends with its wait."""
     _, trace, doc = real
@@ -147,6 +150,7 @@ def test_spans_that_touch_or_nest_in_nanoseconds_still_do(real):
     assert touching > 0 and nested > 0, (touching, nested)
 
 
+@pytest.mark.slow
 def test_the_loop_is_the_main_thread_and_workers_follow_in_order(real):
     _, trace, doc = real
     pids = experiment_pids(doc)
@@ -178,6 +182,7 @@ def test_the_loop_is_the_main_thread_and_workers_follow_in_order(real):
         assert by_sort_index == [lanes[pid]] + [lanes[tid] for tid in sorted(worker_of)]
 
 
+@pytest.mark.slow
 def test_every_lane_and_process_is_named(real):
     doc = real[2]
     lanes = {(e["pid"], e["tid"]) for e in slices(doc)}
@@ -189,6 +194,7 @@ def test_every_lane_and_process_is_named(real):
     assert len(meta(doc, "process_name")) == len(processes), "one name per process"
 
 
+@pytest.mark.slow
 def test_cpu_counters_name_the_cpu_and_the_host_and_give_one_series_per_core(real):
     _, trace, doc = real
     host = socket.gethostname()

@@ -477,6 +477,7 @@ def epoch(dataset, backend: str, workers: int) -> list[torch.Tensor]:
         return [images for images, _ in loader]
 
 
+@pytest.mark.slow
 def test_reduced_decode_batches_are_identical_on_every_backend(photos):
     dataset = augment.ImageFolder(photos)
     serial = epoch(dataset, "serial", 1)
@@ -493,6 +494,7 @@ def test_reduced_decode_batches_are_identical_on_every_backend(photos):
 # --------------------------------------------------------------------------- photographs
 
 
+@pytest.mark.slow
 def test_imagenet_like_preset_writes_photograph_sized_jpegs(tmp_path):
     import subprocess
     import sys

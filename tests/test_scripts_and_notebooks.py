@@ -131,7 +131,7 @@ def test_a_script_without_a_main_guard_fails_at_once_saying_why(tmp_path, backen
     assert worker_lines and all("the 'spawn' start method" in x for x in worker_lines), worker_lines
     assert "Empty" not in done.stderr  # no chained queue.Empty
     assert "During handling of the above exception" not in done.stderr
-    print(f"{backend}: failed after {took:.1f} s")  # README reports it; no timing assertion
+    print(f"{backend}: failed after {took:.1f} s")  # docs report it; no timing assertion
 
 
 GUARDED = """

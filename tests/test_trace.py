@@ -28,7 +28,13 @@ from PIL import Image
 
 import augment
 from augment.trace import load, to_chrome
-from augment.trace.schema import CONSUMER_STAGES, SPAN_KEYS, STAGED_STAGES
+from augment.trace.schema import (
+    CONSUMER_LANE,
+    CONSUMER_STAGES,
+    OPTIONAL_SPAN_KEYS,
+    SPAN_KEYS,
+    STAGED_STAGES,
+)
 
 N_IMAGES = 16
 BATCH = 4  # four batches per epoch
@@ -175,7 +181,10 @@ def test_every_batch_has_one_span_of_each_stage(traced):
 def test_records_have_exactly_the_documented_keys_and_types(traced):
     assert traced.spans
     for r in traced.spans:
-        assert set(r) == KEYS, r
+        assert set(r) - set(OPTIONAL_SPAN_KEYS) == KEYS, r
+        if r["worker"] != CONSUMER_LANE and sys.platform == "linux":
+            # a worker stage says how long it waited for a core: within its time off the CPU
+            assert 0 <= r["runq_ns"] <= max(0, r["end_ns"] - r["start_ns"] - r["cpu_ns"]), r
         for key, kind in TYPES.items():
             assert isinstance(r[key], kind) and not isinstance(r[key], bool), (key, r)
         assert r["experiment"] == traced.experiment
@@ -284,6 +293,43 @@ def test_cpu_sampler_writes_one_value_per_core(traced):
     assert [s["t_ns"] for s in samples] == sorted(s["t_ns"] for s in samples)
     loaded = load(traced.directory)
     assert len(loaded.cpu) == len(samples)
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_cpu_sampler_reads_busy_cores_as_busy_from_its_first_sample(tmp_path):
+    """Every core kept busy by a spinning process: every sample, the first included, reads
+    each core as busy (psutil's cpu_percent keeps its baseline per thread: a baseline taken
+    in the caller's thread made the sampler's first reading 0% on every core)."""
+    import multiprocessing as mp
+
+    from augment.trace.sampler import CpuSampler
+
+    cores = psutil.cpu_count()
+    spinners = [mp.get_context("spawn").Process(target=_spin, args=(30.0,)) for _ in range(cores)]
+    for p in spinners:
+        p.start()
+    try:
+        time.sleep(1.0)  # the spinners are past their start-up and spinning
+        for _ in range(3):  # start and stop again: each start's first sample counts
+            sampler = CpuSampler(tmp_path, interval_s=0.1)
+            sampler.start()
+            time.sleep(0.35)
+            sampler.stop()
+    finally:
+        for p in spinners:
+            p.kill()
+            p.join()
+    samples = read_jsonl(next(tmp_path.glob("cpu-samples.*.jsonl")))
+    assert len(samples) >= 3 * 3
+    for sample in samples:
+        assert len(sample["cpu"]) == cores
+        # a spinning process on every core: no core reads idle, whatever else runs
+        assert min(sample["cpu"]) > 50, sample
 
 
 def test_load_reads_back_every_span_sorted(traced):

@@ -11,7 +11,7 @@ reference and is always there; the others are used only where their package is i
 The default is fixed by a preference order, not timed at run time: a timing race could pick
 different kernels in different worker processes, and kernels differ by up to one grey level,
 which would break bit-identical batches across backends. The order comes from
-``scripts/benchmark.py kernels`` (see README); ``AUGMENT_KERNEL`` overrides it.
+``scripts/benchmark.py ops`` (docs/benchmarks.md); ``AUGMENT_KERNEL`` overrides it.
 """
 
 from __future__ import annotations

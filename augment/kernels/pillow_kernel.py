@@ -2,7 +2,7 @@
 
 Pillow's uint8 modes truncate and its nearest uses 16.16 fixed point, so this kernel samples
 each channel in float ("F" mode). Exact that way, it measured slower than the numpy kernel,
-so it comes last in the preference order (README, "Kernels").
+so it comes last in the preference order (docs/manual.md, "Kernels").
 
 Pillow only knows a constant border, so the part of the source that the output needs is cut
 out and padded by numpy first; Pillow then never samples outside it and every border mode

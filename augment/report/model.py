@@ -8,9 +8,16 @@ Measured per image (the worker stages of the run, ``summary.summarize``):
   for a core or the GIL is not taken for I/O);
 - ``gil``: the share of ``cpu`` that holds the GIL. Only a thread run with 2+ workers shows
   it: n threads that hold the GIL a share g of their CPU get at most 1/(n g) of a core each,
-  so g = 1 / (n x CPU-per-wall of their compute stages), once that is corrected for cores
-  taken by others. A run whose threads got a full core only bounds it (g <= 1/n); a run on
-  another backend does not measure it, and threads are then assumed to hold it throughout.
+  so g = 1 / (n x CPU-per-wall of their compute stages), once the time they waited for a
+  core is taken out (the kernel's run-queue delay, in each span; in older traces, estimated
+  from the cores others took). A run whose threads got a full core only bounds it
+  (g <= 1/n); a run on another backend does not measure it, and threads are then assumed to
+  hold it throughout.
+
+- ``cpu_alone``: after a thread run of 2+ workers, the same pipeline's CPU per image made
+  alone in one thread (``augment.measure.calibrate``): threads that contend for the GIL
+  spend more CPU per image than the same work in processes, so other backends are costed
+  at this figure;
 
 - ``overhead``: CPU the experiment's processes spent outside the traced stages (the loop's
   Python, queues, pickling): their CPU times at the start and end of the steady state, less
@@ -43,7 +50,7 @@ from dataclasses import dataclass, field
 
 from augment.trace.schema import COMPUTE_STAGES, IO_STAGES, WORKER_STAGES
 
-CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")
+CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")  # from the lightest
 GIL_SATURATED = 0.85  # threads below this CPU per wall (cores aside) are held back by the GIL
 EXHAUSTIVE_LIMIT = 30_000  # joint configurations tried one by one; beyond, one at a time
 
@@ -63,6 +70,16 @@ class Costs:
     backend: str  # the backend that ran
     transfer: float  # its transfer per batch, as measured
     overhead: float = 0.0  # per image, CPU the processes spent outside the traced stages
+    # per image, the pipeline's CPU alone in one thread (a calibration run after a thread
+    # run: contended threads spend more), None where not measured
+    cpu_alone: float | None = None
+
+    def cpu_on(self, backend: str) -> float:
+        """CPU per image of the worker stages on ``backend``: as measured on the backend
+        that ran, else uncontended where a calibration measured it."""
+        if backend == self.backend or self.cpu_alone is None:
+            return self.cpu
+        return self.cpu_alone
 
     def transfer_for(self, backend: str) -> float:
         """Consumer-side cost of receiving one batch on ``backend``."""
@@ -83,6 +100,9 @@ class Costs:
             "step_cpu_ms": round(self.step_cpu * 1e3, 3),
             "transfer_ms": round(self.transfer * 1e3, 3),
             "untraced_cpu_per_image_ms": round(self.overhead * 1e3, 4),
+            "uncontended_cpu_per_image_ms": (
+                round(self.cpu_alone * 1e3, 4) if self.cpu_alone is not None else None
+            ),
         }
 
 
@@ -99,10 +119,16 @@ def costs(exp: dict, cores: int) -> Costs | None:
     gil, known = 1.0, "not measured"
     workers = exp["workers"]
     if exp["backend"] == "thread" and workers >= 2 and compute_wall > 0:
-        others = max(0.0, exp.get("concurrent_workers", workers) - workers)
-        free = cores - others - exp.get("other_load_cores", 0.0)
-        core_share = min(1.0, max(0.5, free) / workers)
-        per_wall = min(1.0, compute_cpu / compute_wall / core_share)
+        runq = exp.get("stage_runq_s", {})
+        if all(s in runq for s in COMPUTE_STAGES if s in wall):
+            # the time not spent waiting for a core is on it or waiting for the GIL
+            on_or_gil = compute_wall - sum(runq.get(s, 0.0) for s in COMPUTE_STAGES)
+            per_wall = min(1.0, compute_cpu / on_or_gil) if on_or_gil > 0 else 1.0
+        else:  # no run-queue times: estimate the cores the threads could have had
+            others = max(0.0, exp.get("concurrent_workers", workers) - workers)
+            free = cores - others - exp.get("other_load_cores", 0.0)
+            core_share = min(1.0, max(0.5, free) / workers)
+            per_wall = min(1.0, compute_cpu / compute_wall / core_share)
         gil = min(1.0, 1.0 / (workers * per_wall)) if per_wall > 0 else 1.0
         known = "measured" if per_wall < GIL_SATURATED else "upper bound"
     return Costs(
@@ -117,6 +143,11 @@ def costs(exp: dict, cores: int) -> Costs | None:
         backend=exp["backend"],
         transfer=wall.get("transfer", 0.0) / batches,
         overhead=_untraced(exp),
+        cpu_alone=(
+            exp["uncontended_cpu_per_image_ms"] / 1e3
+            if exp.get("uncontended_cpu_per_image_ms")
+            else None
+        ),
     )
 
 
@@ -142,21 +173,22 @@ class Rate:
 def alone(c: Costs, backend: str, workers: int) -> Rate:
     """The rate of ``backend`` with ``workers`` given all the cores it wants."""
     b = c.batch_size
+    cpu = c.cpu_on(backend)
     transfer = c.transfer_for(backend)
     loop_cpu = (c.step_cpu + transfer) / b + c.overhead
     if backend == "serial" or workers == 0:
-        rate = b / (c.step + transfer + b * (c.cpu + c.io_wait))
-        return Rate(rate, rate * (c.cpu + loop_cpu), 1.0, "loop")
+        rate = b / (c.step + transfer + b * (cpu + c.io_wait))
+        return Rate(rate, rate * (cpu + loop_cpu), 1.0, "loop")
     own_copy = c.worker_copy_for(backend)
     bounds = {
-        "workers": workers * b / (b * (c.cpu + c.io_wait) + own_copy),
+        "workers": workers * b / (b * (cpu + c.io_wait) + own_copy),
         "loop": b / (c.step + transfer) if c.step + transfer > 0 else math.inf,
     }
-    if backend == "thread" and c.gil * c.cpu > 0:
-        bounds["gil"] = 1.0 / (c.gil * c.cpu)
+    if backend == "thread" and c.gil * cpu > 0:
+        bounds["gil"] = 1.0 / (c.gil * cpu)
     bound = min(bounds, key=bounds.get)
     rate = bounds[bound]
-    demand = rate * (c.cpu + own_copy / b + loop_cpu)
+    demand = rate * (cpu + own_copy / b + loop_cpu)
     loop_busy = (c.step_cpu + transfer) / (c.step + transfer) if c.step + transfer > 0 else 0.0
     return Rate(rate, demand, workers + loop_busy, bound)
 
@@ -223,8 +255,9 @@ def best_allocation(
     """The configurations (one per experiment running at once) that maximise the summed
     images/s, each experiment keeping at least ``starve`` of what it would get alone on its
     fair share of the cores. Among those within ``slack`` of the best sum: the fewest
-    workers (a serial loop counts as one), then the fewest changes (of backend, of worker
-    count), then the most images/s. ``cores`` may be a fraction (those free of other work);
+    workers (a serial loop counts as one), then the lightest backends (``_backend_rank``),
+    then the fewest changes (of backend, of worker count), then the most images/s.
+    ``cores`` may be a fraction (those free of other work);
     ``max_workers`` defaults to 2 x cores."""
     max_workers = max_workers or max(1, round(2 * cores))
     options = []
@@ -233,10 +266,13 @@ def best_allocation(
         if (backend, workers) not in opts:
             opts.append((backend, workers))
         options.append(opts)
-    fair = [
-        max(_on_cores(alone(c, b, n), cores / len(group)) for b, n in opts)
-        for (c, _, _), opts in zip(group, options)
-    ]
+    fair, fair_choice = [], []
+    for (c, _, _), opts in zip(group, options):
+        on_share = [((b, n), _on_cores(alone(c, b, n), cores / len(group))) for b, n in opts]
+        top = max(rate for _, rate in on_share)
+        fair.append(top)
+        near = [(o, r) for o, r in on_share if r >= (1 - slack) * top]
+        fair_choice.append(min(near, key=lambda o_r: (max(o_r[0][1], 1), -o_r[1]))[0])
 
     def score(config):
         rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, config)], cores)
@@ -244,7 +280,7 @@ def best_allocation(
         return rates, ok
 
     tried = []
-    for config in _configurations(options, group, cores):
+    for config in _configurations(options, group, cores, slack, fair_choice):
         rates, ok = score(config)
         if ok:
             tried.append((config, rates))
@@ -256,12 +292,34 @@ def best_allocation(
     def preference(item):
         config, rates = item
         workers = sum(max(n, 1) for _, n in config)  # a serial loop is a worker too
+        rank = sum(_backend_rank(b, fine) for (b, _), fine in zip(config, light))
         changes = sum((b != cb) + (n != cn) for (b, n), (_, cb, cn) in zip(config, group))
-        return (workers, changes, -sum(r.images_per_s for r in rates))
+        return (workers, rank, changes, -sum(r.images_per_s for r in rates))
+
+    light = [threads_do(c) for c, _, _ in group]
 
     near = [item for item in tried if sum(r.images_per_s for r in item[1]) >= (1 - slack) * best]
     config, rates = min(near, key=preference)
     return [Choice(b, n, r) for (b, n), r in zip(config, rates)]
+
+
+def _backend_rank(backend: str, threads_fine: bool) -> int:
+    """Between configurations the model finds equal: threads first where ``threads_do``
+    (they share the loop's memory and copy nothing), else processes first (a worker thread
+    that holds the GIL delays the loop each time it wakes: up to a switch interval, 5 ms,
+    per hand-over, which the model does not price); torch workers last (a new shared block
+    per batch). A serial loop ranks with the first: its cost is in the worker count."""
+    if backend == "serial":
+        return 0
+    order = ("thread", "process") if threads_fine else ("process", "thread")
+    return order.index(backend) if backend in order else len(order)
+
+
+def threads_do(c: Costs) -> bool:
+    """Whether threads suit the pipeline as well as processes: it mostly waits on I/O, or a
+    thread run measured that it holds the GIL for little of its CPU time. A pipeline whose
+    GIL share is unknown is not moved to threads on a tie (the loop needs the GIL too)."""
+    return c.io_wait >= c.cpu or (c.gil_known != "not measured" and c.gil < 0.5)
 
 
 def _on_cores(rate: Rate, cores: float) -> float:
@@ -269,21 +327,25 @@ def _on_cores(rate: Rate, cores: float) -> float:
     return rate.images_per_s * min(1.0, cores / rate.demand) if rate.demand > 0 else 0.0
 
 
-def _configurations(options, group, cores):
-    """Every joint configuration when there are few; else improve one experiment at a time
-    from the current configuration (a few rounds)."""
+def _configurations(options, group, cores, slack: float, start: list):
+    """Every joint configuration when there are few; else the current one, then improve one
+    experiment at a time from ``start`` (each on its fair share of the cores, so that every
+    step keeps the others fed) for a few rounds, each step taking the fewest workers within
+    ``slack`` of the best sum (past the cores, more workers only shift the share)."""
     if math.prod(len(o) for o in options) <= EXHAUSTIVE_LIMIT:
         yield from itertools.product(*options)
         return
-    config = [(b, n) for _, b, n in group]
+    yield tuple((b, n) for _, b, n in group)
+    config = list(start)
+    yield tuple(config)
     for _ in range(3):
         for i, opts in enumerate(options):
-            best, best_sum = config[i], -1.0
+            totals = []
             for option in opts:
                 trial = config[:i] + [option] + config[i + 1 :]
                 yield tuple(trial)
                 rates = predict([(c, b, n) for (c, _, _), (b, n) in zip(group, trial)], cores)
-                total = sum(r.images_per_s for r in rates)
-                if total > best_sum:
-                    best, best_sum = option, total
-            config[i] = best
+                totals.append((option, sum(r.images_per_s for r in rates)))
+            best = max(total for _, total in totals)
+            near = [(o, t) for o, t in totals if t >= (1 - slack) * best]
+            config[i] = min(near, key=lambda ot: (max(ot[0][1], 1), -ot[1]))[0]

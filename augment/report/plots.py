@@ -28,6 +28,8 @@ COLORS = {
     "step": "#bdbdbd",
 }
 BARRIER_COLOR = "#fdd0a2"  # a loop waiting for the experiments that run with it
+MEASURED_COLOR = "#2ca02c"
+HEATMAP_CORES = 9  # from this many cores, their load is a heat map rather than a line each
 
 
 def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
@@ -99,8 +101,14 @@ class _Clock:
 
     GAP_S = 0.3
 
-    def __init__(self, summary: dict, origin: int):
-        busy = sorted((e["start_ns"], e["end_ns"]) for e in summary["experiments"])
+    def __init__(self, spans: list[dict], origin: int):
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for s in spans:  # every span, warm-up included: the whole of each experiment
+            name = s["experiment"]
+            first[name] = min(first.get(name, s["start_ns"]), s["start_ns"])
+            last[name] = max(last.get(name, s["end_ns"]), s["end_ns"])
+        busy = sorted((first[name], last[name]) for name in first)
         merged: list[list[int]] = []
         for start, end in busy:
             if merged and start <= merged[-1][1] + self.GAP_S * 1e9:
@@ -127,7 +135,7 @@ class _Clock:
 
 def timeline(trace: Trace, summary: dict, path: Path) -> None:
     lanes = _lanes(trace, summary)
-    clock = _Clock(summary, min(s["start_ns"] for s in trace.spans))
+    clock = _Clock(trace.spans, min(s["start_ns"] for s in trace.spans))
     row = {key: i for i, (_, _, members) in enumerate(lanes) for key in members}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
@@ -162,33 +170,27 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
         previous = key[0]
     ax.grid(axis="x", color="#dddddd", zorder=0)
     ax.set_title("Every stage of every batch, per worker and per training loop", fontsize=11)
+    _cpu_panel(cpu_ax, trace, clock)
+    first = clock(min(s["start_ns"] for s in trace.spans))
+    last = clock(max(s["end_ns"] for s in trace.spans))
+    pad = 0.02 * max(last - first, 1e-3)
+    ax.set_xlim(first - pad, last + pad)  # CPU samples outside the spans are not the run's
+    measured = _measured_lines(ax, cpu_ax, trace, lanes, clock)
     ax.legend(
         handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn]
         + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else [])
+        + measured
         + (
             [Line2D([], [], marker="X", color="#000000", ls="", label="made again")]
             if remade
             else []
         ),
-        ncol=8,
+        ncol=9,
         fontsize=8,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
         frameon=False,
     )
-    _cpu_panel(cpu_ax, trace, clock)
-    if trace.marks:  # experiments at once: the measured part starts after their warm-up
-        x = clock(min(m["measured_from_ns"] for m in trace.marks))
-        for axis in (ax, cpu_ax):
-            axis.axvline(x, color="#2ca02c", linestyle=":", linewidth=1.2)
-        ax.text(
-            x,
-            -0.5,
-            " measured from here (warm-up before)",
-            fontsize=8,
-            va="bottom",
-            color="#2ca02c",
-        )
     for x in clock.breaks():
         for axis in (ax, cpu_ax):
             axis.axvline(x, color="#888888", linestyle="--", linewidth=0.8)
@@ -197,6 +199,37 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _measured_lines(ax, cpu_ax, trace: Trace, lanes, clock) -> list:
+    """Where each experiment's measured window opens (after its warm-up): a dotted line
+    across its own lanes (and the CPU panel); the legend's entry for it, if any."""
+    rows = defaultdict(list)
+    for i, (_, key, _) in enumerate(lanes):
+        rows[key[0]].append(i)
+    drawn = False
+    for mark in trace.marks:
+        mine = rows.get(mark["experiment"])
+        if not mine:
+            continue
+        x = clock(mark["measured_from_ns"])
+        ax.vlines(x, min(mine) - 0.5, max(mine) + 0.5, color=MEASURED_COLOR, linestyle=":")
+        cpu_ax.axvline(x, color=MEASURED_COLOR, linestyle=":", linewidth=1)
+        drawn = True
+    if not drawn:
+        return []
+    return [Line2D([], [], color=MEASURED_COLOR, linestyle=":", label="measured from here")]
+
+
+def _drawable(samples: list[dict]) -> list[dict]:
+    """The samples worth a point: not those much shorter than the sampling period (the last
+    one of each epoch, a few ms, reads a core as 0% or 100% at the kernel's 10 ms tick)."""
+    lengths = sorted(s["t_ns"] - s["since_ns"] for s in samples if "since_ns" in s)
+    if not lengths:
+        return samples
+    typical = lengths[len(lengths) // 2]
+    kept = [s for s in samples if s["t_ns"] - s.get("since_ns", 0) >= typical / 2]
+    return kept or samples
 
 
 def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
@@ -212,12 +245,16 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
         return
     cores = len(trace.cpu[0]["cpu"])
     t, values = [], []
-    for previous, sample in zip([None] + trace.cpu[:-1], trace.cpu):
+    samples = _drawable(trace.cpu)
+    for previous, sample in zip([None] + samples[:-1], samples):
         if previous is not None and sample["t_ns"] - previous["t_ns"] > 0.5e9:
             t.append(clock(previous["t_ns"]) + 0.1)  # no samples here: break the line
             values.append([float("nan")] * cores)
         t.append(clock(sample["t_ns"]))
         values.append([sample["cpu"][i] if i < len(sample["cpu"]) else 0.0 for i in range(cores)])
+    if cores >= HEATMAP_CORES:
+        _cpu_heatmap(ax, t, values, cores)
+        return
     for i in range(cores):
         ax.plot(t, [v[i] for v in values], linewidth=1, label=f"core {i}", drawstyle="steps-post")
     ax.set_ylim(0, 105)
@@ -225,6 +262,23 @@ def _cpu_panel(ax, trace: Trace, clock: _Clock) -> None:
     ax.set_xlabel("seconds")
     ax.legend(fontsize=8, ncol=min(cores, 8), loc="lower right")
     ax.grid(color="#dddddd")
+
+
+def _cpu_heatmap(ax, t: list[float], values: list[list[float]], cores: int) -> None:
+    """Many cores: one row per core, its load in colour (gaps without samples left blank)."""
+    import numpy as np
+
+    grid = np.array(values, dtype=float).T  # cores x samples
+    # each sample covers the time since the one before: its column ends at its own time
+    first = t[0] - (t[1] - t[0] if len(t) > 1 else 0.1)
+    mesh = ax.pcolormesh(
+        np.array([first, *t]), np.arange(cores + 1), grid, cmap="magma", vmin=0, vmax=100
+    )
+    ax.set_ylim(cores, 0)
+    ax.set_ylabel("core")
+    ax.set_xlabel("seconds")
+    # the colour bar beside the panel, not taken out of it: the time axes stay aligned
+    ax.figure.colorbar(mesh, cax=ax.inset_axes([1.005, 0.0, 0.012, 1.0]), label="CPU %")
 
 
 def throughput(summary: dict, path: Path) -> None:

@@ -13,11 +13,12 @@ from augment.report import model
 OVERLAP = 0.5  # experiments overlapping this much of the shorter one ran "at once"
 
 
-def recommend(experiments: list[dict], intervals: dict, cores: int) -> None:
+def recommend(experiments: list[dict], ran_with: dict, cores: int) -> None:
     """Add ``model``, ``expected_images_per_s`` and ``recommendation`` to each experiment
-    summary (None where the run is too short to judge or has no images)."""
+    summary (None where the run is too short to judge or has no images). ``ran_with[(a, b)]``
+    is the share of a's active time b was active too (``augment.report.overlap``)."""
     available = tuple(b for b in backends.names() if b in model.CANDIDATE_BACKENDS)
-    for group in _groups(experiments, intervals):
+    for group in _groups(experiments, ran_with):
         judged = []
         for exp in group:
             exp["expected_images_per_s"] = exp["recommendation"] = None
@@ -66,23 +67,21 @@ def headline(exp: dict) -> str:
     return f"{what}: about {expected:,.0f} img/s, {gain:.1f}x now"
 
 
-def _groups(experiments: list[dict], intervals: dict) -> list[list[dict]]:
-    """Experiments that ran at once, together; one after another, apart."""
+def _groups(experiments: list[dict], ran_with: dict) -> list[list[dict]]:
+    """Experiments that ran at once (for at least ``OVERLAP`` of the shorter one's active
+    time), together; those that ran one after another or took turns, apart."""
     groups: list[list[dict]] = []
     for exp in experiments:
-        s0, e0 = intervals[exp["name"]]
+        a = exp["name"]
         for group in groups:
-            if any(_overlap((s0, e0), intervals[o["name"]]) >= OVERLAP for o in group):
+            if any(
+                max(ran_with[(a, o["name"])], ran_with[(o["name"], a)]) >= OVERLAP for o in group
+            ):
                 group.append(exp)
                 break
         else:
             groups.append([exp])
     return groups
-
-
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> float:
-    shorter = max(min(a[1] - a[0], b[1] - b[0]), 1)
-    return max(0, min(a[1], b[1]) - max(a[0], b[0])) / shorter
 
 
 def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> str:
@@ -108,7 +107,12 @@ def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> s
             f"less than now so that the {together} experiments at once make more in all: "
             f"about {sum_recommended:,.0f} img/s summed, from {sum_now:,.0f}"
         )
-    if c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
+    if c.backend == "thread" and choice.backend != "thread" and c.cpu_alone is not None:
+        parts.append(
+            f"costed at {c.cpu_alone * 1e3:.2f} ms of CPU per image, measured alone in one "
+            f"thread after the run (the contended threads spent {c.cpu * 1e3:.2f} ms)"
+        )
+    elif c.backend == "thread" and c.gil_known == "measured" and choice.backend != "thread":
         parts.append(
             "expect more than this: threads that wait for the GIL spend more CPU per image "
             "than the same work in separate processes, and the figure is costed at the "
@@ -133,7 +137,8 @@ def _why(exp, c, choice, now, group, machine: tuple[int, float], available) -> s
 def _bound(c: model.Costs, choice: model.Choice, machine: tuple[int, float], together: int):
     b, workers, bound = choice.backend, choice.workers, choice.rate.bound
     cores, free = machine
-    make_ms = c.batch_size * (c.cpu + c.io_wait) * 1e3
+    cpu = c.cpu_on(b)
+    make_ms = c.batch_size * (cpu + c.io_wait) * 1e3
     if b == "serial":
         return (
             f"making a batch in the loop ({make_ms:.0f} ms) beside the step "
@@ -148,6 +153,6 @@ def _bound(c: model.Costs, choice: model.Choice, machine: tuple[int, float], tog
         return f"threads share one GIL, held for {c.gil:.0%} of their CPU time"
     if bound == "cores":
         shared = f", shared with {together - 1} other experiment(s)" if together > 1 else ""
-        return f"the {cores} cores are the limit at {c.cpu * 1e3:.2f} ms of CPU per image{shared}"
+        return f"the {cores} cores are the limit at {cpu * 1e3:.2f} ms of CPU per image{shared}"
     io = f", {c.io_wait * c.batch_size * 1e3:.0f} ms of it waiting on I/O" if c.io_wait else ""
     return f"each of {workers} {b} worker(s) makes a batch in {make_ms:.0f} ms{io}"

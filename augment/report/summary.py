@@ -9,8 +9,9 @@ from pathlib import Path
 
 import psutil
 
+from augment.report import overlap
 from augment.report.recommend import headline, recommend
-from augment.report.verdicts import verdict
+from augment.report.verdicts import advice, verdict
 from augment.trace import load, to_chrome
 from augment.trace.reader import Trace
 from augment.trace.schema import CONSUMER_LANE, CONSUMER_STAGES, STAGES
@@ -23,7 +24,7 @@ JUDGE_FOR_S = 2.0  # what "run at least" aims for
 
 
 def summarize(trace: Trace) -> dict:
-    """``{"experiments": [...], "machine": {...}}`` with the fields listed in README."""
+    """``{"experiments": [...], "machine": {...}}`` with the fields listed in docs/profiler.md."""
     by_exp: dict[str, list[dict]] = defaultdict(list)
     for s in trace.spans:
         by_exp[s["experiment"]].append(s)
@@ -60,21 +61,28 @@ def summarize(trace: Trace) -> dict:
     windows = {e["name"]: (e.pop("steady_from_ns"), e["end_ns"]) for e in experiments}
     for exp in experiments:
         exp["cpu_utilization"] = _utilization(trace.cpu, *windows[exp["name"]])
+        exp["niced_utilization"] = _utilization(trace.cpu, *windows[exp["name"]], key="nice")
         exp["cpu_cores_used"] = _cores_used(by_exp[exp["name"]], *windows[exp["name"]])
         exp["process_cores"] = _process_cores(trace.procs, exp["name"])
-    intervals = windows
+        exp["uncontended_cpu_per_image_ms"] = _calibrated(trace.calibrations, exp["name"])
+    active = {name: overlap.active_intervals(by_exp[name], *w) for name, w in windows.items()}
+    ran_with = overlap.fractions(active)
     for exp in experiments:
-        exp["concurrent_workers"] = _concurrent_workers(exp["name"], intervals, workers_of)
-        exp["other_load_cores"] = _other_load(exp, experiments, intervals, cores)
+        exp["concurrent_workers"] = _concurrent_workers(exp["name"], ran_with, workers_of)
+        exp["other_load_cores"] = _other_load(exp, experiments, active, windows, cores)
     machine = {
         "cores": cores,
         "concurrent_workers": max((e["concurrent_workers"] for e in experiments), default=0),
     }
+    verdicts = {
+        exp["name"]: verdict(exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]})
+        for exp in experiments
+    }
     for exp in experiments:
-        exp["bottleneck"], exp["advice"] = verdict(
-            exp, {"cores": cores, "concurrent_workers": exp["concurrent_workers"]}
-        )
-    recommend(experiments, intervals, cores)
+        exp["bottleneck"] = verdicts[exp["name"]].bottleneck
+    recommend(experiments, ran_with, cores)
+    for exp in experiments:
+        exp["advice"] = advice(verdicts[exp["name"]], exp)
     return {"experiments": experiments, "machine": machine}
 
 
@@ -153,16 +161,19 @@ def _measured(spans: list[dict], measured_from: int | None) -> list[dict]:
     return [s for s in spans if (s["epoch"], s["batch"]) not in warmup]
 
 
-def _concurrent_workers(name: str, intervals: dict, workers_of: dict) -> float:
+def _concurrent_workers(name: str, ran_with: dict, workers_of: dict) -> float:
     """Workers busy while ``name`` ran: each experiment's workers weighted by the share of
-    ``name``'s measured time it overlapped (its own count in full)."""
-    start, end = intervals[name]
-    length = max(end - start, 1)
-    total = 0.0
-    for other, (s0, s1) in intervals.items():
-        overlap = max(0, min(end, s1) - max(start, s0))
-        total += workers_of[other] * (1.0 if other == name else overlap / length)
-    return round(total, 2)
+    ``name``'s active time it was active too (its own count in full)."""
+    return round(sum(n * ran_with[(name, other)] for other, n in workers_of.items()), 2)
+
+
+def _calibrated(calibrations: list[dict], name: str) -> float | None:
+    """CPU per image (ms) of the experiment's pipeline run alone in one thread after its
+    window (``augment.measure.calibrate``), None without such a run."""
+    mine = [c for c in calibrations if c["experiment"] == name and c["images"] > 0]
+    if not mine:
+        return None
+    return round(1e3 * sum(c["cpu_s"] for c in mine) / sum(c["images"] for c in mine), 4)
 
 
 def _process_cores(procs: list[dict], name: str) -> float | None:
@@ -175,18 +186,19 @@ def _process_cores(procs: list[dict], name: str) -> float | None:
     return round(max(cpu, 0.0) / ((mine[-1]["t_ns"] - mine[0]["t_ns"]) / 1e9), 3)
 
 
-def _other_load(exp: dict, experiments: list[dict], intervals: dict, cores: int) -> float:
-    """Cores busy with work that is none of the experiments' (other programs), from the CPU
-    samples over ``exp``'s time less what the experiments' processes used (or, without
-    their CPU times, their traced stages)."""
-    start, end = intervals[exp["name"]]
+def _other_load(exp: dict, experiments: list[dict], active: dict, windows: dict, cores: int):
+    """Cores busy with work that is none of the experiments' (other programs of normal
+    priority), from the CPU samples over ``exp``'s window less what the experiments'
+    processes used while active in it (or, without their CPU times, their traced stages)."""
+    start, end = windows[exp["name"]]
     ours = 0.0
     for other in experiments:
-        s0, s1 = intervals[other["name"]]
-        overlap = max(0, min(end, s1) - max(start, s0))
+        inside = overlap.shared(active[other["name"]], [(start, end)])
         used = other["process_cores"] or other["cpu_cores_used"]
-        ours += used * overlap / max(end - start, 1)
-    return round(max(0.0, exp["cpu_utilization"] * cores - ours), 3)
+        ours += used * inside / max(end - start, 1)
+    # niced programs yield to ours: their load is no load on this run
+    taken = max(0.0, exp["cpu_utilization"] - exp.get("niced_utilization", 0.0))
+    return round(max(0.0, taken * cores - ours), 3)
 
 
 def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
@@ -194,11 +206,16 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
     reaches the loop (worker start-up is reported apart as ``startup_s``), or, after a
     warm-up, from the first batch made after the mark (those made while waiting for the
     other experiments came at once)."""
-    cpu, wall = defaultdict(float), defaultdict(float)
+    cpu, wall, runq = defaultdict(float), defaultdict(float), defaultdict(float)
+    runq_unknown = set()
     made_from: dict[tuple, int] = {}
     for s in spans:
         cpu[s["stage"]] += s["cpu_ns"] / 1e9
         wall[s["stage"]] += (s["end_ns"] - s["start_ns"]) / 1e9
+        if "runq_ns" in s:
+            runq[s["stage"]] += s["runq_ns"] / 1e9
+        else:
+            runq_unknown.add(s["stage"])
         if s["worker"] != CONSUMER_LANE or s["stage"] not in CONSUMER_STAGES:
             key = (s["epoch"], s["batch"])
             made_from[key] = min(made_from.get(key, s["start_ns"]), s["start_ns"])
@@ -237,7 +254,13 @@ def _figures(name, spans, info, workers, start, end, measured_from) -> dict:
         "images_per_s": round(counted / steady_s, 2) if steady_s > 0 else 0.0,
         "stage_cpu_s": {k: round(cpu[k], 4) for k in STAGES if k in cpu},
         "stage_wall_s": {k: round(wall[k], 4) for k in STAGES if k in wall},
+        # time the stage's threads waited for a core (where the kernel told)
+        "stage_runq_s": {
+            k: round(runq[k], 4) for k in STAGES if k in wall and k not in runq_unknown
+        },
         "stall_fraction": round(min(stalled / steady_s, 1.0), 4) if steady_s > 0 else 0.0,
+        "measured_s": round(max(steady_s, 0.0), 3),
+        "measured_batches": steady_batches,
         "steady_from_ns": steady_from,
         "too_short": _too_short(steady_batches, steady_s, len(waits), (end - start) / 1e9),
         "batches_to_judge": _batches_to_judge(len(waits), (end - start) / 1e9),
@@ -285,9 +308,10 @@ def _too_short(steady_batches: int, steady_s: float, batches: int, wall_s: float
     )
 
 
-def _utilization(samples: list[dict], start: int, end: int) -> float:
+def _utilization(samples: list[dict], start: int, end: int, key: str = "cpu") -> float:
     """The cores' mean load over ``start..end``: each sample covers ``since_ns..t_ns``
-    (older traces: the period before ``t_ns``), weighted by its overlap with the run."""
+    (older traces: the period before ``t_ns``), weighted by its overlap with the run.
+    ``key`` "nice": the part of it in niced processes (0 where samples do not say)."""
     total = weight = 0.0
     for s in samples:
         if not s["cpu"]:
@@ -296,7 +320,8 @@ def _utilization(samples: list[dict], start: int, end: int) -> float:
         overlap = min(end, s["t_ns"]) - max(start, since)
         if overlap <= 0:
             continue
-        total += overlap * sum(s["cpu"]) / len(s["cpu"])
+        values = s.get(key) or [0.0]
+        total += overlap * sum(values) / len(values)
         weight += overlap
     return round(total / weight / 100.0, 4) if weight else 0.0
 
@@ -306,12 +331,14 @@ def markdown(summary: dict) -> str:
     lines = [
         f"{m['cores']} cores, up to {m['concurrent_workers']:g} workers busy at once.",
         "",
-        "| experiment | backend | workers | images/s | stall | CPU | bottleneck | recommended |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| experiment | backend | workers | measured | images/s | stall | CPU | bottleneck "
+        "| recommended |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for e in summary["experiments"]:
         lines.append(
-            f"| {e['name']} | {e['backend']} | {e['workers']} | {e['images_per_s']:.0f} | "
+            f"| {e['name']} | {e['backend']} | {e['workers']} | {_window(e)} | "
+            f"{e['images_per_s']:.0f} | "
             f"{e['stall_fraction']:.0%} | {e['cpu_utilization']:.0%} | {e['bottleneck']} | "
             f"{headline(e)} |"
         )
@@ -322,6 +349,13 @@ def markdown(summary: dict) -> str:
             lines.append(f"  Recommended: {headline(e)}. {e['recommendation']['why']}")
     lines += [line for line in map(nodes_markdown, summary["experiments"]) if line]
     return "\n".join(lines) + "\n"
+
+
+def _window(exp: dict) -> str:
+    """The steady state the figures describe: "3.0 s, 45 batches"."""
+    if "measured_s" not in exp:  # a summary written before windows were reported
+        return "-"
+    return f"{exp['measured_s']:.1f} s, {exp['measured_batches']} batches"
 
 
 def write_report(trace_dir: str | Path, out_dir: str | Path) -> dict:

@@ -22,6 +22,8 @@ class Trace:
     marks: list[dict] = field(default_factory=list)
     # {"experiment", "t_ns", "cpu_s", "processes"}: CPU time of an experiment's processes
     procs: list[dict] = field(default_factory=list)
+    # {"experiment", "images", "cpu_s"}: its pipeline run alone in one thread, uncontended
+    calibrations: list[dict] = field(default_factory=list)
 
     def experiments(self) -> list[str]:
         return sorted({s["experiment"] for s in self.spans})
@@ -61,6 +63,8 @@ def load(directory: str | Path) -> Trace:
                 trace.marks.append(record["mark"])
             elif "proc" in record:
                 trace.procs.append(record["proc"])
+            elif "calibration" in record:
+                trace.calibrations.append(record["calibration"])
             elif all(k in record for k in SPAN_KEYS):
                 trace.spans.append(record)
             elif "t_ns" in record and "cpu" in record:

@@ -85,12 +85,12 @@ class Tracer:
         node: str | None = None,
     ) -> list[dict]:
         """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``);
-        ``node``, the cluster node that made them, is recorded where given (traces without
-        it, older ones included, read the same)."""
-        where = {} if node is None else {"node": node}
-        return [
-            {
-                **where,
+        ``runq_ns`` (time waiting for a core) where the span knows it; ``node``, the cluster
+        node that made them, where given (traces without it, older ones included, read the
+        same)."""
+        records = []
+        for s in spans:
+            record = {
                 "experiment": self.experiment,
                 "backend": backend,
                 "host": host or self.host,
@@ -104,8 +104,12 @@ class Tracer:
                 "end_ns": s.end_ns,
                 "cpu_ns": s.cpu_ns,
             }
-            for s in spans
-        ]
+            if getattr(s, "runq_ns", None) is not None:
+                record["runq_ns"] = s.runq_ns
+            if node is not None:
+                record["node"] = node
+            records.append(record)
+        return records
 
     def write_meta(self, **info) -> None:
         """A line describing the loader (backend, workers, batch size) for the report."""
@@ -141,6 +145,12 @@ class Tracer:
             "processes": 1 + len(pids),
         }
         self.write([{"proc": record}])
+
+    def record_calibration(self, images: int, cpu_s: float) -> None:
+        """The CPU time ``images`` took through the pipeline alone in one thread (no other
+        worker contending for the GIL or a core): what a process worker would spend."""
+        record = {"experiment": self.experiment, "images": images, "cpu_s": cpu_s}
+        self.write([{"calibration": record}])
 
     def close(self) -> None:
         if self._sampler is not None:

@@ -37,3 +37,6 @@ SPAN_KEYS = (
     "end_ns",
     "cpu_ns",
 )
+# Keys a span record may add: ``runq_ns``, of its wall time how long its thread waited on a
+# run queue for a core (worker stages, where the kernel tells: Linux)
+OPTIONAL_SPAN_KEYS = ("runq_ns",)

@@ -1,0 +1,158 @@
+"""What targets cost per sample (``python scripts/benchmark.py targets``).
+
+One pipeline, RandomResizedCrop(224) + horizontal flip + rotation (constant border), on the
+256x256 sample tiles, one thread, the default kernel. Timed per sample as the thread's CPU
+time (``time.thread_time``: what other processes on a shared machine do is not counted), in
+one run, alternated rounds, the medians and the median of each round's paired ratio:
+
+- the image alone (``pipeline(img, rng)``), the baseline;
+- the image and an integer class map (uint8, one channel): target <= +30%;
+- the image and 50 boxes with their labels: target < +5%;
+- the image, the mask and the 50 boxes, against albumentations doing the same (its
+  ``A.Compose`` with ``bbox_params``): target <= 0.5x its time.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import augment  # noqa: E402
+
+N_BOXES = 50
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--images", type=int, default=32, help="tiles per round (default 32)")
+    parser.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
+    parser.add_argument("--crop", type=int, default=224)
+
+
+def samples(images: list[np.ndarray]) -> list[dict]:
+    """Each tile with a class map made from its pixels and 50 boxes with labels."""
+    out = []
+    for i, img in enumerate(images):
+        rng = np.random.default_rng(i)
+        h, w = img.shape[:2]
+        xy = rng.uniform(0, min(h, w) - 40, (N_BOXES, 2))
+        boxes = np.column_stack((xy, xy + rng.uniform(8, 40, (N_BOXES, 2)))).astype(np.float32)
+        mask = (img[:, :, 1] // 64).astype(np.uint8)
+        out.append({"image": img, "mask": mask, "boxes": boxes, "labels": np.arange(N_BOXES)})
+    return out
+
+
+def ours(crop: int):
+    return augment.Compose(
+        [
+            augment.RandomResizedCrop(crop),
+            augment.RandomFlip(0.5),
+            augment.RandomRotate(20, border="constant"),
+        ]
+    )
+
+
+def theirs(crop: int):
+    import albumentations as A
+    import cv2
+
+    cv2.setNumThreads(1)
+    return A.Compose(
+        [
+            A.RandomResizedCrop((crop, crop)),
+            A.HorizontalFlip(p=0.5),
+            A.Rotate(limit=20, border_mode=cv2.BORDER_CONSTANT, p=1.0),
+        ],
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]),
+        seed=0,
+    )
+
+
+def bench_targets(args) -> str:
+    from benchmark import load_images
+
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    from augment.batch import KeyedRng
+
+    data = samples(load_images(args.images))
+    pipeline = ours(args.crop)
+    keyed = KeyedRng(0)  # sample i draws the same parameters for every contender of ours
+    image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]
+    image_boxes = [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data]
+    contenders = {
+        "image alone": lambda: [pipeline(s["image"], keyed.at(0, i)) for i, s in enumerate(data)],
+        "image + integer mask": lambda: [
+            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_mask)
+        ],
+        f"image + {N_BOXES} boxes": lambda: [
+            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_boxes)
+        ],
+        f"image + mask + {N_BOXES} boxes": lambda: [
+            pipeline(s, keyed.at(0, i)) for i, s in enumerate(data)
+        ],
+    }
+    reference = None
+    try:
+        alb = theirs(args.crop)
+        reference = f"albumentations, image + mask + {N_BOXES} boxes"
+        contenders[reference] = lambda: [alb(**s) for s in data]
+    except ImportError:
+        print("albumentations is not installed: no reference", file=sys.stderr)
+    times = {name: [] for name in contenders}
+    names = list(contenders)
+    for fn in contenders.values():  # warm-up
+        fn()
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            start = time.thread_time()
+            contenders[name]()
+            times[name].append(time.thread_time() - start)
+
+    def paired(name, base):  # the median of the rounds' ratios
+        return statistics.median(a / b for a, b in zip(times[name], times[base]))
+
+    per = {name: statistics.median(t) / len(data) * 1e3 for name, t in times.items()}
+    lines = [
+        "| per sample | ms | vs the image alone | vs albumentations (same targets) |",
+        "|---|---:|---:|---:|",
+    ]
+    full = f"image + mask + {N_BOXES} boxes"
+    for name in names:
+        vs_image = f"{paired(name, 'image alone'):.2f}x" if reference != name else ""
+        vs_alb = f"{paired(name, reference):.2f}x" if reference and name in (full,) else ""
+        lines.append(f"| {name} | {per[name]:.3f} | {vs_image} | {vs_alb} |")
+    mask = paired("image + integer mask", "image alone") - 1
+    boxes = paired(f"image + {N_BOXES} boxes", "image alone") - 1
+    lines += [
+        "",
+        f"- an integer mask adds {mask:+.0%} to the image's cost (target <= +30%); "
+        f"{N_BOXES} boxes add {boxes:+.1%} (target < +5%)",
+    ]
+    if reference:
+        lines.append(
+            f"- image + mask + boxes: {paired(full, reference):.2f}x albumentations' time "
+            "(target <= 0.5x)"
+        )
+    table = "\n".join(lines)
+    print(
+        f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} 256x256 tiles, one "
+        f"thread's CPU time, kernel {pipeline.kernel}, median of {args.rounds} alternated "
+        f"rounds:\n{table}"
+    )
+    return table
