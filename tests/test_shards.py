@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -22,7 +23,6 @@ from PIL import Image
 
 import augment
 from augment.serve import Served
-from tests.test_frameworks import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 14
@@ -206,6 +206,12 @@ if __name__ == "__main__":
     dist.barrier()
     dist.destroy_process_group()
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_gloo_ranks_split_each_epoch(tmp_path):
