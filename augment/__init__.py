@@ -24,8 +24,10 @@ from augment.ops.transforms import (
 from augment.sources.data import ImageFolder
 from augment.sources.remote import HTTPImages
 from augment.sources.samples import StagedDataset
+from augment.sources.shard_writer import write_shards
+from augment.sources.shards import Shards
 
-_moved.install()  # old module paths (augment.loader, ...) still import, with a warning
+_moved.install()  # old module paths (augment.loading.loader, ...) still import, with a warning
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,8 @@ __all__ = [
     "Tracer",
     "ImageFolder",
     "HTTPImages",
+    "Shards",
+    "write_shards",
     "BadImageError",
     "BadTargetError",
     "StagedDataset",

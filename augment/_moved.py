@@ -32,6 +32,8 @@ MOVED = {
     "augment.sample_targets": "augment.ops.sample_targets",
     "augment.samples": "augment.sources.samples",
     "augment.serve": "augment.sources.serve",
+    "augment.shard_writer": "augment.sources.shard_writer",
+    "augment.shards": "augment.sources.shards",
     "augment.sharding": "augment.loading.sharding",
     "augment.shm": "augment.loading.shm",
     "augment.target_batch": "augment.loading.target_batch",

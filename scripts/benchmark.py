@@ -10,6 +10,7 @@
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
+    python scripts/benchmark.py cluster    # shards over HTTP; a Ray cluster losing a node
     python scripts/benchmark.py all --write-docs  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -601,6 +602,19 @@ def bench_advice(args) -> str:
     return advice_bench.bench_advice(args)
 
 
+def bench_cluster(args) -> str:
+    """Shards over HTTP vs HTTPImages, and a simulated Ray cluster that loses a node: the
+    code is in scripts/cluster_bench.py. With ``--trace DIR`` and ``--write-docs``, the
+    traced loss's timeline becomes docs/cluster_timeline.png, shown under the table."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import cluster_bench
+
+    table = cluster_bench.run(args)
+    if args.trace is not None and getattr(args, "write_docs", False):
+        table += "\n\n" + cluster_bench.copy_figure(args.trace)
+    return table
+
+
 def bench_targets(args) -> str:
     """Masks and boxes per sample, against the image alone and albumentations: the code is
     in scripts/targets_bench.py."""
@@ -676,6 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
     targets_bench.add_arguments(tgt)
     tgt.add_argument("--write-docs", action="store_true")
+    import cluster_bench
+
+    cluster = sub.add_parser("cluster", help="shards over HTTP; a Ray cluster losing a node")
+    cluster_bench.add_arguments(cluster)
+    cluster.add_argument("--write-docs", action="store_true")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
@@ -690,8 +709,9 @@ def main(argv: list[str] | None = None) -> None:
         "advice": bench_advice,
         "overhead": bench_overhead,
         "targets": bench_targets,
+        "cluster": bench_cluster,
     }
-    long_runs = ("soak", "realistic", "advice", "overhead")
+    long_runs = ("soak", "realistic", "advice", "overhead", "cluster")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])

@@ -16,6 +16,7 @@ from PIL import Image
 # marked ``slow`` and left out of ``make quick`` (tests elsewhere that do are marked one by one)
 SLOW_MODULES = {
     "test_backends",
+    "test_cluster",
     "test_frameworks",
     "test_http",
     "test_install",
@@ -25,6 +26,7 @@ SLOW_MODULES = {
     "test_ray",
     "test_scripts_and_notebooks",
     "test_state",
+    "test_shards",
     "test_trace",
     "test_trace_dataloader",
     "test_tune",

@@ -59,6 +59,8 @@ class BatchResult:
     pid: int = 0
     worker: int = CONSUMER_LANE  # lane index of the worker that made it
     host: str = ""  # the machine that made it
+    node: str = ""  # the cluster node that made it (Ray), where there is one
+    lost_on: list[str] = field(default_factory=list)  # nodes it was lost on before (Ray)
     transfer: Span | None = None  # the consumer's cost of receiving it, when a backend has one
 
 
@@ -196,6 +198,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     reduce = source.reduces
     out: np.ndarray | None = None
     first = 0
+    source.begin(plan.indices)
     layout = None  # samples with targets: "dict", or the names of a tuple's items
     for position, index in enumerate(plan.indices):
         if at is not None:

@@ -85,7 +85,8 @@ class Loader:
     ``transform`` is None or any ``(img, rng) -> img`` or ``(img) -> img``. ``backend`` is
     one of ``augment.backends.names()``; its extra options (``start_method`` for "process"
     and "torch", ``threads``, native threads per library in each worker, for "process",
-    "torch" and "ray") go in ``backend_options``. ``rank`` and
+    "torch" and "ray"; ``replace_timeout`` for "ray", see docs/scaling_out.md) go in
+    ``backend_options``. ``rank`` and
     ``world_size`` shard every epoch for data-parallel training (by default those of an
     initialised ``torch.distributed``). ``tracer`` (an ``augment.Tracer``; by default one
     from ``AUGMENT_TRACE_DIR`` if set) records every stage of every batch. ``timeout``
@@ -321,7 +322,7 @@ class Loader:
                 batch_size=self.batch_size,
                 epoch=plans[0].epoch if plans else 0,
             )
-        timing = LoopClock(self.tracer, self.backend_name)
+        timing = LoopClock(self.tracer, self.backend_name, getattr(backend, "loop_node", None))
         try:
             for plan in todo:
                 pending.append((plan, backend.submit(plan)))
@@ -339,8 +340,15 @@ class Loader:
                     batch=result.plan.number,
                     epoch=result.plan.epoch,
                     images=0 if result.images is None else len(result.images),
-                    worker=(result.spans, result.pid, result.worker, result.host or None),
+                    worker=(
+                        result.spans,
+                        result.pid,
+                        result.worker,
+                        result.host or None,
+                        result.node or None,
+                    ),
                     transfer=result.transfer,
+                    lost_on=result.lost_on,
                 )
                 progress[1] += 1
                 if batch is not None:
@@ -385,6 +393,12 @@ class Loader:
         """The process ids of the running workers (empty before the first epoch, and for
         backends whose workers are threads)."""
         return [] if self._backend is None else self._backend.worker_pids()
+
+    def worker_nodes(self) -> dict[int, str]:
+        """``{worker: node}`` of the running workers on a cluster (the Ray backend: the node
+        id's first 8 hex digits, as in the trace); empty for other backends."""
+        nodes = getattr(self._backend, "worker_nodes", None)
+        return {} if nodes is None else nodes()
 
     def _open_backend(self) -> None:
         self._backend = backends.create(

@@ -170,4 +170,3 @@ def serving(config: Config):
             replace(e, data=served.url, names_from=server.root) if e.data == "server" else e
             for e in config.experiments
         ]
-

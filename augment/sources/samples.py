@@ -33,7 +33,9 @@ class StagedDataset(Protocol):
     """A dataset whose stages the loader times apart (``ImageFolder``, ``HTTPImages``).
 
     ``read`` may wait on I/O and ``decode`` computes; either raises ``BadImageError`` for a
-    file that cannot be used, which ``on_error`` then raises or skips."""
+    file that cannot be used, which ``on_error`` then raises or skips. A dataset that reads
+    a batch's samples together (``Shards``: coalesced byte ranges) may also have
+    ``will_read(indices)``, called with the batch's samples before the first ``read``."""
 
     def __len__(self) -> int: ...
 
@@ -84,6 +86,14 @@ class Staged:
         self.dataset = dataset
         # decode(data, index, reduce): it may decode at the scale the transform's plan allows
         self.reduces = _takes(dataset.decode, "reduce")
+        # will_read(indices): a dataset that reads a batch's samples together (Shards)
+        self._will_read = getattr(dataset, "will_read", None)
+
+    def begin(self, indices) -> None:
+        """The samples of the batch about to be loaded, for a dataset that plans its reads
+        (``will_read``); planning only: the reads themselves are timed as ``read``."""
+        if self._will_read is not None:
+            self._will_read(indices)
 
     def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple]:
         stage = "read"
@@ -119,6 +129,9 @@ class MapStyle:
 
     stages = MAP_STAGES
     reduces = False
+
+    def begin(self, indices) -> None:
+        pass
 
     def __init__(
         self, dataset, image_key: str = "image", target_key: str | tuple[str, ...] | None = None

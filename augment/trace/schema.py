@@ -22,6 +22,10 @@ CONSUMER_STAGES = ("transfer", "wait", "step")
 STAGES = WORKER_STAGES + CONSUMER_STAGES
 CONSUMER_LANE = -1  # the ``worker`` of spans made by the training loop
 
+# Optional keys of a span record: ``node``, the cluster node that made it (Ray; a trace without
+# it is read as one node per host), and, on the loop's ``wait``, ``lost_on``: the nodes its
+# batch was lost on before it was made again.
+OPTIONAL_SPAN_KEYS = ("node", "lost_on")
 SPAN_KEYS = (
     "experiment",
     "backend",

@@ -37,7 +37,7 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
     workers. A worker index served by several processes one after another (DataLoader
     workers that are not persistent: new ones every epoch) is one row."""
     order = [e["name"] for e in summary["experiments"]]
-    keys = {(s["experiment"], s["host"], s["pid"], s["worker"]): s for s in trace.spans}
+    keys = {_key(s): s for s in trace.spans}
     rows: dict[tuple, list[tuple]] = defaultdict(list)
     for key in sorted(keys, key=lambda k: k[2]):
         rows[(key[0], key[1], key[3])].append(key)
@@ -48,8 +48,39 @@ def _lanes(trace: Trace, summary: dict) -> list[tuple[str, tuple, list[tuple]]]:
             label = lane_name(keys[rows[lane][0]]).split(" (")[0]
             if len(rows[lane]) > 1:
                 label += f" ({len(rows[lane])} processes)"
-            lanes.append((f"{name}: {label}", lane, rows[lane]))
+            lanes.append((f"{name}: {label}{_on_node(keys[rows[lane][0]])}", lane, rows[lane]))
     return lanes
+
+
+def _key(s: dict) -> tuple:
+    """A span's lane: (experiment, where, pid, worker), where is its cluster node if it names
+    one (the Ray backend's workers: lanes are grouped by node), else its host."""
+    return (s["experiment"], s.get("node") or s["host"], s["pid"], s["worker"])
+
+
+def _on_node(s: dict) -> str:
+    return f" on node {s['node']}" if s.get("node") else ""
+
+
+def _mark_remade(ax, trace: Trace, row: dict, clock) -> bool:
+    """A cross at the end of each wait for a batch made again after its node was lost (the
+    gap is the wait itself), and one label per loop and node lost naming the batches; True
+    if there was any."""
+    remade = [s for s in trace.spans if s["stage"] == "wait" and s.get("lost_on")]
+    labels: dict[tuple, list[dict]] = defaultdict(list)
+    for s in remade:
+        ax.plot(clock(s["end_ns"]), row[_key(s)], marker="X", color="#000000", ms=7, zorder=4)
+        labels[(row[_key(s)], s["lost_on"][-1])].append(s)
+    for (y, node), spans in labels.items():
+        numbers = ", ".join(str(s["batch"]) for s in spans)
+        ax.annotate(
+            f"batch{'es' if len(spans) > 1 else ''} {numbers} made again (lost on node {node})",
+            (clock(spans[0]["end_ns"]), y),
+            xytext=(6, -10),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    return bool(remade)
 
 
 def _barrier_bars(trace: Trace, lanes, clock) -> list[tuple[int, tuple[float, float]]]:
@@ -108,7 +139,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     row = {key: i for i, (_, _, members) in enumerate(lanes) for key in members}
     bars: dict[tuple, list] = defaultdict(list)
     for s in trace.spans:
-        key = (s["experiment"], s["host"], s["pid"], s["worker"])
+        key = _key(s)
         start = clock(s["start_ns"])
         bars[(row[key], s["stage"])].append((start, max(clock(s["end_ns"]) - start, 1e-9)))
     height = max(3.0, 0.35 * len(lanes) + 1.5)
@@ -126,6 +157,7 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
             zorder=3 if thin else 2,
         )
     drawn = {stage for _, stage in bars}
+    remade = _mark_remade(ax, trace, row, clock)
     barrier = _barrier_bars(trace, lanes, clock)
     for y, span in barrier:  # over the step that holds it: that time was no training step
         ax.broken_barh([span], (y - 0.4, 0.8), facecolors=BARRIER_COLOR, linewidth=0, zorder=2.5)
@@ -147,7 +179,12 @@ def timeline(trace: Trace, summary: dict, path: Path) -> None:
     ax.legend(
         handles=[Patch(color=c, label=s) for s, c in COLORS.items() if s in drawn]
         + ([Patch(color=BARRIER_COLOR, label="waiting for the others")] if barrier else [])
-        + measured,
+        + measured
+        + (
+            [Line2D([], [], marker="X", color="#000000", ls="", label="made again")]
+            if remade
+            else []
+        ),
         ncol=9,
         fontsize=8,
         loc="upper center",

@@ -53,6 +53,9 @@ def summarize(trace: Trace) -> dict:
         workers_of[name] = max(workers, 1)  # a serial loader is one busy worker, the loop
         start, end = intervals[name]
         exp = _figures(name, spans, info, workers, start, end, marks.get(name))
+        nodes = by_node(spans)
+        if nodes:
+            exp["nodes"] = nodes
         experiments.append(exp)
     # the steady state is what the rates describe: load and concurrency are taken over it
     windows = {e["name"]: (e.pop("steady_from_ns"), e["end_ns"]) for e in experiments}
@@ -81,6 +84,68 @@ def summarize(trace: Trace) -> dict:
     for exp in experiments:
         exp["advice"] = advice(verdicts[exp["name"]], exp)
     return {"experiments": experiments, "machine": machine}
+
+
+def by_node(spans: list[dict]) -> list[dict]:
+    """Per cluster node (spans that name one: the Ray backend's), what its workers made and
+    how long the loop waited for it: ``{"node", "workers", "batches", "busy_s", "wait_s",
+    "wait_per_batch_ms", "lost_batches"}``, the node the loop waited for most first; a
+    batch made again after its node was lost is counted where it was made, and as lost on
+    the node it was lost with, which the loop's wait for it is charged to (the gap is the
+    loss). Empty for traces without nodes."""
+    made_on: dict[tuple, str] = {}
+    nodes: dict[str, dict] = {}
+    for s in spans:
+        node = s.get("node")
+        if node is None or s["worker"] == CONSUMER_LANE:
+            continue
+        made_on[(s["epoch"], s["batch"])] = node
+        n = nodes.setdefault(node, {"node": node, "workers": set(), "busy_s": 0.0})
+        n["workers"].add((s["pid"], s["worker"]))
+        n["busy_s"] += (s["end_ns"] - s["start_ns"]) / 1e9
+    if not nodes:
+        return []
+    for n in nodes.values():
+        n.update(workers=len(n["workers"]), batches=0, wait_s=0.0, lost_batches=0)
+    for s in spans:
+        if s["worker"] != CONSUMER_LANE or s["stage"] != "wait":
+            continue
+        lost_on = [lost for lost in s.get("lost_on") or () if lost in nodes]
+        for lost in lost_on:
+            nodes[lost]["lost_batches"] += 1
+        node = made_on.get((s["epoch"], s["batch"]))
+        if node is not None:
+            nodes[node]["batches"] += 1
+        # the wait for a batch made again is the lost node's doing: charged to it
+        blamed = lost_on[-1] if lost_on else node
+        if blamed is not None:
+            nodes[blamed]["wait_s"] += (s["end_ns"] - s["start_ns"]) / 1e9
+    for n in nodes.values():
+        waited_for = max(n["batches"] + n["lost_batches"], 1)
+        n["wait_per_batch_ms"] = round(1e3 * n["wait_s"] / waited_for, 2)
+        n["busy_s"], n["wait_s"] = round(n["busy_s"], 4), round(n["wait_s"], 4)
+    return sorted(nodes.values(), key=lambda n: (-n["wait_per_batch_ms"], n["node"]))
+
+
+def nodes_markdown(exp: dict) -> str | None:
+    """One line: each node's workers and batches, how long the loop waited for them, the
+    batches lost with a node, and whose workers stalled the loop most."""
+    nodes = exp.get("nodes")
+    if not nodes:
+        return None
+    parts = []
+    for n in nodes:
+        text = (
+            f"node {n['node']}: {n['workers']} worker(s), {n['batches']} batches, the loop "
+            f"waited {n['wait_s']:.2f} s for it ({n['wait_per_batch_ms']:.0f} ms a batch)"
+        )
+        if n["lost_batches"]:
+            text += f", {n['lost_batches']} batch(es) lost with it and made again elsewhere"
+        parts.append(text)
+    line = f"- **{exp['name']}** by node: " + "; ".join(parts) + "."
+    if len(nodes) > 1 and nodes[0]["wait_s"] > 0:
+        line += f" The loop stalled most on node {nodes[0]['node']}'s workers."
+    return line
 
 
 def _measured(spans: list[dict], measured_from: int | None) -> list[dict]:
@@ -282,6 +347,7 @@ def markdown(summary: dict) -> str:
         lines.append(f"- **{e['name']}**: {e['advice']}")
         if e.get("recommendation"):
             lines.append(f"  Recommended: {headline(e)}. {e['recommendation']['why']}")
+    lines += [line for line in map(nodes_markdown, summary["experiments"]) if line]
     return "\n".join(lines) + "\n"
 
 
