@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
 from augment.ops import kernels  # noqa: E402
@@ -380,7 +379,6 @@ def bench_dataloader(args) -> str:
 
     torch.set_num_threads(1)
     _one_thread(0)
-    sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from dataloader_example import Tiles, pipeline
     except ImportError as exc:  # albumentations
@@ -569,7 +567,6 @@ def bench_decoders(args) -> str:
 
 def bench_soak(args) -> str:
     """10,000 batches per backend, RSS and /dev/shm sampled: the code is in scripts/soak.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import soak
 
     return soak.bench_soak(args)
@@ -578,7 +575,6 @@ def bench_soak(args) -> str:
 def bench_realistic(args) -> str:
     """ImageNet-like photographs, RandomResizedCrop(224) + flip, ours vs DataLoader with the
     torchvision Pillow path and with albumentations: the code is in scripts/realistic.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import realistic
 
     return realistic.bench_realistic(args)
@@ -587,7 +583,6 @@ def bench_realistic(args) -> str:
 def bench_overhead(args) -> str:
     """The Python overhead per image of the Kaggle pipeline, this tree against ``--base``:
     the code is in scripts/overhead.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import overhead
 
     return overhead.bench_overhead(args)
@@ -596,7 +591,6 @@ def bench_overhead(args) -> str:
 def bench_advice(args) -> str:
     """augment-profile tune on misconfigured, step-bound, concurrent and shipped configs:
     the code is in scripts/advice_bench.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import advice_bench
 
     return advice_bench.bench_advice(args)
@@ -606,7 +600,6 @@ def bench_cluster(args) -> str:
     """Shards over HTTP vs HTTPImages, and a simulated Ray cluster that loses a node: the
     code is in scripts/cluster_bench.py. With ``--trace DIR`` and ``--write-docs``, the
     traced loss's timeline becomes docs/cluster_timeline.png, shown under the table."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import cluster_bench
 
     table = cluster_bench.run(args)
@@ -618,7 +611,6 @@ def bench_cluster(args) -> str:
 def bench_targets(args) -> str:
     """Masks and boxes per sample, against the image alone and albumentations: the code is
     in scripts/targets_bench.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import targets_bench
 
     return targets_bench.bench_targets(args)
@@ -666,7 +658,6 @@ def main(argv: list[str] | None = None) -> None:
     dl.add_argument("--rounds", type=int, default=19)
     dl.add_argument("--write-docs", action="store_true")
     soak_parser = sub.add_parser("soak", help="RSS and /dev/shm over 10,000 batches per backend")
-    sys.path.insert(0, str(ROOT / "scripts"))
     import soak
 
     soak.add_arguments(soak_parser)

@@ -19,14 +19,12 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark import bench_dataset  # noqa: E402
 from peers import BareDecode, cpu_seconds  # noqa: E402

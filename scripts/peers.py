@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 from realistic import one_thread, photo_folder, torchvision_box  # noqa: E402
 
 BATCH, SIZE, WORKERS = 64, 224, 2

@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
 from augment.loading.rng import sample_rng  # noqa: E402

@@ -488,5 +488,4 @@ def _child_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     _child_main()

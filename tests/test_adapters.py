@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +22,10 @@ import torch
 
 A = pytest.importorskip("albumentations")
 
+from support import SAMPLE  # noqa: E402
+
 import augment  # noqa: E402
 from augment.ops.adapters import _GeneratorRandom, albumentations  # noqa: E402
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 def pipeline(crop: int = 48):

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support import hang_guard
 
 import augment
 from augment.profiler.report.summary import write_report
-from tests.conftest import hang_guard
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 cluster_utils = pytest.importorskip("ray.cluster_utils")

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_jpegs
 from PIL import Image
+from support import ROOT, write_jpegs
 
 import augment
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 22  # batch 4: five full batches and one of 2 per epoch
 
 

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import random_image, smooth_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import random_image, smooth_image
 
 from augment.ops import functional as F
 from augment.ops import kernels

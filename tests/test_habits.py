@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import write_jpegs
 from PIL import Image
+from support import write_jpegs
 from torch.utils.data import DataLoader, Dataset
 
 import augment

@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import ROOT
+from support import SAMPLE as SAMPLE_DIR
 
 from augment.profiler.experiment import (
     CONFIGS,
@@ -28,8 +30,7 @@ from augment.profiler.experiment import (
 from augment.sources import sample_data
 from augment.sources.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "sample"
+DATA = SAMPLE_DIR
 SHIPPED = ["compare_backends", "kaggle_amazon", "seed_regimes"]
 CLI = [sys.executable, "-c", "import sys; from augment.profiler.cli import main; sys.exit(main())"]
 

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pytest
-from conftest import random_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import random_image
 
 from augment.ops import functional as F
 from augment.ops import kernels

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import alive, hang_guard, leaked_psm, live_children, shm_names, write_jpegs
+from support import alive, hang_guard, leaked_psm, live_children, shm_names, write_jpegs
 
 import augment
 from augment import ImageFolder, Loader

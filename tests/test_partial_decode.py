@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard
 from PIL import Image
+from support import hang_guard
 
 import augment
 import augment.sources.data as data
@@ -295,10 +295,7 @@ def test_loader_batches_with_partial_decoding_match_on_every_backend(photos):
 def test_the_peers_benchmark_writes_its_own_section(tmp_path, monkeypatch):
     """``make peers`` replaces its section of docs/benchmarks.md and keeps the others; a
     peer that is not installed is listed with the reason, not dropped."""
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     import peers
 
     docs = tmp_path / "benchmarks.md"

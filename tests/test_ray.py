@@ -164,7 +164,7 @@ def test_ray_lightning_resumes_with_the_uninterrupted_batches(cluster, tmp_path)
     other backends (tests/test_frameworks.py)."""
     pytest.importorskip("lightning.pytorch")
     import test_frameworks
-    from conftest import write_jpegs
+    from support import write_jpegs
     from test_frameworks import N, lightning_run, trained
 
     folder = tmp_path / "jpegs"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard, random_image, smooth_image
 from PIL import Image
+from support import hang_guard, random_image, smooth_image
 
 import augment
 import augment.sources.data as data
@@ -540,9 +540,7 @@ def test_photographs_have_the_spectrum_of_natural_images():
 
 
 def test_realistic_benchmark_datasets_give_the_batches_ours_gives(tmp_path):
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     import realistic
 
     write_photos(tmp_path, n=2, seed=0, classes=1)

@@ -13,18 +13,17 @@ import socket
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import urllib3
 from PIL import Image
+from support import ROOT
 
 import augment
 from augment.sources.serve import Served
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 14
 
 

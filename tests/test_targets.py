@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import SAMPLE
 
 import augment
 from augment.ops import geometry
 from augment.ops import targets as T
 from augment.ops.sample_targets import BadTargetError
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FILES = sorted(SAMPLE.glob("*.jpg"))[:24]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

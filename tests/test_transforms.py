@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import random_image, smooth_image
+from support import random_image, smooth_image
 
 import augment
 from augment.ops import functional as F

@@ -10,8 +10,8 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import random_image
 from PIL import Image
+from support import random_image
 
 import augment.sources.data as data
 from augment.loading.rng import sample_rng

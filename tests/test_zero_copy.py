@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import hang_guard, leaked_psm, mapped_psm, psm_names, shm_names
+from support import hang_guard, leaked_psm, mapped_psm, psm_names, shm_names
 
 from augment import BadImageError, Loader
 from augment.loading.backends import process
