@@ -60,9 +60,10 @@ def venv(tmp_path_factory) -> tuple[Path, Path]:
     source.mkdir()
     for name in ("setup.cfg", "setup.py", "augment-trace.pth", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "augment", source / "augment", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    for folder in ("augment", "configs"):  # the package, and the configs it ships
+        shutil.copytree(
+            ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "wheels", source],
@@ -107,7 +108,7 @@ def test_the_wheel_is_what_the_venv_imports(venv):
     module, configs, names = done.stdout.splitlines()
     assert Path(module).parent == purelib / "augment"
     assert not Path(module).is_relative_to(ROOT)
-    assert Path(configs) == purelib / "augment" / "configs"
+    assert Path(configs) == purelib / "augment" / "profiler" / "configs"
     assert names == str([f"{n}.toml" for n in SHIPPED])
 
 
@@ -166,7 +167,10 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
     )
     assert done.returncode == 0, done.stderr
     for line in done.stdout.splitlines():
-        assert line.split() == [str(purelib / "augment" / "configs"), str(cache / SAMPLE_NAME)]
+        assert line.split() == [
+            str(purelib / "augment" / "profiler" / "configs"),
+            str(cache / SAMPLE_NAME),
+        ]
     assert len(done.stdout.splitlines()) == 3
 
 
@@ -175,7 +179,9 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
 
 def test_shipped_configs_by_name_and_paths_as_paths(tmp_path):
     assert shipped_configs() == SHIPPED
-    assert not (ROOT / "configs").exists()  # one copy: the package's
+    # one copy, at the top of the checkout (DESIGN's layout), installed with the package
+    assert CONFIGS == ROOT / "configs"
+    assert not (ROOT / "augment" / "profiler" / "configs").exists()
     for name in SHIPPED:
         assert config_path(name) == CONFIGS / f"{name}.toml"
         assert uses_sample(load_config(config_path(name)))  # no data given: the sample's
