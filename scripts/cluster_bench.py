@@ -187,13 +187,15 @@ def lose_a_node(args, loader, reference, sim, nodes) -> tuple[float, bool, int, 
     return seconds, hashes == expected, remade, nodes
 
 
-def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
+def simulated_cluster(worker_nodes: int = 2, cpus: int = 2):
+    """A Ray cluster on this machine, as Ray's own tests make one: a head without CPUs (the
+    driver only) and ``worker_nodes`` nodes of ``cpus`` CPUs, each its own raylet and object
+    store; health checks fast, so a lost node is noticed in about 1.5 s. Connected (ray.init)
+    and ready. Returns (cluster, its worker nodes); ``ray.shutdown()`` then
+    ``cluster.shutdown()`` end it."""
     import ray
     from ray.cluster_utils import Cluster
 
-    reference = augment.Loader(
-        augment.ImageFolder(folder, folder / "labels.csv"), transform(), args.batch, seed=1
-    )
     sim = Cluster(
         initialize_head=True,
         head_node_args={
@@ -202,9 +204,19 @@ def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
             "_system_config": FAST_HEALTH_CHECKS,
         },
     )
-    nodes = [sim.add_node(num_cpus=2) for _ in range(2)]
+    nodes = [sim.add_node(num_cpus=cpus) for _ in range(worker_nodes)]
     ray.init(address=sim.address, log_to_driver=False, configure_logging=False)
     sim.wait_for_nodes()
+    return sim, nodes
+
+
+def bench_cluster(args, folder: Path, shards: Path) -> list[str]:
+    import ray
+
+    reference = augment.Loader(
+        augment.ImageFolder(folder, folder / "labels.csv"), transform(), args.batch, seed=1
+    )
+    sim, nodes = simulated_cluster()
     whole, lost, remade, same = [], [], [], True
     try:
         with Server(shards, args.latency_ms) as tars:

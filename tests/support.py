@@ -19,6 +19,53 @@ SAMPLE = ROOT / "data" / "sample"  # the 128 sample tiles and their labels.csv
 PROFILE_SCRIPT = ROOT / "scripts" / "profile_aug.py"
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_gloo_ranks(script: Path, world_size: int = 2, timeout: float = 180) -> list:
+    """Run ``script`` as ``world_size`` processes of a real gloo process group on loopback
+    (``torch.distributed``'s environment variables set, a free port); each prints its result
+    as JSON on its last line. Returns the results, by rank."""
+    import json
+    import os
+
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+            },
+        )
+        for rank in range(world_size)
+    ]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return results
+
+
 def run_profiler(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """``scripts/profile_aug.py`` with ``args``, from the checkout, as a user runs it."""
     return subprocess.run(

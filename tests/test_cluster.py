@@ -22,15 +22,9 @@ import augment
 from augment.profiler.report.summary import write_report
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
+from cluster_bench import simulated_cluster  # noqa: E402 (scripts/: the benchmark's cluster)
 
 N_IMAGES, BATCH = 24, 2  # 12 batches: more than the 4 in flight, so work follows a loss
-# Nodes are declared dead after 3 missed checks 0.5 s apart (Ray's defaults wait longer).
-FAST_HEALTH_CHECKS = {
-    "health_check_period_ms": 500,
-    "health_check_failure_threshold": 3,
-    "health_check_initial_delay_ms": 0,
-}
 
 
 def transform():
@@ -42,19 +36,9 @@ def transform():
 @pytest.fixture(scope="module")
 def cluster():
     """A head (no CPU: the driver only) and two worker nodes of 2 CPUs each."""
-    sim = cluster_utils.Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            "_system_config": FAST_HEALTH_CHECKS,
-        },
-    )
-    nodes = [sim.add_node(num_cpus=2) for _ in range(2)]
-    ray.init(address=sim.address, log_to_driver=False, configure_logging=False)
+    sim, nodes = simulated_cluster()
     # the nodes cannot import this test module: its classes travel by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    sim.wait_for_nodes()
     yield sim, nodes
     ray.shutdown()
     sim.shutdown()

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -19,7 +15,7 @@ import pytest
 import torch
 import urllib3
 from PIL import Image
-from support import ROOT
+from support import run_gloo_ranks
 
 import augment
 from augment.sources.serve import Served
@@ -207,40 +203,12 @@ if __name__ == "__main__":
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_split_each_epoch(tmp_path):
     out = augment.write_shards(Noise(), tmp_path / "shards", shard_bytes=4000, image_format="png")
     script = tmp_path / "rank.py"
-    port = free_port()
     with Served(out, latency_ms=5) as served:
         script.write_text(RANK_SCRIPT.format(where=served.url))
-        procs = [
-            subprocess.Popen(
-                [sys.executable, str(script)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={
-                    **os.environ,
-                    "PYTHONPATH": str(ROOT),
-                    "MASTER_ADDR": "127.0.0.1",
-                    "MASTER_PORT": str(port),
-                    "RANK": str(rank),
-                    "WORLD_SIZE": "2",
-                },
-            )
-            for rank in range(2)
-        ]
-        outs = []
-        for p in procs:
-            stdout, err = p.communicate(timeout=180)
-            assert p.returncode == 0, err
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
+        outs = run_gloo_ranks(script)
     outs.sort(key=lambda o: o["rank"])
     with augment.Loader(augment.Shards(out), batch_size=3, seed=4) as whole:
         orders = [[i for _, labels in whole for i in labels.tolist()] for _ in range(2)]
