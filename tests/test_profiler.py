@@ -564,8 +564,11 @@ def test_python_transform_starves_thread_workers_and_processes_are_recommended(r
 
     # threads share one GIL: at 4 workers each runs a fraction of the time it is not waiting
     # for a core; a process runs all of it
-    assert cpu_while_awake(by_name["gil_thread_4"]) < 0.7
-    assert cpu_while_awake(by_name["gil_thread_4"]) < cpu_while_awake(by_name["gil_process_2"])
+    threads, process = (
+        cpu_while_awake(by_name["gil_thread_4"]),
+        cpu_while_awake(by_name["gil_process_2"]),
+    )
+    assert threads < 0.85 and threads < 0.9 * process, (threads, process)
     for name in ("gil_thread_2", "gil_thread_4"):
         e = by_name[name]
         if e["other_load_cores"] >= 0.5 and e["bottleneck"] == "cpu oversubscribed":
