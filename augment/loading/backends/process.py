@@ -40,9 +40,6 @@ consumer already runs native threads (OpenCV, torch intra-op, a BLAS).
 
 from __future__ import annotations
 
-import itertools
-import math
-import mmap
 import multiprocessing as mp
 import queue
 import signal
@@ -67,26 +64,6 @@ _READY = -2  # the job id of a worker's first: it has its task
 # Batches a training loop holds while it asks for the next one: the one in its loop variable
 # and the one being handed over. Slots kept beyond ``capacity``.
 LOOP_HOLDS = 2
-
-
-def _attach(name: str) -> shared_memory.SharedMemory:
-    # Workers share the consumer's resource tracker (started before them: see start), so
-    # attaching registers nothing new and the consumer's unlink stays the only one.
-    return shared_memory.SharedMemory(name=name)
-
-
-class _Slot:
-    """The batch buffer a worker fills: the shared-memory slot when the batch fits, else a
-    private array that goes back pickled (the consumer then grows the slot)."""
-
-    def __init__(self, shm: shared_memory.SharedMemory | None, size: int):
-        self.shm, self.size, self.used = shm, size, False
-
-    def buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        if self.shm is not None and math.prod(shape) * np.dtype(dtype).itemsize <= self.size:
-            self.used = True
-            return np.ndarray(shape, dtype=dtype, buffer=self.shm.buf)
-        return np.empty(shape, dtype=dtype)
 
 
 def _worker_main(worker: int, packed_task: bytes, jobs, answers, lanes, threads: int) -> None:
@@ -116,8 +93,10 @@ def _serve(worker: int, packed_task: bytes, jobs, answers, lanes, threads: int) 
         shm = slot = result = None
         try:
             if slot_name is not None:
-                shm = attached.get(slot_name) or attached.setdefault(slot_name, _attach(slot_name))
-            slot = _Slot(shm, slot_size)
+                shm = attached.get(slot_name) or attached.setdefault(
+                    slot_name, shm_check.attach(slot_name)
+                )
+            slot = shm_check.Slot(shm, slot_size)
             result = make_batch(task, plan, slot.buffer, worker=worker, lane=lane)
             if slot.used and result.images is not None and result.images.size:
                 result.images = None  # it sits in the slot, where the consumer views it
@@ -175,76 +154,6 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class _Block:
-    """One shared-memory slot, as the consumer holds it: its name (which workers attach to)
-    and a mapping of its own, which the batches handed to the loop view. The
-    ``SharedMemory``'s own mapping is closed at once, so nothing ever needs closing while a
-    view lives; the consumer's mapping goes when the block and its last view are gone."""
-
-    def __init__(self, backend: str, what: str, nbytes: int):
-        self.shm = shared_memory.SharedMemory(create=True, size=max(nbytes, 1))
-        self.name, self.size = self.shm.name, self.shm.size
-        try:
-            shm_check.reserve(getattr(self.shm, "_fd", -1), self.size, backend, what)
-            self.map = mmap.mmap(self.shm._fd, self.size)
-        except BaseException:
-            self.shm.close()
-            self.shm.unlink()
-            raise
-        self.shm.close()  # its fd and its own mapping; the name stays until unlink()
-
-    def unlink(self) -> None:
-        """Remove the name from /dev/shm; the memory goes with the last mapping of it."""
-        self.shm.unlink()
-
-
-class _Pool:
-    """The consumer's slots. A slot is free when no batch is in it and nothing views it;
-    ``release`` (called by ``weakref.finalize`` when the array a batch's tensor is made from
-    dies, in whatever thread) makes it free again. ``keep`` slots stay; more are made while
-    the loop holds batches, and unlinked when they are free again."""
-
-    def __init__(self, keep: int):
-        self.keep = keep
-        self.blocks: dict[int, _Block] = {}
-        self.free: list[int] = []  # appended to by finalizers: list operations only
-        self.closed = False
-        self._ids = itertools.count()
-
-    def release(self, slot: int) -> None:
-        if not self.closed and slot in self.blocks:
-            self.free.append(slot)
-
-    def take(self) -> tuple[int, _Block | None]:
-        """A free slot (its block None when it has none yet), or a new one when none is free;
-        free slots beyond ``keep`` are unlinked first."""
-        while len(self.blocks) > self.keep and len(self.free) > 1:
-            self.blocks.pop(self.free.pop(0)).unlink()
-        if self.free:
-            slot = self.free.pop()
-            return slot, self.blocks.get(slot)
-        return next(self._ids), None
-
-    def add(self, slot: int, block: _Block) -> None:
-        old = self.blocks.pop(slot, None)
-        if old is not None:
-            old.unlink()
-        self.blocks[slot] = block
-
-    def live(self) -> frozenset[str]:
-        return frozenset(b.name for b in self.blocks.values())
-
-    def close(self) -> None:
-        """Unlink every slot: /dev/shm is empty at once. A slot a batch still views stays
-        mapped until the view is released."""
-        self.closed = True
-        blocks = list(self.blocks.values())
-        self.blocks.clear()
-        self.free.clear()
-        for block in blocks:
-            block.unlink()
-
-
 class _Handle:
     def __init__(self, backend: ProcessBackend, job: int, slot: int):
         self.backend, self.job, self.slot = backend, job, slot
@@ -271,7 +180,7 @@ class ProcessBackend(Backend):
             )
         self.start_method, self.threads = start_method, worker_setup.check_threads(threads)
         self._procs: list = []
-        self._pool: _Pool | None = None
+        self._pool: shm_check.SlotPool | None = None
 
     def start(self, task):
         super().start(task)
@@ -283,7 +192,7 @@ class ProcessBackend(Backend):
         resource_tracker.ensure_running()  # before forking, so workers share it
         self._jobs = ctx.Queue()
         self.lanes = Lanes(self.workers, ctx)
-        self._pool = _Pool(self.capacity + LOOP_HOLDS)
+        self._pool = shm_check.SlotPool(self.capacity + LOOP_HOLDS)
         self._in_flight = 0  # submitted, not yet collected
         self._arrived: dict[int, tuple] = {}
         self._ready: set[int] = set()
@@ -317,7 +226,7 @@ class ProcessBackend(Backend):
         self._in_flight += 1
         return _Handle(self, job, slot)
 
-    def _slot(self, nbytes: int) -> tuple[int, _Block | None]:
+    def _slot(self, nbytes: int) -> tuple[int, shm_check.Block | None]:
         """A slot no batch is in and nothing views, with room for ``nbytes`` (its block None
         until the sample size is known): a free one, grown if it is too small, or a new one
         when the loop holds all the others."""
@@ -336,7 +245,7 @@ class ProcessBackend(Backend):
         )
         own = sum(b.size for b in pool.blocks.values())
         shm_check.check(self.name, what, count * nbytes, own)
-        pool.add(slot, _Block(self.name, what, nbytes))
+        pool.add(slot, shm_check.Block(self.name, what, nbytes))
         return slot, pool.blocks[slot]
 
     def _collect(self, job: int, slot: int) -> BatchResult:
