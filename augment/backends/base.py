@@ -74,6 +74,10 @@ class Backend(ABC):
     of a subclass's ``__init__`` are its options (``backend_options``)."""
 
     name: str = ""
+    # Whether the next epoch's first batches may be submitted before this epoch's last are
+    # collected (``augment.ahead``): not for a backend that takes one epoch's plans at a time
+    # (``set_epoch_plans``).
+    crosses_epochs: bool = True
 
     def __init__(self, workers: int, capacity: int):
         self.workers, self.capacity = workers, capacity

@@ -1,8 +1,10 @@
 """Ray actors run the batches: the same pipeline and the same trace across a cluster.
 
 Invariants:
-- ``workers`` actors (one CPU each), started once per loader; batch ``n`` goes to actor
-  ``n % workers``, which keeps the dataset and transform it was given at start;
+- ``workers`` actors (one CPU each), started once per loader; the ``n``-th batch submitted
+  goes to actor ``n % workers`` (counted across epochs, so that epochs of a few batches, whose
+  next epoch's first batches are submitted early, load every actor alike), which keeps the
+  dataset and transform it was given at start;
 - at most ``capacity`` batches submitted and not collected (backpressure), results in order;
 - images come back through Ray's object store and are copied out (the ``transfer`` span);
 - ``ray_address`` (or ``RAY_ADDRESS``) connects to a running cluster and leaves it running;
@@ -47,14 +49,16 @@ class _Worker:
 
 
 class _Handle:
-    def __init__(self, backend: RayBackend, ref, lane: int):
-        self.backend, self.ref, self.lane = backend, ref, lane
+    def __init__(self, backend: RayBackend, ref, lane: int, plan):
+        self.backend, self.ref, self.lane, self.plan = backend, ref, lane, plan
 
     def result(self) -> BatchResult:
         try:
             result = ray.get(self.ref)
         except RayActorError as exc:
             raise RuntimeError(f"ray backend: worker {self.lane} died: {exc}") from exc
+        finally:
+            self.backend._lane_of.pop((self.plan.epoch, self.plan.number), None)
         t0, c0 = time.time_ns(), time.thread_time_ns()
         # out of the read-only object store
         if result.images is not None and not result.images.flags.writeable:
@@ -68,6 +72,8 @@ class _Handle:
             ray.get(self.ref)
         except RayError:
             pass
+        finally:
+            self.backend._lane_of.pop((self.plan.epoch, self.plan.number), None)
 
 
 def _free_cpus(wanted: int, patience_s: float = 10.0) -> float:
@@ -92,6 +98,8 @@ class RayBackend(Backend):
         self.address = ray_address or os.environ.get("RAY_ADDRESS") or None
         self._owns_ray = False
         self._actors: list = []
+        self._submitted = 0
+        self._lane_of: dict[tuple[int, int], int] = {}  # (epoch, batch) in flight: its actor
 
     def start(self, task):
         super().start(task)
@@ -121,16 +129,19 @@ class RayBackend(Backend):
             raise RuntimeError(f"ray backend: workers did not start: {exc}") from exc
 
     def submit(self, plan):
-        lane = plan.number % self.workers
-        return _Handle(self, self._actors[lane].make.remote(plan), lane)
+        lane, self._submitted = self._submitted % self.workers, self._submitted + 1
+        self._lane_of[(plan.epoch, plan.number)] = lane
+        return _Handle(self, self._actors[lane].make.remote(plan), lane, plan)
 
     def worker_pids(self) -> list[int]:
         return list(getattr(self, "_pids", []))
 
     def holder(self, plan):
-        # Actors share no memory with the loop: batch n is actor n % workers's, which runs its
-        # batches in order, so it is on this one while the loop waits; since: unknown.
-        lane = plan.number % self.workers
+        # Actors share no memory with the loop: an actor runs its batches in order, so the
+        # one given this batch is on it while the loop waits; since: unknown.
+        lane = self._lane_of.get((plan.epoch, plan.number))
+        if lane is None:
+            return None
         pids = self.worker_pids()
         return Held(lane, pids[lane] if lane < len(pids) else 0)
 

@@ -140,6 +140,7 @@ class _Handle:
 @register
 class TorchBackend(Backend):
     name = "torch"
+    crosses_epochs = False  # one DataLoader iterator per epoch
 
     def __init__(
         self, workers, capacity, timeout: float = 0, start_method: str = "spawn", threads: int = 1
