@@ -10,6 +10,7 @@
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
+    python scripts/benchmark.py epochs     # epochs of 3 batches vs one long epoch, images/s
     python scripts/benchmark.py all --write-docs  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -610,6 +611,15 @@ def bench_targets(args) -> str:
     return targets_bench.bench_targets(args)
 
 
+def bench_epochs(args) -> str:
+    """Epochs of 3 batches against one long epoch of the same photographs: the code is in
+    scripts/epochs_bench.py."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import epochs_bench
+
+    return epochs_bench.bench_epochs(args)
+
+
 def write_docs(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in docs/benchmarks.md."""
     text = BENCHMARKS.read_text()
@@ -676,6 +686,11 @@ def main(argv: list[str] | None = None) -> None:
     tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
     targets_bench.add_arguments(tgt)
     tgt.add_argument("--write-docs", action="store_true")
+    import epochs_bench
+
+    epochs = sub.add_parser("epochs", help="epochs of 3 batches vs one long epoch, images/s")
+    epochs_bench.add_arguments(epochs)
+    epochs.add_argument("--write-docs", action="store_true")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
@@ -690,8 +705,9 @@ def main(argv: list[str] | None = None) -> None:
         "advice": bench_advice,
         "overhead": bench_overhead,
         "targets": bench_targets,
+        "epochs": bench_epochs,
     }
-    long_runs = ("soak", "realistic", "advice", "overhead")
+    long_runs = ("soak", "realistic", "advice", "overhead", "epochs")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])
