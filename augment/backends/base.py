@@ -75,8 +75,8 @@ class Backend(ABC):
 
     name: str = ""
     # Whether the next epoch's first batches may be submitted before this epoch's last are
-    # collected (``augment.ahead``): not for a backend that takes one epoch's plans at a time
-    # (``set_epoch_plans``).
+    # collected (``augment.ahead``): every built-in backend's can; one that needs an
+    # epoch's plans before they are submitted (``set_epoch_plans``) sets it False.
     crosses_epochs: bool = True
 
     def __init__(self, workers: int, capacity: int):
@@ -93,8 +93,9 @@ class Backend(ABC):
         """Begin making ``plan``; the handle's ``result()`` waits for it."""
 
     def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
-        """The plans of the epoch about to be submitted, before the first ``submit`` (for a
-        backend whose workers pull their work, as torch's)."""
+        """The plans of the epoch about to be submitted (what is left of them once the next
+        epoch's first ones were submitted ahead, unless ``crosses_epochs`` is False), before
+        its first ``submit``: for a backend that must know an epoch's work in advance."""
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (none for a backend whose workers are threads)."""
