@@ -1,13 +1,11 @@
 """augment: image augmentation for PyTorch training whose CPU cost can be seen and compared."""
 
-from augment import adapters, functional, geometry, kernels
+from augment import _moved
 from augment.about import info
-from augment.data import BadImageError, ImageFolder
-from augment.remote import HTTPImages
-from augment.sample_targets import BadTargetError
-from augment.samples import StagedDataset
-from augment.trace import Tracer
-from augment.transforms import (
+from augment.ops import adapters, functional, geometry, kernels
+from augment.ops.images import BadImageError
+from augment.ops.sample_targets import BadTargetError
+from augment.ops.transforms import (
     CenterCrop,
     Compose,
     GeometricTransform,
@@ -21,7 +19,15 @@ from augment.transforms import (
     Resize,
     Transform,
     kaggle_pipeline,
+    kaggle_steps,
 )
+from augment.sources.data import ImageFolder
+from augment.sources.remote import HTTPImages
+from augment.sources.samples import StagedDataset
+from augment.sources.shard_writer import write_shards
+from augment.sources.shards import Shards
+
+_moved.install()  # old module paths (augment.loading.loader, ...) still import, with a warning
 
 __version__ = "0.1.0"
 
@@ -30,6 +36,8 @@ __all__ = [
     "Tracer",
     "ImageFolder",
     "HTTPImages",
+    "Shards",
+    "write_shards",
     "BadImageError",
     "BadTargetError",
     "StagedDataset",
@@ -51,19 +59,24 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "kaggle_pipeline",
+    "kaggle_steps",
     "info",
 ]
 
 
 def __getattr__(name: str):
-    # The Loader and the backends import torch (seconds); worker processes that only unpickle
-    # a dataset and a transform should not pay for it.
+    # The Loader and the backends import torch (seconds), the Tracer psutil; worker processes
+    # that only unpickle a dataset and a transform should not pay for them.
     if name == "Loader":
-        from augment.loader import Loader
+        from augment.loading.loader import Loader
 
         return Loader
     if name == "backends":
-        import augment.backends as backends
+        import augment.loading.backends as backends
 
         return backends
+    if name == "Tracer":  # the recorder (and psutil) stay out of worker processes
+        from augment.trace.recorder import Tracer
+
+        return Tracer
     raise AttributeError(f"module 'augment' has no attribute {name!r}")

@@ -14,11 +14,12 @@ def _version(dist: str) -> str | None:
 
 def info() -> dict[str, str]:
     """Which JPEG decoder runs for a plain JPEG, whether partial decoding runs (only the
-    region a sample's warp reads, ``augment.jpeg_region``) and with which library, the
+    region a sample's warp reads, ``augment.sources.jpeg_region``) and with which library, the
     default resampling kernel, and the versions that matter. The values are strings, for a
     log line or a bug report."""
     import augment
-    from augment import data, jpeg_region, kernels
+    from augment.ops import kernels
+    from augment.sources import data, jpeg_region
 
     if data._simplejpeg is not None:
         decoder = f"simplejpeg {_version('simplejpeg')}"

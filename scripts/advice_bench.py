@@ -17,8 +17,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from augment.experiment import config_path, load_config, prepare
-from augment.tune import sweep_lines, tune
+from augment.profiler.experiment import config_path, load_config, prepare
+from augment.profiler.tune import sweep_lines, tune
 
 ADVICE = Path(__file__).resolve().parent / "advice"
 # (name, what it is); a name without a folder is a shipped config

@@ -13,14 +13,12 @@ leaves them grey, as a real camera or a Lanczos filter would.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
 

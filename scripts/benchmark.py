@@ -10,6 +10,7 @@
     python scripts/benchmark.py realistic  # photographs, RandomResizedCrop(224): vs DataLoader
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
+    python scripts/benchmark.py cluster    # shards over HTTP; a Ray cluster losing a node
     python scripts/benchmark.py epochs     # epochs of 3 batches vs one long epoch, images/s
     python scripts/benchmark.py all --write-docs  # all but soak, realistic, advice, overhead
 
@@ -36,10 +37,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
-from augment import kernels  # noqa: E402
+from augment.ops import kernels  # noqa: E402
 
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 SAMPLE = ROOT / "data" / "sample"
@@ -167,8 +167,8 @@ BENCH_DATA = ROOT / "runs" / "bench_data"
 
 
 def bench_dataset(n: int) -> Path:
-    """A set of ``n`` sample-like tiles outside git, made once (augment.sample_data)."""
-    from augment.sample_data import write_dataset
+    """A set of ``n`` sample-like tiles outside git, made once (augment.sources.sample_data)."""
+    from augment.sources.sample_data import write_dataset
 
     folder = BENCH_DATA / f"n{n}"
     if not (folder / "labels.csv").exists():
@@ -380,7 +380,6 @@ def bench_dataloader(args) -> str:
 
     torch.set_num_threads(1)
     _one_thread(0)
-    sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from dataloader_example import Tiles, pipeline
     except ImportError as exc:  # albumentations
@@ -569,7 +568,6 @@ def bench_decoders(args) -> str:
 
 def bench_soak(args) -> str:
     """10,000 batches per backend, RSS and /dev/shm sampled: the code is in scripts/soak.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import soak
 
     return soak.bench_soak(args)
@@ -578,7 +576,6 @@ def bench_soak(args) -> str:
 def bench_realistic(args) -> str:
     """ImageNet-like photographs, RandomResizedCrop(224) + flip, ours vs DataLoader with the
     torchvision Pillow path and with albumentations: the code is in scripts/realistic.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import realistic
 
     return realistic.bench_realistic(args)
@@ -587,7 +584,6 @@ def bench_realistic(args) -> str:
 def bench_overhead(args) -> str:
     """The Python overhead per image of the Kaggle pipeline, this tree against ``--base``:
     the code is in scripts/overhead.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import overhead
 
     return overhead.bench_overhead(args)
@@ -596,16 +592,26 @@ def bench_overhead(args) -> str:
 def bench_advice(args) -> str:
     """augment-profile tune on misconfigured, step-bound, concurrent and shipped configs:
     the code is in scripts/advice_bench.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import advice_bench
 
     return advice_bench.bench_advice(args)
 
 
+def bench_cluster(args) -> str:
+    """Shards over HTTP vs HTTPImages, and a simulated Ray cluster that loses a node: the
+    code is in scripts/cluster_bench.py. With ``--trace DIR`` and ``--write-docs``, the
+    traced loss's timeline becomes docs/cluster_timeline.png, shown under the table."""
+    import cluster_bench
+
+    table = cluster_bench.run(args)
+    if args.trace is not None and getattr(args, "write_docs", False):
+        table += "\n\n" + cluster_bench.copy_figure(args.trace)
+    return table
+
+
 def bench_targets(args) -> str:
     """Masks and boxes per sample, against the image alone and albumentations: the code is
     in scripts/targets_bench.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import targets_bench
 
     return targets_bench.bench_targets(args)
@@ -614,7 +620,6 @@ def bench_targets(args) -> str:
 def bench_epochs(args) -> str:
     """Epochs of 3 batches against one long epoch of the same photographs: the code is in
     scripts/epochs_bench.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import epochs_bench
 
     return epochs_bench.bench_epochs(args)
@@ -662,7 +667,6 @@ def main(argv: list[str] | None = None) -> None:
     dl.add_argument("--rounds", type=int, default=19)
     dl.add_argument("--write-docs", action="store_true")
     soak_parser = sub.add_parser("soak", help="RSS and /dev/shm over 10,000 batches per backend")
-    sys.path.insert(0, str(ROOT / "scripts"))
     import soak
 
     soak.add_arguments(soak_parser)
@@ -686,6 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     tgt = sub.add_parser("targets", help="masks and boxes per sample, vs albumentations")
     targets_bench.add_arguments(tgt)
     tgt.add_argument("--write-docs", action="store_true")
+    import cluster_bench
+
+    cluster = sub.add_parser("cluster", help="shards over HTTP; a Ray cluster losing a node")
+    cluster_bench.add_arguments(cluster)
+    cluster.add_argument("--write-docs", action="store_true")
     import epochs_bench
 
     epochs = sub.add_parser("epochs", help="epochs of 3 batches vs one long epoch, images/s")
@@ -705,9 +714,10 @@ def main(argv: list[str] | None = None) -> None:
         "advice": bench_advice,
         "overhead": bench_overhead,
         "targets": bench_targets,
+        "cluster": bench_cluster,
         "epochs": bench_epochs,
     }
-    long_runs = ("soak", "realistic", "advice", "overhead", "epochs")
+    long_runs = ("soak", "realistic", "advice", "overhead", "cluster", "epochs")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])

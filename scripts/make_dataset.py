@@ -2,12 +2,12 @@
 
 ``--preset kaggle`` (the default), shaped like Kaggle's "Understanding the Amazon from Space":
 DIR/train_<i>.jpg (RGB, S x S) and DIR/labels.csv (image_name,tags). The generator is
-augment.sample_data.write_dataset; data/sample is `--out data/sample --n 128 --seed 0`.
+augment.sources.sample_data.write_dataset; data/sample is `--out data/sample --n 128 --seed 0`.
 
 ``--preset imagenet-like``: photograph-sized JPEGs, DIR/class_<k>/img_<i>.jpg (labels by
 folder), mostly 500 x 375 and other sizes around it (portrait, square, 640 x 480), quality 90,
 with the 1/f^2 spectrum of natural images, sharp-edged objects and sensor noise
-(augment.sample_data.write_photos). For RandomResizedCrop(224) and
+(augment.sources.photographs.write_photos). For RandomResizedCrop(224) and
 ``scripts/benchmark.py realistic``.
 
 Same arguments give byte-identical files.
@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from augment.sample_data import write_dataset, write_photos
+from augment.sources.photographs import write_photos
+from augment.sources.sample_data import write_dataset
 
 PRESETS = ("kaggle", "imagenet-like")
 

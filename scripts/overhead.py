@@ -1,7 +1,7 @@
 """The Python overhead per image of the Kaggle pipeline, before and after
 (``python scripts/benchmark.py overhead --base REV``).
 
-What is timed: the whole per-sample path of a worker (``augment.batch.make_batch``: the
+What is timed: the whole per-sample path of a worker (``augment.loading.batch.make_batch``: the
 sample's generator, reading and decoding, planning the warp, the warp, copying into the
 batch buffer, the stage clock) over batches of 1x1 images through ``kaggle_pipeline(crop=1)``
 (flips, quarter turns, rotation, scale jitter, crop), so the pixel work is next to nothing
@@ -72,9 +72,9 @@ def measure(images: int, batch_size: int, reps: int, warmup: int = 1) -> dict:
     passes), each pass every batch of one epoch through ``make_batch``; µs per image per
     pass, and per stage (from the spans) for the median pass."""
     import augment
-    from augment.batch import BatchPlan, BatchTask, make_batch
-    from augment.samples import source_for
-    from augment.transforms import kaggle_pipeline
+    from augment.loading.batch import BatchPlan, BatchTask, make_batch
+    from augment.ops.transforms import kaggle_pipeline
+    from augment.sources.samples import source_for
 
     dataset = OnePixels(images)
     task = BatchTask(source_for(dataset), kaggle_pipeline(crop=1), seed=0)

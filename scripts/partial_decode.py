@@ -19,14 +19,12 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark import bench_dataset  # noqa: E402
 from peers import BareDecode, cpu_seconds  # noqa: E402
@@ -40,7 +38,7 @@ def region_costs(paths, rounds: int = 5) -> str:
     the whole file the same way (the median of ``rounds``)."""
     import simplejpeg
 
-    from augment import jpeg_region
+    from augment.sources import jpeg_region
 
     if not jpeg_region.available():
         return "- region costs: no TurboJPEG 3 library"
@@ -74,9 +72,9 @@ def sample_costs(paths, transform, rounds: int = 8) -> tuple[float, float]:
     """One thread, process time: decoding and augmenting each file with partial decoding
     against without (the order alternated by round, an even number of rounds); the
     geometric mean of the rounds' ratios, and the share of samples decoded partly."""
-    from augment import data
-    from augment.batch import sample_rng
-    from augment.warp_plan import SamplePlan
+    from augment.loading.rng import sample_rng
+    from augment.ops.warp_plan import SamplePlan
+    from augment.sources import data
 
     blobs = [p.read_bytes() for p in paths]
 

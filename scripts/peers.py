@@ -1,6 +1,6 @@
 """augment against its peers on the same photographs (``make peers``, in ``.venv-peers``).
 
-Every pipeline turns the same photograph-like JPEGs (``augment.sample_data.write_photos``:
+Every pipeline turns the same photograph-like JPEGs (``augment.sources.photographs.write_photos``:
 400-640 x 300-480, quality 90, in the page cache) into uint8 batches of 64 x 3 x 224 x 224
 with RandomResizedCrop(224) (scale 0.08-1, ratio 3/4-4/3) and a horizontal flip, on 2
 workers (processes or threads, as each peer runs them), one native thread each. Each round
@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 from realistic import one_thread, photo_folder, torchvision_box  # noqa: E402
 
 BATCH, SIZE, WORKERS = 64, 224, 2

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Profile augmentation experiments: see augment/cli.py or `--help`."""
+"""Profile augmentation experiments: see augment/profiler/cli.py or `--help`."""
 
 import sys
 
-from augment.cli import main
+from augment.profiler.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def photo_folder(n: int) -> Path:
     """``n`` ImageNet-like photographs outside git, made once (seed 1)."""
-    from augment.sample_data import write_photos
+    from augment.sources.photographs import write_photos
 
     folder = ROOT / "runs" / "bench_data" / f"photos_n{n}"
     done = folder / ".complete"
@@ -158,8 +158,8 @@ class AlbumentationsPath:
 
 def reduced_share(dataset, transform, n: int = 256) -> float:
     """The share of the first ``n`` samples of epoch 0 that are decoded smaller."""
-    from augment.batch import sample_rng
-    from augment.warp_plan import SamplePlan
+    from augment.loading.rng import sample_rng
+    from augment.ops.warp_plan import SamplePlan
 
     count = 0
     for i in range(min(n, len(dataset))):

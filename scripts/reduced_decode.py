@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
-from augment import data  # noqa: E402
-from augment.batch import sample_rng  # noqa: E402
-from augment.sample_data import photo  # noqa: E402
-from augment.warp_plan import SamplePlan  # noqa: E402
+from augment.loading.rng import sample_rng  # noqa: E402
+from augment.ops.warp_plan import SamplePlan  # noqa: E402
+from augment.sources import data  # noqa: E402
+from augment.sources.photographs import photo  # noqa: E402
 
 
 def jpeg(img: np.ndarray, quality: int = 90) -> bytes:

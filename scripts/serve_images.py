@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from augment.serve import make_server
+from augment.sources.serve import make_server
 
 
 def main(argv: list[str] | None = None) -> int:

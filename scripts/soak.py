@@ -43,9 +43,9 @@ GROWTH_TARGET = 0.05
 
 
 def dataset_folder(n: int) -> Path:
-    """``n`` sample-like JPEG tiles (256 x 256) outside git, made once (augment.sample_data);
-    the same folder as the other benchmarks' ``bench_dataset``."""
-    from augment.sample_data import write_dataset
+    """``n`` sample-like JPEG tiles (256 x 256) outside git, made once
+    (augment.sources.sample_data); the same folder as the other benchmarks' ``bench_dataset``."""
+    from augment.sources.sample_data import write_dataset
 
     folder = ROOT / "runs" / "bench_data" / f"n{n}"
     if not (folder / "labels.csv").exists():
@@ -488,5 +488,4 @@ def _child_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     _child_main()

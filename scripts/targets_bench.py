@@ -9,7 +9,13 @@ one run, alternated rounds, the medians and the median of each round's paired ra
 - the image and an integer class map (uint8, one channel): target <= +30%;
 - the image and 50 boxes with their labels: target < +5%;
 - the image, the mask and the 50 boxes, against albumentations doing the same (its
-  ``A.Compose`` with ``bbox_params``): target <= 0.5x its time.
+  ``A.Compose`` with ``bbox_params``): target <= 0.5x its time;
+
+and what bounds them: the image with no boxes (``boxes`` of zero rows: the cost of a sample
+with targets, before any target moves) and the mask's warp alone (``targets.warp_mask`` with
+the sample's drawn map, nothing else). Each is timed both as one call of the pipeline per
+sample and with the samples made into one batch as a Loader's worker makes it
+(``augment.loading.batch.make_batch``: load, transform into the batch buffer, collate the targets).
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import augment  # noqa: E402
 
@@ -79,6 +84,18 @@ def theirs(crop: int):
     )
 
 
+def batch_of(dataset, pipeline):
+    """A function making one batch of every sample of ``dataset`` (map-style) in this thread,
+    as a Loader's worker does (``augment.loading.batch.make_batch``: load, transform into the batch
+    buffer, collate the targets)."""
+    from augment.loading.batch import BatchPlan, BatchTask, make_batch, target_transform
+    from augment.sources.samples import MapStyle
+
+    task = BatchTask(MapStyle(dataset), pipeline, 0, "raise", None, *target_transform(pipeline))
+    plan = BatchPlan(0, 0, tuple(range(len(dataset))))
+    return lambda: make_batch(task, plan)
+
+
 def bench_targets(args) -> str:
     from benchmark import load_images
 
@@ -88,25 +105,34 @@ def bench_targets(args) -> str:
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    from augment.batch import KeyedRng
+    from augment.loading.rng import KeyedRng
+    from augment.ops.targets import warp_mask
 
     data = samples(load_images(args.images))
     pipeline = ours(args.crop)
     keyed = KeyedRng(0)  # sample i draws the same parameters for every contender of ours
     image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]
     image_boxes = [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data]
-    contenders = {
-        "image alone": lambda: [pipeline(s["image"], keyed.at(0, i)) for i, s in enumerate(data)],
-        "image + integer mask": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_mask)
-        ],
-        f"image + {N_BOXES} boxes": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(image_boxes)
-        ],
-        f"image + mask + {N_BOXES} boxes": lambda: [
-            pipeline(s, keyed.at(0, i)) for i, s in enumerate(data)
-        ],
+    full = f"image + mask + {N_BOXES} boxes"
+    no_boxes = np.zeros((0, 4), dtype=np.float32)
+    kinds = {
+        "image alone": [s["image"] for s in data],
+        "image + 0 boxes": [{"image": s["image"], "boxes": no_boxes} for s in data],
+        "image + integer mask": image_mask,
+        f"image + {N_BOXES} boxes": image_boxes,
+        full: data,
     }
+    contenders = {}
+    for name, items in kinds.items():
+        contenders[name] = lambda items=items: [
+            pipeline(s, keyed.at(0, i)) for i, s in enumerate(items)
+        ]
+        contenders[f"{name}, batch"] = batch_of(items, pipeline)
+    warps = [pipeline.plan(s["image"].shape[:2], keyed.at(0, i)).warp for i, s in enumerate(data)]
+    mask_warp = "the mask's warp alone"
+    contenders[mask_warp] = lambda: [
+        warp_mask(s["mask"], w, pipeline.kernel, pipeline.antialias) for s, w in zip(data, warps)
+    ]
     reference = None
     try:
         alb = theirs(args.crop)
@@ -129,30 +155,45 @@ def bench_targets(args) -> str:
 
     per = {name: statistics.median(t) / len(data) * 1e3 for name, t in times.items()}
     lines = [
-        "| per sample | ms | vs the image alone | vs albumentations (same targets) |",
-        "|---|---:|---:|---:|",
+        "| per sample | one call: ms | vs the image alone | vs albumentations | in a batch: ms "
+        "| vs the image alone | vs albumentations |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    full = f"image + mask + {N_BOXES} boxes"
-    for name in names:
-        vs_image = f"{paired(name, 'image alone'):.2f}x" if reference != name else ""
-        vs_alb = f"{paired(name, reference):.2f}x" if reference and name in (full,) else ""
-        lines.append(f"| {name} | {per[name]:.3f} | {vs_image} | {vs_alb} |")
-    mask = paired("image + integer mask", "image alone") - 1
-    boxes = paired(f"image + {N_BOXES} boxes", "image alone") - 1
-    lines += [
-        "",
-        f"- an integer mask adds {mask:+.0%} to the image's cost (target <= +30%); "
-        f"{N_BOXES} boxes add {boxes:+.1%} (target < +5%)",
-    ]
+    for name in kinds:
+        row = [name]
+        for own, base in ((name, "image alone"), (f"{name}, batch", "image alone, batch")):
+            row += [f"{per[own]:.3f}", f"{paired(own, base):.2f}x"]
+            row.append(f"{paired(own, reference):.2f}x" if reference and name == full else "")
+        lines.append("| " + " | ".join(row) + " |")
+    mask_share = paired(mask_warp, "image alone")
+    lines.append(f"| {mask_warp} | {per[mask_warp]:.3f} | {mask_share:.2f}x |  |  |  |  |")
     if reference:
-        lines.append(
-            f"- image + mask + boxes: {paired(full, reference):.2f}x albumentations' time "
-            "(target <= 0.5x)"
+        lines.append(f"| {reference} | {per[reference]:.3f} |  |  |  |  |  |")
+    lines.append("")
+    for way, tail in (("one call", ""), ("in a batch", ", batch")):
+        mask = paired(f"image + integer mask{tail}", f"image alone{tail}") - 1
+        boxes = paired(f"image + {N_BOXES} boxes{tail}", f"image alone{tail}") - 1
+        line = (
+            f"- {way}: an integer mask adds {mask:+.0%} to the image's cost (target <= +30%); "
+            f"{N_BOXES} boxes add {boxes:+.1%} (target < +5%)"
         )
+        if reference:
+            line += (
+                f"; image + mask + boxes is {paired(full + tail, reference):.2f}x albumentations' "
+                "time (target <= 0.5x)"
+            )
+        lines.append(line)
+    fixed = [paired(f"image + 0 boxes{tail}", f"image alone{tail}") - 1 for tail in ("", ", batch")]
+    lines.append(
+        f"- what bounds them: a sample with targets but nothing to move adds {fixed[0]:+.1%} (one "
+        f"call) and {fixed[1]:+.1%} (in a batch); the mask's warp alone costs {mask_share:.0%} of "
+        "the image's"
+    )
     table = "\n".join(lines)
     print(
         f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} 256x256 tiles, one "
         f"thread's CPU time, kernel {pipeline.kernel}, median of {args.rounds} alternated "
-        f"rounds:\n{table}"
+        f"rounds; 'in a batch': the {len(data)} samples made into one batch as a Loader's "
+        f"worker makes it:\n{table}"
     )
     return table

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import augment
-from augment.experiment import small_cnn
+from augment.profiler.training_step import small_cnn
 
 ROOT = Path(__file__).resolve().parent.parent
 

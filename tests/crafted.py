@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from augment.report import summarize
+from augment.profiler.report import summarize
 from augment.trace import load
 from augment.trace.schema import STAGED_STAGES as WORKER_STAGES
 

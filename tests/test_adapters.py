@@ -15,7 +15,6 @@ import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,10 +22,10 @@ import torch
 
 A = pytest.importorskip("albumentations")
 
-import augment  # noqa: E402
-from augment.adapters import _GeneratorRandom, albumentations  # noqa: E402
+from support import SAMPLE  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+import augment  # noqa: E402
+from augment.ops.adapters import _GeneratorRandom, albumentations  # noqa: E402
 
 
 def pipeline(crop: int = 48):
@@ -157,7 +156,7 @@ def test_import_is_lazy_and_a_missing_albumentations_says_how_to_install():
     code = textwrap.dedent(
         """
         import sys
-        import augment.adapters
+        import augment.ops.adapters
         assert "albumentations" not in sys.modules, "imported albumentations eagerly"
         sys.modules["albumentations"] = None  # as if it were not installed
         try:

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import augment
-from augment import backends
-from augment.backends import Backend, Deferred, register
-from augment.batch import make_batch
+from augment.loading import backends
+from augment.loading.backends import Backend, Deferred, register
+from augment.loading.batch import make_batch
 
 
 def test_listing_backends_imports_neither_torch_nor_ray():
     code = (
-        "import sys, augment.backends as b; print(b.names()); "
+        "import sys, augment.loading.backends as b; print(b.names()); "
         "print('torch' in sys.modules, 'ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import hang_guard, write_jpegs
+from support import hang_guard, write_jpegs
 
 import augment
 from augment.trace import load, to_chrome

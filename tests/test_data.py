@@ -14,8 +14,9 @@ import pytest
 from PIL import Image, ImageOps
 
 import augment
-import augment.data
-from augment.data import BadImageError, ImageFolder, decode_image
+import augment.sources.data
+from augment.ops.images import BadImageError
+from augment.sources.data import ImageFolder, decode_image
 
 
 def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -339,17 +340,17 @@ def test_missing_file_is_bad_image_error(tmp_path):
     assert str(bad) in str(info.value)
     assert info.value.cause  # says why (e.g. "No such file or directory")
     with pytest.raises(BadImageError, match="gone.png"):
-        augment.data.read_file(bad)
+        augment.sources.data.read_file(bad)
 
 
 def test_over_max_pixels_is_bad_image_error(tmp_path, monkeypatch):
     path = _write(tmp_path / "big.png", _noise(64, 64))
-    monkeypatch.setattr(augment.data, "MAX_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(augment.sources.data, "MAX_PIXELS", 64 * 64 - 1)
     with pytest.raises(BadImageError) as info:
         _decode_file(path)
     assert info.value.source == str(path)
     assert "64x64" in info.value.cause and "4095" in info.value.cause
-    monkeypatch.setattr(augment.data, "MAX_PIXELS", 64 * 64)  # at the limit: fine
+    monkeypatch.setattr(augment.sources.data, "MAX_PIXELS", 64 * 64)  # at the limit: fine
     assert _decode_file(path).shape == (64, 64, 3)
 
 
@@ -377,7 +378,7 @@ def test_bad_image_error_survives_pickling(tmp_path):
 
 @pytest.mark.parametrize("fast", ["simplejpeg", "opencv", "pillow only"])
 def test_fast_jpeg_decoders_give_pillows_pixels(monkeypatch, fast):
-    import augment.data as data
+    import augment.sources.data as data
 
     if fast != "simplejpeg":
         monkeypatch.setattr(data, "_simplejpeg", None)

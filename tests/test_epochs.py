@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hang_guard, leaked_psm, live_children, shm_names, write_jpegs
+from support import hang_guard, leaked_psm, live_children, shm_names, write_jpegs
 
 import augment
 from augment import ImageFolder, Loader

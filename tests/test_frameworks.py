@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_jpegs
 from PIL import Image
+from support import ROOT, free_port, run_gloo_ranks, write_jpegs
 
 import augment
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 22  # batch 4: five full batches and one of 2 per epoch
 
 
@@ -249,40 +247,12 @@ if __name__ == "__main__":
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ranks(folder: Path, tmp_path: Path, backend: str) -> list[dict]:
     script = tmp_path / f"rank_{backend}.py"
     script.write_text(
         RANK_SCRIPT.format(tests=str(Path(__file__).parent), folder=str(folder), backend=backend)
     )
-    port = free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "RANK": str(rank),
-                "WORLD_SIZE": "2",
-            },
-        )
-        for rank in range(2)
-    ]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    outs = run_gloo_ranks(script)
     return sorted(outs, key=lambda o: o["rank"])
 
 

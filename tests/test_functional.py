@@ -1,4 +1,4 @@
-"""augment.functional: exact ops against numpy slicing, rotate / scale against Pillow, and the
+"""augment.ops.functional: exact ops against numpy slicing, rotate / scale against Pillow, and the
 error paths. Kernel-by-kernel resampling accuracy lives in test_kernels.py."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from conftest import random_image, smooth_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import random_image, smooth_image
 
-from augment import functional as F
-from augment import kernels
+from augment.ops import functional as F
+from augment.ops import kernels
 
 KERNELS = kernels.available()
 SHAPES_HW = [(1, 1), (1, 7), (7, 1), (5, 8), (8, 5), (6, 6)]

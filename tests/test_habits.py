@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import write_jpegs
 from PIL import Image
+from support import write_jpegs
 from torch.utils.data import DataLoader, Dataset
 
 import augment
@@ -83,7 +83,7 @@ def test_every_shape_works_alone_in_compose_and_nested(jpegs):
         (augment.Compose([lambda img: img[::-1]]), img[::-1]),
     ]
     for fn, expected in shapes:
-        alone = augment.callables.as_sample_transform(fn)
+        alone = augment.ops.callables.as_sample_transform(fn)
         np.testing.assert_array_equal(alone(img, rng), expected, err_msg=repr(fn))
         inside = augment.Compose([fn, augment.CenterCrop(16)])
         top, left = (expected.shape[0] - 16) // 2, (expected.shape[1] - 16) // 2
@@ -110,7 +110,7 @@ def test_a_step_may_return_a_pil_image_or_a_tensor(jpegs):
 def test_an_albumentations_step_inside_compose_draws_from_the_sample_rng(jpegs):
     A = pytest.importorskip("albumentations")
     pipeline = augment.Compose([A.HorizontalFlip(p=0.5), augment.CenterCrop(16)])
-    assert isinstance(pipeline.transforms[0], augment.adapters.Albumentations)
+    assert isinstance(pipeline.transforms[0], augment.ops.adapters.Albumentations)
     with Loader(Photos(jpegs), pipeline, batch_size=4, backend="serial", shuffle=False) as a:
         serial = images_of(a)
     with Loader(Photos(jpegs), pipeline, batch_size=4, backend="process", shuffle=False) as b:
@@ -141,7 +141,7 @@ def test_a_transform_of_neither_shape_is_refused_when_the_loader_is_built(jpegs)
 
 
 def test_a_config_pipeline_is_a_compose_and_checked_as_one():
-    from augment.experiment import build_transform
+    from augment.profiler.experiment import build_transform
 
     pipeline = build_transform([{"op": "RandomFlip"}, {"op": "RandomCrop", "size": 8}])
     assert isinstance(pipeline, augment.Compose)
@@ -288,7 +288,7 @@ def test_pin_memory_without_an_accelerator_warns_once_as_dataloader_does(jpegs, 
 def test_pin_memory_pins_every_batch_where_an_accelerator_is(jpegs, monkeypatch):
     """Where an accelerator is present each batch goes through torch's own pin_memory (this
     machine has none: the pinning itself is DataLoader's function, stood in for here)."""
-    import augment.loader as loader_module
+    import augment.loading.loader as loader_module
 
     pinned = []
     monkeypatch.setattr(loader_module, "can_pin", lambda: True)

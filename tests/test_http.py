@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import augment
-from augment.serve import Served
+from augment.sources.serve import Served
 
 
 def jpeg(seed: int) -> bytes:

@@ -16,9 +16,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import ROOT
+from support import SAMPLE as SAMPLE_DIR
 
-from augment import sample_data
-from augment.experiment import (
+from augment.profiler.experiment import (
     CONFIGS,
     config_path,
     load_config,
@@ -26,12 +27,12 @@ from augment.experiment import (
     shipped_configs,
     uses_sample,
 )
-from augment.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
+from augment.sources import sample_data
+from augment.sources.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "sample"
+DATA = SAMPLE_DIR
 SHIPPED = ["compare_backends", "kaggle_amazon", "seed_regimes"]
-CLI = [sys.executable, "-c", "import sys; from augment.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from augment.profiler.cli import main; sys.exit(main())"]
 
 
 def files_under(folder: Path) -> set[str]:
@@ -59,9 +60,10 @@ def venv(tmp_path_factory) -> tuple[Path, Path]:
     source.mkdir()
     for name in ("setup.cfg", "setup.py", "augment-trace.pth", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "augment", source / "augment", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    for folder in ("augment", "configs"):  # the package, and the configs it ships
+        shutil.copytree(
+            ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp / "wheels", source],
@@ -93,7 +95,7 @@ def test_the_wheel_is_what_the_venv_imports(venv):
         [
             python,
             "-c",
-            "import augment.cli, augment.experiment as e; "
+            "import augment.profiler.cli, augment.profiler.experiment as e; "
             "print(augment.__file__); print(e.CONFIGS); print(sorted(p.name for p in "
             "e.CONFIGS.glob('*.toml')))",
         ],
@@ -106,7 +108,7 @@ def test_the_wheel_is_what_the_venv_imports(venv):
     module, configs, names = done.stdout.splitlines()
     assert Path(module).parent == purelib / "augment"
     assert not Path(module).is_relative_to(ROOT)
-    assert Path(configs) == purelib / "augment" / "configs"
+    assert Path(configs) == purelib / "augment" / "profiler" / "configs"
     assert names == str([f"{n}.toml" for n in SHIPPED])
 
 
@@ -148,7 +150,7 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
 
     # every shipped config by name, from the installed package, on that sample
     check = textwrap.dedent("""
-        from augment.experiment import config_path, load_config, prepare
+        from augment.profiler.experiment import config_path, load_config, prepare
         for name in ("kaggle_amazon", "compare_backends", "seed_regimes"):
             config = prepare(load_config(config_path(name)), name)
             roots = {e.data for e in config.experiments if e.data != "server"}
@@ -165,7 +167,10 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
     )
     assert done.returncode == 0, done.stderr
     for line in done.stdout.splitlines():
-        assert line.split() == [str(purelib / "augment" / "configs"), str(cache / SAMPLE_NAME)]
+        assert line.split() == [
+            str(purelib / "augment" / "profiler" / "configs"),
+            str(cache / SAMPLE_NAME),
+        ]
     assert len(done.stdout.splitlines()) == 3
 
 
@@ -174,7 +179,9 @@ def test_installed_cli_runs_from_any_folder_without_arguments_for_data(venv, tmp
 
 def test_shipped_configs_by_name_and_paths_as_paths(tmp_path):
     assert shipped_configs() == SHIPPED
-    assert not (ROOT / "configs").exists()  # one copy: the package's
+    # one copy, at the top of the checkout (DESIGN's layout), installed with the package
+    assert CONFIGS == ROOT / "configs"
+    assert not (ROOT / "augment" / "profiler" / "configs").exists()
     for name in SHIPPED:
         assert config_path(name) == CONFIGS / f"{name}.toml"
         assert uses_sample(load_config(config_path(name)))  # no data given: the sample's
@@ -297,7 +304,7 @@ def test_processes_making_the_sample_at_once_each_see_it_whole(tmp_path):
     data/sample --n 128 --seed 0), and no temporary folder is left."""
     cache = tmp_path / "cache"
     ask = (
-        "from augment.sample_data import sample_dataset; s = sample_dataset(); "
+        "from augment.sources.sample_data import sample_dataset; s = sample_dataset(); "
         "print(s, len(list(s.glob('*.jpg'))), (s / 'labels.csv').is_file())"
     )
     procs = [

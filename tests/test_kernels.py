@@ -12,13 +12,13 @@ import math
 
 import numpy as np
 import pytest
-from conftest import random_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import random_image
 
-from augment import functional as F
-from augment import kernels
-from augment.kernels import numpy_kernel
+from augment.ops import functional as F
+from augment.ops import kernels
+from augment.ops.kernels import numpy_kernel
 
 KERNELS = kernels.available()
 TIE_MARGIN = 1e-3  # nearest: skip samples this close to an x.5 tie
@@ -386,7 +386,7 @@ def test_box_resizes_match_reference(ho, wo, data, c, dtype, flip_x, flip_y):
     img = random_image(np.random.default_rng(h * 1000 + w), shape_with(h, w, c), dtype)
     ref, xs, ys = ref_warp(img, m, (ho, wo), "bilinear", "reflect", 0)
     if "opencv" in KERNELS and min(ho, wo) >= 4 and 2 * bh >= ho and 2 * bw >= wo:
-        from augment.kernels import opencv_kernel as cv  # the case is one it resizes
+        from augment.ops.kernels import opencv_kernel as cv  # the case is one it resizes
 
         inverse = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
         src = img if img.ndim == 3 else img[:, :, None]
@@ -424,7 +424,7 @@ def test_box_resize_rounds_without_bias(name):
 def test_opencv_rgb_warped_as_rgba_equals_each_channel_warped_alone(border):
     """The OpenCV kernel warps 3-channel uint8 as RGBA (its vectorised path): the values must
     be exactly those of warping each channel on its own, for maps inside and across the edge."""
-    from augment.kernels import opencv_kernel
+    from augment.ops.kernels import opencv_kernel
 
     rng = np.random.default_rng(11)
     img = random_image(rng, (90, 120, 3), np.uint8)

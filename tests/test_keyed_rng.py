@@ -8,17 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augment.batch import (
-    ORDER_STREAM,
-    SAMPLE_STREAM,
-    BatchPlan,
-    BatchTask,
-    KeyedRng,
-    make_batch,
-    order_rng,
-    sample_rng,
-)
-from augment.samples import source_for
+from augment.loading.batch import BatchPlan, BatchTask, make_batch
+from augment.loading.rng import ORDER_STREAM, SAMPLE_STREAM, KeyedRng, order_rng, sample_rng
+from augment.sources.samples import source_for
 
 BIG = 2**64 - 1
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from support import (
     alive,
     hang_guard,
     leaked_psm,

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import alive, hang_guard, leaked_psm, live_children, shm_names, write_jpegs
+from support import alive, hang_guard, leaked_psm, live_children, shm_names, write_jpegs
 
 import augment
 from augment import ImageFolder, Loader
-from augment import watchdog as watchdog_module
-from augment.backends import create
+from augment.loading import watchdog as watchdog_module
+from augment.loading.backends import create
 
 N_IMAGES = 8
 BATCH = 2
@@ -277,7 +277,7 @@ SMALL_SHM_CHILD = textwrap.dedent(
     import numpy as np
     import augment
     from multiprocessing import shared_memory
-    from augment import shm
+    from augment.loading import shm
 
     class Frames:  # 8 images of 128x128x3 a batch: 0.4 MiB; 6 slots need 2.2 MiB
         def __len__(self):

@@ -1,5 +1,5 @@
 """The model behind the recommendation, on crafted span sets whose answers follow on paper
-(``augment.report.model`` documents it): I/O bound, GIL bound, CPU bound, step bound and
+(``augment.profiler.report.model`` documents it): I/O bound, GIL bound, CPU bound, step bound and
 oversubscribed runs, and the allocation across experiments that run at once."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from crafted import Plan, by_name, report, write_trace
 
-from augment.report import model, recommend
+from augment.profiler.report import model, recommend
 
 B = 16  # Plan's batch size
 
@@ -263,7 +263,7 @@ def test_three_experiments_at_once_on_64_cores_share_them(tmp_path):
 
 
 def test_the_sweep_tries_a_few_worker_counts_on_any_machine():
-    from augment.tune import sweep_counts
+    from augment.profiler.tune import sweep_counts
 
     assert sweep_counts(2) == [1, 2, 4]
     assert sweep_counts(6) == [1, 2, 4, 6, 8, 12]

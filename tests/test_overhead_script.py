@@ -4,13 +4,10 @@ images gives one figure per pass and the stages of a staged dataset."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import overhead  # noqa: E402
+import overhead  # scripts/, on pytest's pythonpath
+from support import ROOT
 
 
 def test_one_measurement_reports_each_pass_and_the_stages(capsys):

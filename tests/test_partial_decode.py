@@ -1,4 +1,4 @@
-"""Partial JPEG decoding (``augment.jpeg_region``): only the rectangle a warp reads, with
+"""Partial JPEG decoding (``augment.sources.jpeg_region``): only the rectangle a warp reads, with
 exactly the pixels a full decode gives there."""
 
 from __future__ import annotations
@@ -8,15 +8,13 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard
 from PIL import Image
+from support import hang_guard
 
 import augment
-import augment.data as data
-from augment import jpeg_region
-from augment.batch import sample_rng
-from augment.sample_data import photo, write_photos
-from augment.transforms import (
+import augment.sources.data as data
+from augment.loading.rng import sample_rng
+from augment.ops.transforms import (
     CenterCrop,
     Compose,
     RandomCrop,
@@ -26,7 +24,9 @@ from augment.transforms import (
     Resize,
     kaggle_pipeline,
 )
-from augment.warp_plan import SamplePlan, read_box
+from augment.ops.warp_plan import SamplePlan, read_box
+from augment.sources import jpeg_region
+from augment.sources.photographs import photo, write_photos
 
 needs_library = pytest.mark.skipif(
     not jpeg_region.available(), reason="no TurboJPEG 3 library (pip install 'augment[fast]')"
@@ -199,7 +199,7 @@ def test_read_box_holds_what_the_warp_reads():
         hk, wk = -(-shape[0] // k), -(-shape[1] // k)
         assert 0 <= y0 < y1 <= hk and 0 <= x0 < x1 <= wk
         # the crop's corners (in the decoded image's pixels) lie inside, with margin
-        a, b, c, d, e, f = augment.geometry.inverse(plan.warp.entries)
+        a, b, c, d, e, f = augment.ops.geometry.inverse(plan.warp.entries)
         for x, y in ((0, 0), (63, 0), (0, 63), (63, 63)):
             px = ((a * x + b * y + c) - (k - 1) / 2) / k
             py = ((d * x + e * y + f) - (k - 1) / 2) / k
@@ -210,7 +210,7 @@ def test_read_box_holds_what_the_warp_reads():
     for seed in range(20):  # a tall image: a turned centre square reads past its sides
         plan = rotate.plan((400, 100), np.random.default_rng(seed))
         y0, y1, x0, x1 = read_box(plan.warp, (400, 100), 1)
-        a, b, c, _, _, _ = augment.geometry.inverse(plan.warp.entries)
+        a, b, c, _, _, _ = augment.ops.geometry.inverse(plan.warp.entries)
         xs = [a * x + b * y + c for x in (0, 99) for y in (0, 99)]
         if min(xs) < 0 or max(xs) > 99:
             assert (x0, x1) == (0, 100) and y1 - y0 < 400
@@ -255,7 +255,7 @@ def test_without_the_library_the_whole_image_is_decoded(monkeypatch):
 def test_info_names_the_decoders():
     info = augment.info()
     assert info["augment"] == augment.__version__
-    assert info["kernel"] in augment.kernels.available()
+    assert info["kernel"] in augment.ops.kernels.available()
     assert info["partial_decode"].startswith(("TurboJPEG 3", "off"))
     assert any(name in info["jpeg_decoder"] for name in ("simplejpeg", "OpenCV", "Pillow"))
 
@@ -295,10 +295,7 @@ def test_loader_batches_with_partial_decoding_match_on_every_backend(photos):
 def test_the_peers_benchmark_writes_its_own_section(tmp_path, monkeypatch):
     """``make peers`` replaces its section of docs/benchmarks.md and keeps the others; a
     peer that is not installed is listed with the reason, not dropped."""
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     import peers
 
     docs = tmp_path / "benchmarks.md"

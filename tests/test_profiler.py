@@ -18,19 +18,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import EXPERIMENT_KEYS
 from PIL import Image
+from support import EXPERIMENT_KEYS, PROFILE_SCRIPT, ROOT, SAMPLE, run_profiler
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10
     import tomli as tomllib
 
-from augment.experiment import KAGGLE_TRANSFORM, config_path
+from augment.profiler.experiment import KAGGLE_TRANSFORM, config_path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "profile_aug.py"
-DATA = ROOT / "data" / "sample"
+SCRIPT = PROFILE_SCRIPT
+DATA = SAMPLE
 REPORT_FILES = ("timeline.png", "throughput.png", "trace.json", "summary.json", "summary.md")
 SUMMARY_KEYS = EXPERIMENT_KEYS | {"start_ns", "end_ns"}
 BATCH_SIZE = 8
@@ -38,13 +37,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def profiler(*args, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_profiler(*args, timeout=timeout)
 
 
 def toml_value(value) -> str:

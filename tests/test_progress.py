@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import time
 
-from augment.progress import Console
+from augment.profiler.progress import Console
 
 
 def test_a_log_gets_a_line_per_window_and_no_control_codes():

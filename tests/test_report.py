@@ -11,12 +11,12 @@ import json
 
 import psutil
 import pytest
-from conftest import EXPERIMENT_KEYS
 from crafted import MS, Plan, by_name, report, write_trace
 from PIL import Image
+from support import EXPERIMENT_KEYS
 
-from augment.report import write_report
-from augment.report.recommend import label
+from augment.profiler.report import write_report
+from augment.profiler.report.recommend import label
 
 
 def assert_sentence(advice: str) -> None:

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard, random_image, smooth_image
 from PIL import Image
+from support import hang_guard, random_image, smooth_image
 
 import augment
-import augment.data as data
-from augment import functional as F
-from augment import geometry, kernels
-from augment.batch import sample_rng
-from augment.sample_data import photo, write_photos
-from augment.transforms import (
+import augment.sources.data as data
+from augment.loading.rng import sample_rng
+from augment.ops import functional as F
+from augment.ops import geometry, kernels
+from augment.ops.transforms import (
     Compose,
     RandomFlip,
     RandomResizedCrop,
@@ -30,7 +29,8 @@ from augment.transforms import (
     RandomScale,
     Resize,
 )
-from augment.warp_plan import SamplePlan
+from augment.ops.warp_plan import SamplePlan
+from augment.sources.photographs import photo, write_photos
 
 KERNELS = kernels.available()
 
@@ -202,7 +202,7 @@ def test_invalid_arguments(make, pattern):
 
 
 def test_ops_of_experiment_configs_include_the_new_transforms():
-    from augment.experiment import OPS
+    from augment.profiler.experiment import OPS
 
     assert OPS["RandomResizedCrop"] is RandomResizedCrop and OPS["Resize"] is Resize
     # TOML gives lists: the transform still prints and compares as built from tuples
@@ -512,7 +512,7 @@ def test_imagenet_like_preset_writes_photograph_sized_jpegs(tmp_path):
         assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
         with Image.open(p) as im:
             assert im.format == "JPEG" and im.mode == "RGB"
-            assert im.size in augment.sample_data.PHOTO_SIZES
+            assert im.size in augment.sources.photographs.PHOTO_SIZES
     dataset = augment.ImageFolder(tmp_path / "a")
     assert dataset.classes == ["class_0", "class_1"]
 
@@ -540,9 +540,7 @@ def test_photographs_have_the_spectrum_of_natural_images():
 
 
 def test_realistic_benchmark_datasets_give_the_batches_ours_gives(tmp_path):
-    import sys
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
     import realistic
 
     write_photos(tmp_path, n=2, seed=0, classes=1)

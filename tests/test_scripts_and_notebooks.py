@@ -12,12 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import hang_guard, leaked_psm, psm_names
+from support import ROOT, SAMPLE, hang_guard, leaked_psm, psm_names
 
 import augment
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample"
 
 
 def run_script(path: Path, timeout: float = 120) -> subprocess.CompletedProcess:

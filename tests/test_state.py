@@ -13,8 +13,8 @@ import gc
 
 import pytest
 import torch
-from conftest import write_jpegs
 from PIL import Image
+from support import write_jpegs
 from torch.utils.data import Dataset
 
 import augment

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import SAMPLE
 
 import augment
-from augment import geometry
-from augment import targets as T
-from augment.sample_targets import BadTargetError
+from augment.ops import geometry
+from augment.ops import targets as T
+from augment.ops.sample_targets import BadTargetError
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 FILES = sorted(SAMPLE.glob("*.jpg"))[:24]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -83,7 +82,7 @@ PIPELINES = {
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
-@pytest.mark.parametrize("kernel", augment.kernels.available())
+@pytest.mark.parametrize("kernel", augment.ops.kernels.available())
 def test_masks_match_a_hand_warp_by_the_images_matrix(name, kernel):
     compose = PIPELINES[name]()
     compose.kernel = kernel

@@ -1,4 +1,4 @@
-"""Everything ``augment.torch_internals`` reaches into, checked on the installed torch: a
+"""Everything ``augment.trace.torch_internals`` reaches into, checked on the installed torch: a
 release that renames or removes one fails here, by name, before anything subtler breaks."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import fetch
 
-from augment import torch_internals
+from augment.loading import shm
+from augment.trace import torch_internals
 
 
 class Squares(torch.utils.data.Dataset):
@@ -51,12 +52,14 @@ def test_persistent_workers_are_found_and_shut_down():
     torch_internals.shutdown_workers(loader)
     worker.join(10)
     assert not worker.is_alive()
-    # what release() empties: the iterator's multiprocessing queues and event
+    # what release() hands back to be emptied: the iterator's multiprocessing queues and event
     it = loader._iterator
     held = [*it._index_queues, it._worker_result_queue, it._data_queue, it._workers_done_event]
     assert all(type(obj).__module__.startswith("multiprocessing.") for obj in held)
-    torch_internals.release(loader)
+    released = torch_internals.release(loader)
     assert loader._iterator is None
+    assert [id(obj) for obj in released] == [id(obj) for obj in held]
+    shm.forget(*released)
     assert all(vars(obj) == {} for obj in held)
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import hang_guard
 from PIL import Image
+from support import hang_guard
 
 import augment
 from augment.trace import load, to_chrome

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hang_guard, leaked_psm, shm_names
+from support import ROOT, SAMPLE, hang_guard, leaked_psm, shm_names
 
 import augment
 from augment.trace import instrument, load
 from augment.trace.schema import CONSUMER_LANE
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample"
 
 SCRIPT = """
 import json, os, sys

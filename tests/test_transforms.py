@@ -8,12 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import random_image, smooth_image
+from support import random_image, smooth_image
 
 import augment
-from augment import functional as F
-from augment import kernels
-from augment.transforms import (
+from augment.ops import functional as F
+from augment.ops import kernels
+from augment.ops.transforms import (
     CenterCrop,
     Compose,
     RandomCrop,
@@ -102,7 +102,7 @@ def test_repr_is_readable_and_evaluates_to_an_equal_transform(t):
     text = repr(t)
     assert text.startswith(type(t).__name__ + "(")
     assert "object at 0x" not in text
-    namespace = {name: getattr(augment, name) for name in augment.transforms.__all__}
+    namespace = {name: getattr(augment, name) for name in augment.ops.transforms.__all__}
     assert eval(text, namespace) == t
 
 

@@ -9,28 +9,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
+
+from support import PROFILE_SCRIPT, SAMPLE, run_profiler
 
 from augment import Loader
-from augment.data import ImageFolder
-from augment.report import summarize
+from augment.profiler.report import summarize
+from augment.profiler.tune import markdown
+from augment.sources.data import ImageFolder
 from augment.trace import Tracer, load
-from augment.tune import markdown
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "profile_aug.py"
-DATA = ROOT / "data" / "sample"
+SCRIPT = PROFILE_SCRIPT
+DATA = SAMPLE
 
 
 def profiler(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_profiler(*args, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import hang_guard, write_jpegs
 from PIL import Image
+from support import SAMPLE, hang_guard, write_jpegs
 from torch.utils.data import Dataset
 
 import augment
 from augment import Loader
 
 N = 10
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 BACKENDS = [("serial", 0), ("thread", 2), ("process", 2), ("torch", 2)]
 
 

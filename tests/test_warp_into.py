@@ -10,15 +10,14 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import random_image
 from PIL import Image
+from support import random_image
 
-import augment.data as data
-from augment import functional as F
-from augment import kernels
-from augment.batch import sample_rng
-from augment.sample_data import photo
-from augment.transforms import (
+import augment.sources.data as data
+from augment.loading.rng import sample_rng
+from augment.ops import functional as F
+from augment.ops import kernels
+from augment.ops.transforms import (
     CenterCrop,
     Compose,
     RandomCrop,
@@ -30,7 +29,8 @@ from augment.transforms import (
     RandomScale,
     Resize,
 )
-from augment.warp_plan import SamplePlan
+from augment.ops.warp_plan import SamplePlan
+from augment.sources.photographs import photo
 
 KERNELS = kernels.available()
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import hang_guard, leaked_psm, mapped_psm, psm_names, shm_names
+from support import hang_guard, leaked_psm, mapped_psm, psm_names, shm_names
 
 from augment import BadImageError, Loader
-from augment.backends import process
-from augment.backends.torch_backend import _SharedBuffer
-from augment.batch import BatchPlan, BatchTask, make_batch
-from augment.samples import as_sample_transform, source_for
+from augment.loading.backends import process
+from augment.loading.backends.torch_backend import _SharedBuffer
+from augment.loading.batch import BatchPlan, BatchTask, make_batch
+from augment.sources.samples import as_sample_transform, source_for
 
 BATCH = 4
 SKIPPED = 5  # on_error="skip": batch 1 holds 3 images

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(out: Path) -> None:
-    from augment.report import write_report
-    from augment.report.summary import markdown
+    from augment.profiler.report import write_report
+    from augment.profiler.report.summary import markdown
 
     try:
         summary = write_report(out, out)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from augment.trace.reader import Trace, load
-from augment.trace.schema import CONSUMER_LANE
+from augment.trace.schema import CONSUMER_LANE, OPTIONAL_SPAN_KEYS
 
 
 def lane_name(span: dict) -> str:
@@ -122,7 +122,12 @@ def chrome_events(trace: Trace) -> list[dict]:
                 "tid": tid,
                 "ts": start,
                 "dur": max(0, us(s["end_ns"]) - start),
-                "args": {"batch": s["batch"], "epoch": s["epoch"], "cpu_ms": s["cpu_ns"] / 1e6},
+                "args": {
+                    "batch": s["batch"],
+                    "epoch": s["epoch"],
+                    "cpu_ms": s["cpu_ns"] / 1e6,
+                    **{k: s[k] for k in OPTIONAL_SPAN_KEYS if k in s},  # node, lost_on
+                },
             }
         )
     for key in sorted(slices):

@@ -6,7 +6,7 @@ What runs in the workers is wrapped, not changed: the dataset (its ``__getitem__
 trace folder). The loop's side times ``next()`` (``wait``, the stall) and the time between
 two ``next()`` calls (``step``). Batches, exceptions and worker start-up are torch's own.
 
-The DataLoader internals this relies on are in ``augment.torch_internals``.
+The DataLoader internals this relies on are in ``augment.trace.torch_internals``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from augment import torch_internals
-from augment.batch import Span
+from augment.trace import torch_internals
 from augment.trace.loop import LoopClock
 from augment.trace.recorder import Tracer
+from augment.trace.schema import Span
 
 BACKEND = "dataloader"
 _lock = threading.Lock()

@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from augment.batch import Span
-from augment.trace.schema import CONSUMER_LANE
+from augment.trace.schema import CONSUMER_LANE, Span
 
 
 def clock() -> tuple[int, int]:
@@ -28,10 +27,11 @@ class LoopClock:
     the loop asks again, stops early or the epoch ends; ``back()`` writes the batch's records
     (the worker's, given to ``hand_over``, then the loop's) in one go."""
 
-    def __init__(self, tracer, backend: str):
-        self.tracer, self.backend = tracer, backend
+    def __init__(self, tracer, backend: str, node: str | None = None):
+        self.tracer, self.backend, self.node = tracer, backend, node  # node: the loop's
         self._asked = self._arrived = None
         self._pending: tuple | None = None
+        self._lost_on: list[str] = []
 
     def ask(self) -> None:
         self._asked, self._arrived = clock(), None
@@ -39,9 +39,14 @@ class LoopClock:
     def arrived(self) -> None:
         self._arrived = clock()
 
-    def hand_over(self, *, batch: int, epoch: int, images: int, worker=None, transfer=None):
-        """The batch is handed to the loop. ``worker``: (spans, pid, lane, host) made by the
-        worker, if they travel with the batch; ``transfer``: the backend's own span."""
+    def hand_over(
+        self, *, batch: int, epoch: int, images: int, worker=None, transfer=None, lost_on=()
+    ):
+        """The batch is handed to the loop. ``worker``: (spans, pid, lane, host[, node]) made
+        by the worker, if they travel with the batch; ``transfer``: the backend's own span;
+        ``lost_on``: the nodes the batch was lost on before it was made again (the loop's
+        ``wait`` records them)."""
+        self._lost_on = list(lost_on)
         self._pending = (batch, epoch, images, worker, transfer, self._asked, self._arrived)
         self._handed = clock()
 
@@ -60,7 +65,17 @@ class LoopClock:
             loop.insert(0, transfer)
         records = []
         if worker is not None:
-            spans, pid, lane, host = worker
-            records += self.tracer.record(spans=spans, pid=pid, worker=lane, host=host, **common)
-        records += self.tracer.record(spans=loop, pid=os.getpid(), worker=CONSUMER_LANE, **common)
+            spans, pid, lane, host, *node = worker
+            node = node[0] if node else None
+            records += self.tracer.record(
+                spans=spans, pid=pid, worker=lane, host=host, node=node, **common
+            )
+        mine = self.tracer.record(
+            spans=loop, pid=os.getpid(), worker=CONSUMER_LANE, node=self.node, **common
+        )
+        if self._lost_on:
+            for record in mine:
+                if record["stage"] == "wait":
+                    record["lost_on"] = self._lost_on
+        records += mine
         self.tracer.write(records)

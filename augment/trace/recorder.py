@@ -82,9 +82,12 @@ class Tracer:
         pid: int,
         worker: int,
         host: str | None = None,
+        node: str | None = None,
     ) -> list[dict]:
-        """Span records for one batch of ``images`` (``spans`` are ``augment.batch.Span``);
-        ``runq_ns`` (time waiting for a core) where the span knows it."""
+        """Span records for one batch of ``images`` (``spans`` are ``augment.trace.schema.Span``);
+        ``runq_ns`` (time waiting for a core) where the span knows it; ``node``, the cluster
+        node that made them, where given (traces without it, older ones included, read the
+        same)."""
         records = []
         for s in spans:
             record = {
@@ -103,6 +106,8 @@ class Tracer:
             }
             if getattr(s, "runq_ns", None) is not None:
                 record["runq_ns"] = s.runq_ns
+            if node is not None:
+                record["node"] = node
             records.append(record)
         return records
 

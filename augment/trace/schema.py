@@ -7,6 +7,8 @@ A staged dataset (``read``, ``decode``, ``label``) is timed per stage; a map-sty
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 STAGED_STAGES = ("read", "decode", "augment", "collate")
 MAP_STAGES = ("load", "augment", "collate")
 # Every stage a worker may report, in the order they happen in one sample.
@@ -20,6 +22,10 @@ CONSUMER_STAGES = ("transfer", "wait", "step")
 STAGES = WORKER_STAGES + CONSUMER_STAGES
 CONSUMER_LANE = -1  # the ``worker`` of spans made by the training loop
 
+# Optional keys of a span record: ``node``, the cluster node that made it (Ray; a trace without
+# it is read as one node per host), and, on the loop's ``wait``, ``lost_on``: the nodes its
+# batch was lost on before it was made again.
+OPTIONAL_SPAN_KEYS = ("node", "lost_on")
 SPAN_KEYS = (
     "experiment",
     "backend",
@@ -36,3 +42,18 @@ SPAN_KEYS = (
 # Keys a span record may add: ``runq_ns``, of its wall time how long its thread waited on a
 # run queue for a core (worker stages, where the kernel tells: Linux)
 OPTIONAL_SPAN_KEYS = ("runq_ns",)
+
+
+@dataclass
+class Span:
+    """One stage of one batch in one thread: wall clock (``time.time_ns``, shared by every
+    process of a machine and comparable across NTP-synced hosts) and the thread's CPU time
+    over it (far below the wall time when the thread waited for the GIL or a core)."""
+
+    stage: str
+    start_ns: int
+    end_ns: int
+    cpu_ns: int
+    # of the wall time, how long the thread was runnable but waited for a core (Linux's
+    # schedstat), None where unknown: the rest of the time off the CPU it slept (the GIL, I/O)
+    runq_ns: int | None = None

@@ -1,5 +1,0 @@
-"""Parallel backends behind one interface (see ``base``), found by name in a registry."""
-
-from augment.backends.base import Backend, Deferred, Done, Handle, create, names, register
-
-__all__ = ["Backend", "Deferred", "Done", "Handle", "create", "names", "register"]

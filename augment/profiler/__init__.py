@@ -1,0 +1,2 @@
+"""The profiler: experiments and configs, a measured run, the console, augment-profile,
+tune, and the report."""
