@@ -7,7 +7,7 @@ backend (thread and process by default):
 
 - **short epochs**: 160 photographs, so each epoch is 3 batches (64, 64 and a 32-image tail),
   10 epochs per timed run (1,600 images), the next epoch's first batches submitted while one
-  ends (``augment.ahead``: the Loader's behaviour);
+  ends (``augment.loading.ahead``: the Loader's behaviour);
 - **short epochs, nothing ahead**: the same, with the next epoch submitted only when the loop
   asks for it (how the Loader ran before: the backend's ``crosses_epochs`` turned off);
 - **one long epoch**: the same 160 files, each linked 10 times, as one 1,600-image epoch

@@ -1,5 +1,5 @@
 """Epoch ends: the next epoch's first batches are submitted while the current epoch's last ones
-are consumed (``augment.ahead``). The batches stay those of a loader that never looks ahead,
+are consumed (``augment.loading.ahead``). The batches stay those of a loader that never looks ahead,
 bit for bit; set_epoch, load_state_dict, a break and close() between epochs cancel or keep
 them rightly and leak nothing; the state counts only what was delivered; the watchdog names
 a stuck batch submitted ahead."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-from augment.batch import BatchPlan
+from augment.loading.batch import BatchPlan
 
 
 class Ahead:

@@ -19,7 +19,7 @@ Invariants:
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
   yielded (bounded memory); one epoch is delivered at a time, but once all of an epoch's
   batches are submitted, the next epoch's first ones are too, into the room left
-  (``augment.ahead``): used only if that epoch is begun from its first batch, cancelled
+  (``augment.loading.ahead``): used only if that epoch is begun from its first batch, cancelled
   otherwise, and counted in no state until delivered;
 - a batch's pixels are not copied on their way to the loop: the tensor views the buffer the
   worker filled (the process backend's shared-memory slot, torch's shared storage, the
@@ -391,7 +391,7 @@ class Loader:
 
     def _submit(self, backend, pending: deque, todo: Iterator[BatchPlan], epoch: int) -> None:
         """Fill the room in flight (``capacity``) with this epoch's next batches; once all are
-        submitted, with the next epoch's first ones (``augment.ahead``)."""
+        submitted, with the next epoch's first ones (``augment.loading.ahead``)."""
         ahead = self._ahead
         room = self.capacity - len(pending) - (0 if ahead is None else len(ahead.pending))
         while room > 0 and (plan := next(todo, None)) is not None:

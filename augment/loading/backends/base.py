@@ -75,7 +75,7 @@ class Backend(ABC):
 
     name: str = ""
     # Whether the next epoch's first batches may be submitted before this epoch's last are
-    # collected (``augment.ahead``): every built-in backend's can; one that needs an
+    # collected (``augment.loading.ahead``): every built-in backend's can; one that needs an
     # epoch's plans before they are submitted (``set_epoch_plans``) sets it False.
     crosses_epochs: bool = True
 
