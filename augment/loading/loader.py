@@ -331,8 +331,8 @@ class Loader:
         """Deliver ``plans`` (the rest of epoch ``progress[0]``), after ``pending`` (its first
         batches, submitted ahead by the epoch before)."""
         backend = self._ensure_started()
-        backend.set_epoch_plans(plans)
         pending = deque() if pending is None else pending
+        backend.set_epoch_plans([plan for plan, _ in pending] + plans)
         todo = iter(plans)
         finished = False
         if self.tracer is not None:

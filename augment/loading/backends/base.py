@@ -93,9 +93,9 @@ class Backend(ABC):
         """Begin making ``plan``; the handle's ``result()`` waits for it."""
 
     def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
-        """The plans of the epoch about to be submitted (what is left of them once the next
-        epoch's first ones were submitted ahead, unless ``crosses_epochs`` is False), before
-        its first ``submit``: for a backend that must know an epoch's work in advance."""
+        """An epoch begins: the plans it delivers (from its resumed position). Its first ones
+        may have been submitted already, ahead, while the epoch before ended, unless
+        ``crosses_epochs`` is False; the others are submitted after this call."""
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (none for a backend whose workers are threads)."""
