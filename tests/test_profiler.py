@@ -557,12 +557,18 @@ def test_threads_overlap_http_waits(regimes_run):
 def test_python_transform_starves_thread_workers_and_processes_are_recommended(regimes_run):
     _, by_name = regimes_run
 
-    def cpu_per_wall(e):
-        return e["stage_cpu_s"]["augment"] / e["stage_wall_s"]["augment"]
+    def cpu_while_awake(e):
+        """CPU per second of augment not spent waiting for a core (other programs' doing)."""
+        wall = e["stage_wall_s"]["augment"] - e["stage_runq_s"]["augment"]
+        return e["stage_cpu_s"]["augment"] / wall
 
-    # threads share one GIL: at 4 workers each gets a fraction of a core; processes do not
-    assert cpu_per_wall(by_name["gil_thread_4"]) < 0.6
-    assert cpu_per_wall(by_name["gil_thread_4"]) < cpu_per_wall(by_name["gil_process_2"])
+    # threads share one GIL: at 4 workers each runs a fraction of the time it is not waiting
+    # for a core; a process runs all of it
+    threads, process = (
+        cpu_while_awake(by_name["gil_thread_4"]),
+        cpu_while_awake(by_name["gil_process_2"]),
+    )
+    assert threads < 0.85 and threads < 0.9 * process, (threads, process)
     for name in ("gil_thread_2", "gil_thread_4"):
         e = by_name[name]
         if e["other_load_cores"] >= 0.5 and e["bottleneck"] == "cpu oversubscribed":

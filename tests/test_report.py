@@ -422,3 +422,28 @@ def test_workers_queued_for_a_core_are_oversubscribed_and_io_waiters_are_not(tmp
     plan = Plan("http", backend="thread", workers=4, stages=io)
     e = report(write_trace(tmp_path / "io", [plan], [100.0, 100.0]))["experiments"][0]
     assert e["bottleneck"] == "data: read", e["advice"]
+
+
+def test_a_node_lost_before_its_workers_made_a_batch_is_in_the_nodes_table():
+    from augment.profiler.report.summary import by_node
+
+    def span(stage, worker, batch, node=None, lost_on=None, start=0, end=10):
+        s = {"stage": stage, "worker": worker, "batch": batch, "epoch": 0, "pid": 1,
+             "start_ns": start * MS, "end_ns": end * MS}  # fmt: skip
+        if node:
+            s["node"] = node
+        if lost_on:
+            s["lost_on"] = lost_on
+        return s
+
+    spans = [
+        span("decode", 0, 0, node="aaaa"),
+        span("wait", -1, 0),
+        span("decode", 0, 1, node="aaaa", start=10, end=20),
+        span("wait", -1, 1, lost_on=["bbbb"], start=10, end=40),  # its node went with it
+    ]
+    nodes = {n["node"]: n for n in by_node(spans)}
+    assert set(nodes) == {"aaaa", "bbbb"}
+    assert nodes["bbbb"]["lost_batches"] == 1 and nodes["bbbb"]["workers"] == 0
+    assert nodes["bbbb"]["wait_s"] == pytest.approx(0.03)  # the wait is charged to the loss
+    assert nodes["aaaa"]["batches"] == 2

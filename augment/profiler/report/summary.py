@@ -103,6 +103,12 @@ def by_node(spans: list[dict]) -> list[dict]:
         n = nodes.setdefault(node, {"node": node, "workers": set(), "busy_s": 0.0})
         n["workers"].add((s["pid"], s["worker"]))
         n["busy_s"] += (s["end_ns"] - s["start_ns"]) / 1e9
+    # a node lost before any of its workers finished a batch shows only where a batch was
+    # lost with it: it is a node of the run all the same
+    for s in spans:
+        if s["worker"] == CONSUMER_LANE and s["stage"] == "wait":
+            for lost in s.get("lost_on") or ():
+                nodes.setdefault(lost, {"node": lost, "workers": set(), "busy_s": 0.0})
     if not nodes:
         return []
     for n in nodes.values():
@@ -110,7 +116,7 @@ def by_node(spans: list[dict]) -> list[dict]:
     for s in spans:
         if s["worker"] != CONSUMER_LANE or s["stage"] != "wait":
             continue
-        lost_on = [lost for lost in s.get("lost_on") or () if lost in nodes]
+        lost_on = list(s.get("lost_on") or ())
         for lost in lost_on:
             nodes[lost]["lost_batches"] += 1
         node = made_on.get((s["epoch"], s["batch"]))
