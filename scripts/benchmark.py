@@ -11,6 +11,7 @@
     python scripts/benchmark.py overhead   # Python per image (1x1 images), before and after
     python scripts/benchmark.py advice     # tune: does following the recommendation pay?
     python scripts/benchmark.py cluster    # shards over HTTP; a Ray cluster losing a node
+    python scripts/benchmark.py epochs     # epochs of 3 batches vs one long epoch, images/s
     python scripts/benchmark.py all --write-docs  # all but soak, realistic, advice, overhead
 
 Thread counts are pinned to one so numbers compare like for like on a shared machine.
@@ -616,6 +617,14 @@ def bench_targets(args) -> str:
     return targets_bench.bench_targets(args)
 
 
+def bench_epochs(args) -> str:
+    """Epochs of 3 batches against one long epoch of the same photographs: the code is in
+    scripts/epochs_bench.py."""
+    import epochs_bench
+
+    return epochs_bench.bench_epochs(args)
+
+
 def write_docs(section: str, table: str, command: str) -> None:
     """Replace the block between <!-- bench:NAME --> markers in docs/benchmarks.md."""
     text = BENCHMARKS.read_text()
@@ -686,6 +695,11 @@ def main(argv: list[str] | None = None) -> None:
     cluster = sub.add_parser("cluster", help="shards over HTTP; a Ray cluster losing a node")
     cluster_bench.add_arguments(cluster)
     cluster.add_argument("--write-docs", action="store_true")
+    import epochs_bench
+
+    epochs = sub.add_parser("epochs", help="epochs of 3 batches vs one long epoch, images/s")
+    epochs_bench.add_arguments(epochs)
+    epochs.add_argument("--write-docs", action="store_true")
     every = sub.add_parser("all", help="every benchmark but the long runs, with defaults")
     every.add_argument("--write-docs", action="store_true")
     args = parser.parse_args(argv)
@@ -701,8 +715,9 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": bench_overhead,
         "targets": bench_targets,
         "cluster": bench_cluster,
+        "epochs": bench_epochs,
     }
-    long_runs = ("soak", "realistic", "advice", "overhead", "cluster")
+    long_runs = ("soak", "realistic", "advice", "overhead", "cluster", "epochs")
     chosen = [n for n in runs if n not in long_runs] if args.what == "all" else [args.what]
     for what in chosen:
         sub_args = args if args.what != "all" else parser.parse_args([what])

@@ -11,6 +11,7 @@ from augment.loading import backends
 # Modules whose tests start worker processes, servers, notebook kernels, Ray or installs:
 # marked ``slow`` and left out of ``make quick`` (tests elsewhere that do are marked one by one)
 SLOW_MODULES = {
+    "test_epochs",
     "test_backend_contract",
     "test_layout",
     "test_backends",

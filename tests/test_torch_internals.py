@@ -79,3 +79,35 @@ def test_a_dead_worker_is_told_from_a_raising_one():
     else:
         raise AssertionError("a worker that exits must make the loop raise")
     assert not torch_internals.is_worker_death(ValueError("sample 3 is broken"))
+
+
+class _Feed:
+    """A sampler fed as it goes: its iterator is empty until told an index, then resumes."""
+
+    def __init__(self):
+        self.waiting: list[int] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.waiting:
+            raise StopIteration
+        return self.waiting.pop(0)
+
+
+def test_an_index_fed_later_is_pulled_at_once():
+    feed = _Feed()
+    loader = DataLoader(
+        Squares(), batch_size=None, sampler=feed, num_workers=1, persistent_workers=True
+    )
+    try:
+        batches = iter(loader)
+        for i in (3, 1):
+            feed.waiting.append(i)
+            torch_internals.pull_index(batches)  # the sampler was empty when it last drew
+            assert int(next(batches)[0]) == i
+        torch_internals.pull_index(batches)  # nothing fed: nothing sent
+        assert feed.waiting == []
+    finally:
+        torch_internals.shutdown_workers(loader)

@@ -17,7 +17,10 @@ Invariants:
   at each epoch's start) makes ``n`` the next epoch; when ``n`` is already the next epoch it
   changes nothing, so a position restored by ``load_state_dict`` is kept;
 - batches are yielded in order, with at most ``prefetch x workers`` submitted and not yet
-  yielded (bounded memory); one epoch runs at a time;
+  yielded (bounded memory); one epoch is delivered at a time, but once all of an epoch's
+  batches are submitted, the next epoch's first ones are too, into the room left
+  (``augment.loading.ahead``): used only if that epoch is begun from its first batch, cancelled
+  otherwise, and counted in no state until delivered;
 - a batch's pixels are not copied on their way to the loop: the tensor views the buffer the
   worker filled (the process backend's shared-memory slot, torch's shared storage, the
   array made in the loop or a thread; Ray's object store is read-only, so that backend
@@ -48,6 +51,7 @@ import torch
 from torch.utils.data import default_collate
 
 from augment.loading import backends
+from augment.loading.ahead import Ahead
 from augment.loading.backends import worker
 from augment.loading.batch import ON_ERROR, BatchPlan, BatchResult, BatchTask, target_transform
 from augment.loading.compat import (
@@ -175,6 +179,7 @@ class Loader:
         self._next_epoch, self._resume_at = 0, 0  # what the next iteration runs
         self._progress: list[int] | None = None  # [epoch, batches delivered] of the running one
         self._running = None  # the generator of the epoch in progress
+        self._ahead: Ahead | None = None  # the next epoch's first batches, submitted early
         self._live: weakref.ref | None = None  # its iterator (the _Epoch), while referenced
         self._closed_by: str | None = None
         self._backend = None
@@ -221,6 +226,7 @@ class Loader:
         check_int(epoch, "epoch", 0)
         if int(epoch) != self._next_epoch:
             self._end_running()
+            self._cancel_ahead()
             self._next_epoch, self._resume_at = int(epoch), 0
 
     def plan_epoch(self, epoch: int) -> list[BatchPlan]:
@@ -282,6 +288,7 @@ class Loader:
                     f"saved state had {', '.join(differ)}"
                 )
         self._end_running()
+        self._cancel_ahead()
         if state["seed"] != self.seed:
             self.seed = state["seed"]
             self._reopen_backend()  # workers hold the seed they were started with
@@ -297,8 +304,20 @@ class Loader:
         self._next_epoch, self._resume_at = epoch + 1, 0
         progress = self._progress = [epoch, skip]
         self._live = weakref.ref(iterator)
-        self._running = self._run(self.plan_epoch(epoch)[skip:], progress)
+        plans = self.plan_epoch(epoch)
+        pending = None
+        if self._ahead is not None and skip == 0:  # submitted while the last epoch ended
+            pending = self._ahead.take(epoch, plans)
+        self._cancel_ahead()
+        if pending:
+            plans = plans[len(pending) :]
+        self._running = self._run(plans[skip:], progress, pending)
         return self._running
+
+    def _cancel_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.cancel()
 
     def _end_running(self) -> None:
         """End the epoch in progress, if any: its iterator stops, its batches in flight are
@@ -308,10 +327,12 @@ class Loader:
         if running is not None:
             running.close()
 
-    def _run(self, plans: list[BatchPlan], progress: list[int]):
+    def _run(self, plans: list[BatchPlan], progress: list[int], pending: deque | None = None):
+        """Deliver ``plans`` (the rest of epoch ``progress[0]``), after ``pending`` (its first
+        batches, submitted ahead by the epoch before)."""
         backend = self._ensure_started()
-        backend.set_epoch_plans(plans)
-        pending: deque = deque()
+        pending = deque() if pending is None else pending
+        backend.set_epoch_plans([plan for plan, _ in pending] + plans)
         todo = iter(plans)
         finished = False
         if self.tracer is not None:
@@ -320,20 +341,15 @@ class Loader:
                 backend=self.backend_name,
                 workers=backend.workers,
                 batch_size=self.batch_size,
-                epoch=plans[0].epoch if plans else 0,
+                epoch=progress[0],
             )
         timing = LoopClock(self.tracer, self.backend_name, getattr(backend, "loop_node", None))
         try:
-            for plan in todo:
-                pending.append((plan, backend.submit(plan)))
-                if len(pending) >= self.capacity:
-                    break
+            self._submit(backend, pending, todo, progress[0])
             while pending:
                 timing.ask()
                 result = self._watchdog.wait(backend, *pending.popleft())
-                for plan in todo:
-                    pending.append((plan, backend.submit(plan)))
-                    break
+                self._submit(backend, pending, todo, progress[0])
                 timing.arrived()
                 batch = self._deliver(result)
                 timing.hand_over(
@@ -372,6 +388,21 @@ class Loader:
             if reason is not None:
                 self._running = None  # this generator: it cannot close itself
                 self._close(reason)
+
+    def _submit(self, backend, pending: deque, todo: Iterator[BatchPlan], epoch: int) -> None:
+        """Fill the room in flight (``capacity``) with this epoch's next batches; once all are
+        submitted, with the next epoch's first ones (``augment.loading.ahead``)."""
+        ahead = self._ahead
+        room = self.capacity - len(pending) - (0 if ahead is None else len(ahead.pending))
+        while room > 0 and (plan := next(todo, None)) is not None:
+            pending.append((plan, backend.submit(plan)))
+            room -= 1
+        if room <= 0 or not backend.crosses_epochs:
+            return
+        if ahead is None:
+            ahead = self._ahead = Ahead(epoch + 1, self.plan_epoch(epoch + 1))
+        if ahead.epoch == epoch + 1:
+            ahead.submit(backend, room)
 
     def _deliver(self, result: BatchResult):
         if result.error is not None:
@@ -438,6 +469,7 @@ class Loader:
 
     def _close(self, reason: str) -> None:
         self._end_running()
+        self._cancel_ahead()
         if self._backend is not None:
             self._finalizer()
             self._backend = None

@@ -43,6 +43,14 @@ def release(loader) -> list:
     ]
 
 
+def pull_index(iterator) -> None:
+    """Have ``iterator`` (a multi-process DataLoader iterator) draw its sampler's next index
+    now and send it to a worker, as it does after each batch it receives; nothing when the
+    sampler has none. Lets a sampler that is fed as it goes (the torch backend's) start work
+    at once."""
+    iterator._try_put_index()
+
+
 def shared_storage(nbytes: int):
     """A new ``torch.UntypedStorage`` of ``nbytes`` made in shared memory (by torch's sharing
     strategy: a file descriptor, or a file in /dev/shm), so that sending it to another

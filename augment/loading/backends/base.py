@@ -74,6 +74,10 @@ class Backend(ABC):
     of a subclass's ``__init__`` are its options (``backend_options``)."""
 
     name: str = ""
+    # Whether the next epoch's first batches may be submitted before this epoch's last are
+    # collected (``augment.loading.ahead``): every built-in backend's can; one that needs an
+    # epoch's plans before they are submitted (``set_epoch_plans``) sets it False.
+    crosses_epochs: bool = True
 
     def __init__(self, workers: int, capacity: int):
         self.workers, self.capacity = workers, capacity
@@ -89,8 +93,9 @@ class Backend(ABC):
         """Begin making ``plan``; the handle's ``result()`` waits for it."""
 
     def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
-        """The plans of the epoch about to be submitted, before the first ``submit`` (for a
-        backend whose workers pull their work, as torch's)."""
+        """An epoch begins: the plans it delivers (from its resumed position). Its first ones
+        may have been submitted already, ahead, while the epoch before ended, unless
+        ``crosses_epochs`` is False; the others are submitted after this call."""
 
     def worker_pids(self) -> list[int]:
         """Process ids of the workers (none for a backend whose workers are threads)."""

@@ -2,9 +2,11 @@
 epoch that survives losing a node.
 
 Invariants:
-- ``workers`` actors (one CPU each, spread over the nodes), started once per loader; batch
-  ``n`` goes to worker ``n % workers`` while every worker lives, else to the living worker
-  with the fewest batches in hand; each keeps the dataset and transform it was given at start;
+- ``workers`` actors (one CPU each, spread over the nodes), started once per loader; the
+  ``n``-th batch submitted goes to worker ``n % workers`` while every worker lives (counted
+  across epochs, so that epochs of a few batches, whose next epoch's first batches are
+  submitted early, load every worker alike), else to the living worker with the fewest
+  batches in hand; each keeps the dataset and transform it was given at start;
 - at most ``capacity`` batches submitted and not collected (backpressure), results in order;
 - images come back through Ray's object store and are copied out (the ``transfer`` span);
   every result names the node that made it (its spans carry it into the trace);
@@ -146,6 +148,7 @@ class RayBackend(Backend):
         self._where: dict[int, tuple[int, str, str]] = {}  # lane -> (pid, node, ip)
         self._starting: dict[int, tuple] = {}  # lane -> (actor, ready ref): replacements
         self._open: dict[int, list[_Handle]] = {}  # lane -> batches it holds, not collected
+        self._submitted = 0  # batches submitted, every epoch: the next one's lane
         self._waited: set[int] = set()  # lanes whose replacement an epoch waited for
         self._tried: set[str] = set()  # nodes a worker was moved to, or tried
         self._stopped: set[int] = set()  # lanes the watchdog stopped: no remaking there
@@ -295,7 +298,8 @@ class RayBackend(Backend):
     # -- batches ----------------------------------------------------------------------------
     def submit(self, plan):
         self._promote()
-        handle = _Handle(self, plan, plan.number % self.workers)
+        lane, self._submitted = self._submitted % self.workers, self._submitted + 1
+        handle = _Handle(self, plan, lane)
         self._send(handle)
         return handle
 

@@ -9,6 +9,11 @@ the way (torch would otherwise copy the batch into shared memory as it sends it)
 worker lets go of the storage once sent, so a batch the loop holds is the loop's alone.
 When /dev/shm cannot hold a batch, the worker's "No space left on device" (or its death by
 SIGBUS) becomes the loader's error saying what to change.
+
+One DataLoader iterator serves every epoch: its sampler is fed the plans as the Loader
+submits them (``_Feed``), so the next epoch's first batches are in flight while this one's
+last are consumed, as on every backend. Results come back in the order submitted; a
+cancelled batch is still received, in its turn, and dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+from collections import deque
 
 import numpy as np
 import torch
@@ -63,15 +69,22 @@ class _Plans(Dataset):
         return self.size
 
 
-class _EpochPlans(torch.utils.data.Sampler):
+class _Feed(torch.utils.data.Sampler):
+    """The DataLoader's sampler: the plans submitted and not yet sent to a worker. Its
+    iterator is itself, empty (``StopIteration``) until a plan is fed, then drawn from again
+    (``torch_internals.pull_index``): one iterator, and one DataLoader iterator, for every
+    epoch."""
+
     def __init__(self):
-        self.plans: list[BatchPlan] = []
+        self.plans: deque[BatchPlan] = deque()
 
     def __iter__(self):
-        return iter(self.plans)
+        return self
 
-    def __len__(self) -> int:
-        return len(self.plans)
+    def __next__(self) -> BatchPlan:
+        if not self.plans:
+            raise StopIteration
+        return self.plans.popleft()
 
 
 class _SharedBuffer:
@@ -128,13 +141,14 @@ def _worker_init(threads: int, _worker_id: int) -> None:
 
 class _Handle:
     def __init__(self, backend: TorchBackend, plan: BatchPlan):
-        self.backend, self.plan = backend, plan
+        self.backend, self.plan, self.cancelled = backend, plan, False
 
     def result(self) -> BatchResult:
-        return self.backend._next_result(self.plan)
+        return self.backend._next_result(self)
 
     def cancel(self) -> None:
-        self.backend._abandon()
+        self.cancelled = True
+        self.backend._drop_cancelled()
 
 
 @register
@@ -158,7 +172,8 @@ class TorchBackend(Backend):
 
     def start(self, task):
         super().start(task)
-        self._sampler = _EpochPlans()
+        self._sampler = _Feed()
+        self._order: deque[_Handle] = deque()  # submitted, in order, not yet received
         prefetch = max(1, self.capacity // self.workers)
         self.lanes = Lanes(self.workers, mp.get_context(self.start_method))
         self._loader = DataLoader(
@@ -175,20 +190,22 @@ class TorchBackend(Backend):
             multiprocessing_context=self.start_method,
         )
         self._loader._augment_trace = False  # traced as the Loader's batches, not as a DataLoader
-        self._pending: list[BatchPlan] = []
 
     def submit(self, plan):
-        # The DataLoader pulls plans from the sampler itself; queue them for the next epoch.
-        if self._iter is None:
-            self._pending.append(plan)
-        return _Handle(self, plan)
+        if self._iter is None:  # the workers start (once: they persist)
+            self._iter = iter(self._loader)
+        handle = _Handle(self, plan)
+        self._order.append(handle)
+        self._sampler.plans.append(plan)
+        torch_internals.pull_index(self._iter)  # sent to a worker now
+        return handle
 
-    def set_epoch_plans(self, plans: list[BatchPlan]) -> None:
-        """The Loader hands over an epoch's plans before submitting them."""
-        self._sampler.plans = list(plans)
-        self._iter = iter(self._loader)
-
-    def _next_result(self, plan: BatchPlan) -> BatchResult:
+    def _next_result(self, handle: _Handle) -> BatchResult:
+        self._drop_cancelled()
+        if not self._order or self._order[0] is not handle:
+            raise RuntimeError("torch backend: batches are collected in the order submitted")
+        self._order.popleft()
+        plan = handle.plan
         try:
             result = next(self._iter)
         except RuntimeError as exc:
@@ -216,19 +233,16 @@ class TorchBackend(Backend):
             self._batch_nbytes = max(self._batch_nbytes, result.images.nbytes)
         return result
 
-    def _abandon(self) -> None:
-        """The loop stopped early: schedule nothing more and collect what is in flight, so the
-        workers are idle when they are next reset or shut down (shutting down workers in the
+    def _drop_cancelled(self) -> None:
+        """Receive and drop the cancelled batches next in line, so that the workers are idle
+        once everything submitted is collected or cancelled (shutting down workers in the
         middle of a batch made some abort on exit)."""
-        it, self._iter = self._iter, None
-        if it is None:
-            return
-        self._sampler.plans.clear()  # the DataLoader's sampler iterator runs dry
-        try:
-            for _ in it:
-                pass
-        except Exception as exc:  # noqa: BLE001 - nobody wants these batches any more
-            log.debug("torch backend: a batch abandoned with the epoch failed: %s", exc)
+        while self._order and self._order[0].cancelled and self._iter is not None:
+            self._order.popleft()
+            try:
+                next(self._iter)
+            except Exception as exc:  # noqa: BLE001 - nobody wants this batch any more
+                log.debug("torch backend: a cancelled batch failed: %s", exc)
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._workers()]
@@ -256,6 +270,7 @@ class TorchBackend(Backend):
 
     def close(self):
         loader, self._loader, self._iter = self._loader, None, None
+        self._order = deque()
         try:
             torch_internals.shutdown_workers(loader)
         except RuntimeError as exc:  # a worker that dies on its way out lost nothing
