@@ -81,6 +81,14 @@ class Costs:
             return self.cpu
         return self.cpu_alone
 
+    def overhead_on(self, backend: str) -> float:
+        """Untraced CPU per image on ``backend``: as measured on the backend that ran; from a
+        calibrated thread run, shrunk as its CPU per image shrinks alone (contended threads
+        spend it switching for the GIL, which other backends do not)."""
+        if backend == self.backend or self.cpu_alone is None or self.cpu <= 0:
+            return self.overhead
+        return self.overhead * min(1.0, self.cpu_alone / self.cpu)
+
     def transfer_for(self, backend: str) -> float:
         """Consumer-side cost of receiving one batch on ``backend``."""
         return self.transfer if backend == self.backend else 0.0
@@ -175,7 +183,7 @@ def alone(c: Costs, backend: str, workers: int) -> Rate:
     b = c.batch_size
     cpu = c.cpu_on(backend)
     transfer = c.transfer_for(backend)
-    loop_cpu = (c.step_cpu + transfer) / b + c.overhead
+    loop_cpu = (c.step_cpu + transfer) / b + c.overhead_on(backend)
     if backend == "serial" or workers == 0:
         rate = b / (c.step + transfer + b * (cpu + c.io_wait))
         return Rate(rate, rate * (cpu + loop_cpu), 1.0, "loop")
