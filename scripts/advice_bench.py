@@ -98,8 +98,11 @@ def _error(measured: float, expected: float) -> float:
 def _scenario_rows(name: str, kind: str, runs: list[dict]) -> list[dict]:
     """Per experiment: the repeat with the median gain, and the range of gains."""
     out = []
-    for i in range(len(runs[0]["rows"])):
-        per_run = sorted((r["rows"][i] for r in runs), key=_gain)
+    for name in [row["experiment"] for row in runs[0]["rows"]]:
+        # the same experiment in every run (rows come in the order the experiments started)
+        per_run = sorted(
+            (row for r in runs for row in r["rows"] if row["experiment"] == name), key=_gain
+        )
         chosen = per_run[len(per_run) // 2]
         gains = [_gain(r) for r in per_run]
         out.append({**chosen, "scenario": name, "kind": kind, "gains": gains})
