@@ -183,6 +183,19 @@ def leaked_psm(before: set[str], prefixes: tuple[str, ...] = ("psm_",)) -> set[s
     return new
 
 
+def leaked_after(before: set[str], prefixes: tuple[str, ...] = ("psm_",), within: float = 5.0):
+    """``leaked_psm``, given ``within`` seconds for what is released asynchronously (a dead
+    worker's semaphores, unlinked by the resource tracker): what is still there is a leak."""
+    import time
+
+    deadline = time.monotonic() + within
+    while True:
+        left = leaked_psm(before, prefixes)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
 def noise_image(seed: int, h: int = 64, w: int = 64) -> Image.Image:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)  # blocky: JPEG-friendly

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import alive, hang_guard, leaked_psm, live_children, shm_names, write_jpegs
+from support import (
+    alive,
+    hang_guard,
+    leaked_after,
+    live_children,
+    shm_names,
+    write_jpegs,
+)
 
 import augment
 from augment import ImageFolder, Loader
@@ -90,7 +97,7 @@ def test_a_stuck_worker_past_the_timeout_is_an_error_naming_its_file(dataset, tm
                 delivered += 1
         raised_at = time.time()
         workers_left = sorted(live_children() - children)  # closed by the error itself
-        leaked = leaked_psm(shm_before, ALL_SHM)
+        leaked = leaked_after(shm_before, ALL_SHM)
     finally:
         loader.close()
     pid, stuck_at = stuck_mark(tmp_path)
@@ -220,7 +227,7 @@ def test_workers_stuck_starting_past_the_timeout_are_an_error_not_a_hang(
             next(iter(loader))
         waited = time.monotonic() - start
         workers_left = sorted(live_children() - children)
-        leaked = leaked_psm(shm_before, ALL_SHM)
+        leaked = leaked_after(shm_before, ALL_SHM)
     finally:
         (tmp_path / "release").touch()
         loader.close()
@@ -397,7 +404,7 @@ def test_close_frees_dev_shm_while_an_exception_keeps_the_loader(dataset, backen
                 assert shm_names() - before  # in use while it runs
         kept = info.value  # noqa: F841 - the point: it stays referenced
         loader.close()
-        left = leaked_psm(before, ALL_SHM)
+        left = leaked_after(before, ALL_SHM)
     finally:
         gc.enable()
     assert left == set()
