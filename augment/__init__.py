@@ -24,6 +24,7 @@ from augment.ops.transforms import (
 from augment.sources.data import ImageFolder
 from augment.sources.remote import HTTPImages
 from augment.sources.samples import StagedDataset
+from augment.sources.segmentation import SegmentationFolder
 from augment.sources.shard_writer import write_shards
 from augment.sources.shards import Shards
 
@@ -36,6 +37,7 @@ __all__ = [
     "Tracer",
     "ImageFolder",
     "HTTPImages",
+    "SegmentationFolder",
     "Shards",
     "write_shards",
     "BadImageError",

@@ -23,6 +23,7 @@ SLOW_MODULES = {
     "test_long_runs",
     "test_profiler",
     "test_ray",
+    "test_segmentation",
     "test_scripts_and_notebooks",
     "test_state",
     "test_shards",

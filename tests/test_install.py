@@ -31,7 +31,7 @@ from augment.sources import sample_data
 from augment.sources.sample_data import SAMPLE, SAMPLE_NAME, cache_dir, write_dataset
 
 DATA = SAMPLE_DIR
-SHIPPED = ["compare_backends", "kaggle_amazon", "seed_regimes"]
+SHIPPED = ["compare_backends", "kaggle_amazon", "seed_regimes", "segmentation"]
 CLI = [sys.executable, "-c", "import sys; from augment.profiler.cli import main; sys.exit(main())"]
 
 

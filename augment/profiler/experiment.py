@@ -5,7 +5,8 @@ command-line flags.
 A config is a TOML file, or the name of one shipped in ``configs/`` (installed with the
 package). Paths in it
 resolve against its own folder; an experiment without ``data`` (a server without ``root``)
-uses the sample dataset, made on first use (``augment.sources.sample_data``)."""
+uses the sample dataset, made on first use (``augment.sources.sample_data``; for
+``task = "segment"``, the sample tiles with class maps: ``augment.sources.sample_masks``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from augment.loading import backends
 from augment.ops import transforms
 from augment.sources.data import IMAGE_SUFFIXES, ImageFolder
 from augment.sources.sample_data import sample_dataset
+from augment.sources.sample_masks import sample_segmentation
+from augment.sources.segmentation import SegmentationFolder
 
 
 def _configs_folder() -> Path:
@@ -46,6 +49,9 @@ MIN_SECONDS = 0.5
 WINDOW_KEYS = {"batches", "seconds"}
 
 KAGGLE_TRANSFORM = transforms.kaggle_steps(224)  # the default transform: the seed's
+# what the training loop learns: labels of whole images (an ImageFolder, HTTPImages) or a
+# class per pixel (a SegmentationFolder: images/ and masks/, the mask moved with the image)
+TASKS = ("classify", "segment")
 
 
 @dataclass
@@ -53,7 +59,9 @@ class Experiment:
     """One loader run with a ``step`` after each batch: milliseconds of sleep standing for GPU
     compute, or "model" for a small CNN on the CPU. It is measured for ``seconds`` after a
     warm-up (``DEFAULT_SECONDS`` when neither is given), or for exactly ``batches`` batches
-    (see ``augment.profiler.measure``)."""
+    (see ``augment.profiler.measure``). ``task = "segment"`` reads ``data`` as a
+    ``SegmentationFolder`` (images/ and masks/): each batch is a dict of images and masks,
+    moved by the same warps."""
 
     name: str
     data: str | None = None  # a folder, an http(s) URL, "server"; None: the sample dataset
@@ -67,10 +75,20 @@ class Experiment:
     step: float | str = 0.0
     seed: int = 0
     names_from: str | None = None  # for an http:// data URL: the folder whose files it serves
+    task: str = "classify"
+    mask_fill: float = 0  # a mask's value where a warp's constant border shows no image
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
         backends.check_name(self.backend, where)
+        if self.task not in TASKS:
+            raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        remote = isinstance(self.data, str) and self.data.startswith(("http://", "https://"))
+        if self.task == "segment" and (remote or self.data == "server"):
+            raise ValueError(
+                f'{where}: task "segment" reads a local folder holding images/ and masks/, '
+                f"not {self.data!r}"
+            )
         for name in ("batch_size", "batches"):
             value = getattr(self, name)
             if (value is not None or name == "batch_size") and (
@@ -96,7 +114,7 @@ class Experiment:
             raise ValueError(
                 f'{where}: step must be milliseconds >= 0 or "model", got {self.step!r}'
             )
-        build_transform(self.transform, where)
+        build_transform(self.transform, where, self.mask_fill)
 
     @property
     def measured_seconds(self) -> float | None:
@@ -113,8 +131,11 @@ class Experiment:
         return f"{self.measured_seconds:g} s"
 
 
-def build_transform(spec: list[dict], where: str = "transform") -> transforms.Compose:
-    """A Compose from ``[{"op": "RandomFlip", "horizontal": 0.5}, ...]``."""
+def build_transform(
+    spec: list[dict], where: str = "transform", mask_fill: float = 0
+) -> transforms.Compose:
+    """A Compose from ``[{"op": "RandomFlip", "horizontal": 0.5}, ...]`` (and its masks'
+    ``mask_fill``)."""
     if not isinstance(spec, list):
         raise ValueError(f"{where}: transform must be a list of tables with an 'op' key")
     steps = []
@@ -129,7 +150,10 @@ def build_transform(spec: list[dict], where: str = "transform") -> transforms.Co
             steps.append(OPS[op](**item))
         except TypeError as exc:
             raise ValueError(f"{where}: transform[{i}] {op}: {exc}") from None
-    return transforms.Compose(steps)
+    try:
+        return transforms.Compose(steps, mask_fill=mask_fill)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 @dataclass
@@ -259,15 +283,22 @@ def prepare(config: Config, where: str) -> Config:
     is checked, so a wrong path fails before any experiment starts. ``where`` names the
     config in errors."""
     sample = str(sample_dataset()) if uses_sample(config) else None
+    segment = any(e.data is None and e.task == "segment" for e in config.experiments)
+    sample_masks = str(sample_segmentation()) if segment else None
     server = config.server
     if server is not None:
         server = replace(server, root=server.root or sample)
         check_folder(server.root, f"{where}: [server] root")
     experiments = []
     for e in config.experiments:
-        e = replace(e, data=e.data or sample)
+        e = replace(e, data=e.data or (sample_masks if e.task == "segment" else sample))
         what = f"{where}: experiment {e.name!r}"
-        if e.data != "server" and not e.data.startswith(("http://", "https://")):
+        if e.task == "segment":
+            try:
+                SegmentationFolder(e.data)
+            except ValueError as exc:
+                raise ValueError(f"{what}: data: {exc}") from None
+        elif e.data != "server" and not e.data.startswith(("http://", "https://")):
             check_folder(e.data, f"{what}: data")
         if e.names_from is not None:
             check_folder(e.names_from, f"{what}: names_from")
@@ -281,8 +312,12 @@ def prepare(config: Config, where: str) -> Config:
 
 def make_dataset(experiment: Experiment):
     """ImageFolder for a folder (None: the sample dataset), HTTPImages for an http(s) URL
-    (names from ``names_from``). Labels default to ``labels.csv`` in that folder if any."""
+    (names from ``names_from``). Labels default to ``labels.csv`` in that folder if any.
+    A SegmentationFolder for ``task = "segment"``."""
     from augment.sources.remote import HTTPImages
+
+    if experiment.task == "segment":
+        return SegmentationFolder(experiment.data or sample_segmentation())
 
     data = experiment.data or str(sample_dataset())
     remote = data.startswith(("http://", "https://"))

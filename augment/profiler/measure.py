@@ -21,7 +21,7 @@ from pathlib import Path
 
 from augment.profiler.experiment import Experiment, build_transform, make_dataset
 from augment.profiler.report.summary import MIN_BATCHES, MIN_STEADY_S
-from augment.profiler.training_step import TrainingStep
+from augment.profiler.training_step import TrainingStep, images_and_targets
 
 BARRIER_TIMEOUT_S = 600.0  # the slowest experiment's start-up, with room to spare
 log = logging.getLogger("augment")
@@ -115,12 +115,12 @@ def run(
 
     dataset = make_dataset(experiment)
     tracer = Tracer(trace_dir, experiment=experiment.name)
-    step = TrainingStep(experiment.step, len(dataset.classes))
+    step = TrainingStep(experiment.step, len(dataset.classes), experiment.task)
     warm_up = together is not None or experiment.batches is None
     warmup = warmup_batches(experiment) if warm_up else 0
     loader = Loader(
         dataset,
-        build_transform(experiment.transform),
+        build_transform(experiment.transform, mask_fill=experiment.mask_fill),
         batch_size=experiment.batch_size,
         backend=experiment.backend,
         workers=experiment.workers,
@@ -144,8 +144,9 @@ def run(
         if not warm_up:
             open_window()
         while not window.over(measured):
-            for images, labels_ in loader:
-                step(images, labels_)
+            for batch in loader:
+                images, targets = images_and_targets(batch)
+                step(images, targets)
                 batches += 1
                 if batches <= warmup:
                     if batches == warmup:
@@ -188,7 +189,7 @@ def calibrate(experiment: Experiment, dataset, tracer) -> None:
     started = time.monotonic()
     with Loader(
         dataset,
-        build_transform(experiment.transform),
+        build_transform(experiment.transform, mask_fill=experiment.mask_fill),
         batch_size=experiment.batch_size,
         backend="serial",
         seed=experiment.seed,
@@ -201,6 +202,6 @@ def calibrate(experiment: Experiment, dataset, tracer) -> None:
             except StopIteration:
                 break
             cpu_ns += time.thread_time_ns() - before
-            images += len(batch[0])
+            images += len(images_and_targets(batch)[0])
     if images:
         tracer.record_calibration(images, cpu_ns / 1e9)

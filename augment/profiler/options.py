@@ -47,6 +47,7 @@ def experiments_from_flags(args) -> list[Experiment]:
                         batches=args.batches,
                         seconds=args.seconds,
                         step=step,
+                        task=args.task,
                     )
                 )
     return experiments
@@ -88,9 +89,15 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--config",
         action="append",
         help="TOML file of [[experiment]] tables, or the name of a shipped one: "
-        f"{', '.join(SHIPPED)}, seed_regimes (repeatable)",
+        f"{', '.join(SHIPPED)}, seed_regimes, segmentation (repeatable)",
     )
     parser.add_argument("--data", help="a folder of images (default: the sample dataset)")
+    parser.add_argument(
+        "--task",
+        choices=("classify", "segment"),
+        default="classify",
+        help="segment: DATA holds images/ and masks/ (default: the sample tiles with class maps)",
+    )
     parser.add_argument("--labels", default=None, help="labels CSV (default: DATA/labels.csv)")
     parser.add_argument("--backends", default="thread,process")
     parser.add_argument("--workers", default="2", help="comma-separated counts, e.g. 1,2")

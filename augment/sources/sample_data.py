@@ -235,25 +235,30 @@ def sample_path() -> Path:
 
 
 def sample_dataset() -> Path:
-    """The sample dataset's folder, made on first use. It is written into a temporary folder
-    beside it and renamed into place, so a process never sees a half-written one; when two
-    make it at once, the first rename wins and the other's copy is dropped."""
-    folder = sample_path()
+    """The sample dataset's folder, made on first use (``made_once``)."""
+    return made_once(SAMPLE_NAME, "the sample dataset", lambda tmp: write_dataset(tmp, **SAMPLE))
+
+
+def made_once(name: str, what: str, write) -> Path:
+    """``cache_dir() / name``, made on first use by ``write(folder)``. It is written into a
+    temporary folder beside it and renamed into place, so a process never sees a half-written
+    one; when two make it at once, the first rename wins and the other's copy is dropped."""
+    folder = cache_dir() / name
     if folder.is_dir():
         return folder
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         # mkdir (not mkdtemp) so the folder gets the usual permissions, umask applied
-        tmp = folder.parent / f".{SAMPLE_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = folder.parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
     except OSError as exc:
         raise OSError(
-            f"cannot make the sample dataset in {str(folder.parent)!r} ({exc}); "
+            f"cannot make {what} in {str(folder.parent)!r} ({exc}); "
             "set AUGMENT_CACHE to a writable folder"
         ) from None
     try:
-        logger.info("making the sample dataset in %s", folder)
-        write_dataset(tmp, **SAMPLE)
+        logger.info("making %s in %s", what, folder)
+        write(tmp)
         os.rename(tmp, folder)
     except OSError:
         if not folder.is_dir():  # not another process's rename: a real failure
