@@ -249,3 +249,18 @@ def test_segment_flag_trains_a_small_segmentation_net(seg_dir, tmp_path):
     bad = run_profiler("--task", "segment", "--data", SAMPLE, "--batches", "2", "--quiet")
     assert bad.returncode != 0
     assert "images' is not a folder; accepted: a root holding images/ and masks/" in bad.stderr
+
+
+def test_segmentation_step_learns_from_masks_whose_values_are_not_class_indices():
+    import torch
+
+    from augment.profiler.training_step import MAX_SEGMENT_CLASSES, TrainingStep
+
+    step = TrainingStep("model", 65536, "segment")  # a binary mask stored as 0 and 65535
+    assert step.model[-1].out_channels == MAX_SEGMENT_CLASSES
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, 48, 48), dtype=np.uint8))
+    masks = torch.from_numpy(rng.choice([0, 3, 65535], (2, 48, 48)).astype(np.int32))
+    before = [p.detach().clone() for p in step.model.parameters()]
+    step(images, masks)
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))

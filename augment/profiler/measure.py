@@ -115,7 +115,9 @@ def run(
 
     dataset = make_dataset(experiment)
     tracer = Tracer(trace_dir, experiment=experiment.name)
-    step = TrainingStep(experiment.step, len(dataset.classes), experiment.task)
+    # only a model needs the class count (a segmentation folder reads masks to find it)
+    classes = len(dataset.classes) if experiment.step == "model" else 1
+    step = TrainingStep(experiment.step, classes, experiment.task)
     warm_up = together is not None or experiment.batches is None
     warmup = warmup_batches(experiment) if warm_up else 0
     loader = Loader(

@@ -43,6 +43,9 @@ def small_fcn(classes: int):
     )
 
 
+MAX_SEGMENT_CLASSES = 256  # a net's outputs per pixel, whatever the masks' largest value
+
+
 def images_and_targets(batch):
     """A loader's batch as (images, targets): a segmentation dataset's dict gives its masks,
     a classification batch (images, labels) its labels."""
@@ -53,10 +56,13 @@ def images_and_targets(batch):
 
 class TrainingStep:
     """What the loop does with a batch: sleep (GPU time) or a small CNN step on the CPU
-    (``task = "segment"``: per-pixel cross-entropy, mask values past the classes ignored,
-    such as a 255 fill where a rotation shows no image)."""
+    (``task = "segment"``: per-pixel cross-entropy over at most ``MAX_SEGMENT_CLASSES``
+    classes, mask values past them ignored, such as a 255 fill where a rotation shows no
+    image, or a binary mask stored as 0 and 65535)."""
 
     def __init__(self, step: float | str, classes: int, task: str = "classify"):
+        if task == "segment":
+            classes = min(classes, MAX_SEGMENT_CLASSES)
         self.step, self.task, self.classes = step, task, classes
         if step == "model":
             import torch
