@@ -191,6 +191,65 @@ def test_masks_move_with_their_images_the_same_on_every_backend(seg_dir):
     assert ratio(open_ground) > ratio(forest) + 0.1
 
 
+class AsMapStyle:
+    """The same samples through ``__getitem__`` alone: whole-image decoding, one stage."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+
+def test_partial_decoding_leaves_the_masks_as_a_whole_decode_moves_them(seg_dir, monkeypatch):
+    from augment.sources import jpeg_region
+
+    regions = []
+    decode = jpeg_region.decode
+    monkeypatch.setattr(
+        jpeg_region, "decode", lambda data, k, box: regions.append(box) or decode(data, k, box)
+    )
+    transform = augment.Compose(
+        [augment.RandomResizedCrop(64, scale=(0.05, 0.3)), augment.RandomFlip(0.5, 0.5)]
+    )
+    made, cut = {}, {}
+    for name, data in (
+        ("staged", SegmentationFolder(seg_dir)),
+        ("map-style", AsMapStyle(SegmentationFolder(seg_dir))),
+        ("whole decode", SegmentationFolder(seg_dir, partial_decode=False)),
+    ):
+        regions.clear()
+        with augment.Loader(data, transform, batch_size=TILES, seed=3) as loader:
+            (made[name],) = list(loader)
+        cut[name] = len(regions)
+    assert cut == {"staged": TILES, "map-style": 0, "whole decode": 0}  # small crops: all cut
+    for name in ("map-style", "whole decode"):
+        assert made[name]["name"] == made["staged"]["name"]
+        assert np.array_equal(made[name]["mask"].numpy(), made["staged"]["mask"].numpy()), name
+        # RandomResizedCrop and flips: a region decode gives the whole decode's pixels
+        assert np.array_equal(made[name]["image"].numpy(), made["staged"]["image"].numpy()), name
+
+
+def test_a_bad_mask_is_named_and_skipped_on_request(seg_dir, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(seg_dir, root)
+    name = sorted(p.stem for p in (root / "masks").iterdir())[2]
+    Image.new("RGB", (256, 256)).save(root / "masks" / f"{name}.png")  # a colour mask
+    data = SegmentationFolder(root)
+    with augment.Loader(data, pipeline(), batch_size=4, backend="process", workers=2) as loader:
+        with pytest.raises(augment.BadTargetError, match=rf"{name}\.jpg.*RGB image"):
+            list(loader)
+    with augment.Loader(
+        data, pipeline(), batch_size=4, backend="thread", workers=2, on_error="skip"
+    ) as loader:
+        kept = [n for batch in loader for n in batch["name"]]
+    assert sorted(kept) == sorted(set(data.names) - {name})
+    assert [source for source, _ in loader.skipped] == [str(root / "images" / f"{name}.jpg")]
+
+
 # --------------------------------------------------------------------------- the profiler
 
 
@@ -232,9 +291,9 @@ def test_segmentation_config_profiles_masks_and_their_cost(seg_dir, tmp_path):
     for name, e in by_name.items():
         assert e["images"] > 0, name
         assert e["bottleneck"] != "too short to judge" and e["recommendation"], name
-    # a map-style dataset: the image and its mask are loaded as one stage
-    assert "load" in by_name["segment_process"]["stage_cpu_s"]
-    assert "decode" in by_name["images_only_process"]["stage_cpu_s"]
+    # staged, as an image folder: reading the image timed apart from decoding it and its mask
+    for e in by_name.values():
+        assert {"read", "decode", "augment"} <= set(e["stage_cpu_s"]), e["name"]
 
 
 def test_segment_flag_trains_a_small_segmentation_net(seg_dir, tmp_path):

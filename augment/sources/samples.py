@@ -23,6 +23,7 @@ import numpy as np
 
 from augment.ops.callables import ImageOnly, as_sample_transform  # noqa: F401 (imported from here)
 from augment.ops.images import BadImageError, as_image
+from augment.ops.targets import KINDS as TARGET_KINDS
 from augment.trace.schema import MAP_STAGES, STAGED_STAGES
 
 STAGED_METHODS = ("read", "decode", "label", "source")
@@ -95,7 +96,10 @@ class Staged:
         if self._will_read is not None:
             self._will_read(indices)
 
-    def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple]:
+    def load(self, index: int, clock, reduce=None) -> tuple[np.ndarray, tuple | dict]:
+        """The image and what comes with it: ``(label,)``, or the label itself where it is a
+        dict holding targets that move with the image (``SegmentationFolder``'s mask),
+        whose reading is timed with the decode."""
         stage = "read"
         try:
             data = self.dataset.read(index)
@@ -105,11 +109,14 @@ class Staged:
                 img = self.dataset.decode(data, index)
             else:
                 img = self.dataset.decode(data, index, reduce)
+            label = self.dataset.label(index)
             clock.lap(stage)
         except BadImageError:
             clock.lap(stage)
             raise
-        return img, (self.dataset.label(index),)
+        if type(label) is dict and any(kind in label for kind in TARGET_KINDS):
+            return img, label
+        return img, (label,)
 
     def name(self, index: int) -> str:
         return self.dataset.source(index)

@@ -5,6 +5,11 @@
 tutorials): same file name, any image suffix each side. A sample is the dict the targets
 machinery moves (docs/targets.md): ``{"image": H x W x 3 uint8, "mask": H x W, "name": str}``.
 
+It is a staged dataset (``augment.StagedDataset``): the Loader times reading the image
+apart from decoding it and its mask (``label`` gives the mask and the name), and decodes
+only the part of a JPEG, at the scale, that the sample's warp reads, as ``ImageFolder``
+does; the mask is read whole, as the image's full-size warp moves it.
+
 A mask file is a class map: each pixel's value is its class. An 8-bit grey or palette PNG
 (Pascal VOC's) gives uint8 values as stored (a palette image its indices, not its colours),
 a 1-bit image 0 and 1, a 16- or 32-bit grey image int32. A colour mask (RGB) is refused: its
@@ -20,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from augment.sources.data import IMAGE_SUFFIXES, decode_image, read_file
+from augment.ops.sample_targets import BadTargetError
+from augment.sources.data import IMAGE_SUFFIXES, Reduce, _no_region, decode_image, read_file
 
 logger = logging.getLogger("augment")
 
@@ -37,7 +43,9 @@ class SegmentationFolder:
     ``classes``: the class names (value 0 first), or a count; by default the lines of
     ``root/classes.txt`` if there is one, else ``class_<v>`` for ``v`` up to the largest
     value in the first masks (a few are read to find it). An image without a mask is a
-    ``ValueError`` naming it; masks without an image are left out, with a warning."""
+    ``ValueError`` naming it; masks without an image are left out, with a warning.
+    ``reduced_decode`` and ``partial_decode`` as for ``ImageFolder``. A mask that cannot be
+    read is a ``BadTargetError`` naming it (the Loader's ``on_error`` applies)."""
 
     def __init__(
         self,
@@ -45,8 +53,11 @@ class SegmentationFolder:
         images: str = "images",
         masks: str = "masks",
         classes: int | list[str] | None = None,
+        reduced_decode: bool = True,
+        partial_decode: bool = True,
     ):
         self.root = Path(root)
+        self.reduced_decode, self.partial_decode = bool(reduced_decode), bool(partial_decode)
         image_dir, mask_dir = self.root / images, self.root / masks
         for folder, what in ((image_dir, "images"), (mask_dir, "masks")):
             if not folder.is_dir():
@@ -79,10 +90,29 @@ class SegmentationFolder:
     def __len__(self) -> int:
         return len(self.names)
 
+    def source(self, index: int) -> str:
+        return str(self.images[index])
+
+    def read(self, index: int) -> bytes:
+        return read_file(self.images[index])
+
+    def decode(self, data: bytes, index: int, reduce: Reduce | None = None) -> np.ndarray:
+        """The image of sample ``index`` (``reduce`` as for ``ImageFolder.decode``)."""
+        if not self.reduced_decode or reduce is None:
+            return decode_image(data, self.source(index))
+        return decode_image(data, self.source(index), reduce if self.partial_decode else
+                            _no_region(reduce))  # fmt: skip
+
+    def label(self, index: int) -> dict:
+        """The mask and the name of sample ``index``."""
+        try:
+            mask = read_mask(self.masks[index])
+        except ValueError as exc:
+            raise BadTargetError(self.source(index), str(exc)) from None
+        return {"mask": mask, "name": self.names[index]}
+
     def __getitem__(self, index: int) -> dict:
-        image_path = self.images[index]
-        image = decode_image(read_file(image_path), str(image_path))
-        return {"image": image, "mask": read_mask(self.masks[index]), "name": self.names[index]}
+        return {"image": self.decode(self.read(index), index), **self.label(index)}
 
     @property
     def classes(self) -> list[str]:
