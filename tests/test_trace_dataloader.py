@@ -278,3 +278,16 @@ def test_instrument_traces_one_loader_and_leaves_others_alone(tmp_path, workers)
 def test_instrument_refuses_what_is_not_a_dataloader(tmp_path):
     with pytest.raises(ValueError, match="takes a torch.utils.data.DataLoader"):
         instrument([1, 2], augment.Tracer(tmp_path, sample_cpu=False))
+
+
+def test_a_batch_is_counted_by_its_first_tensor_or_its_list_of_names():
+    from augment.trace.dataloader import _batch_size
+
+    images, labels = torch.zeros(5, 3, 8, 8), torch.zeros(5)
+    assert _batch_size((images, labels)) == 5
+    assert _batch_size([images, labels]) == 5
+    assert _batch_size({"name": [f"f{i}" for i in range(5)], "image": images}) == 5
+    assert _batch_size({"name": ["a", "b", "c"]}) == 3
+    assert _batch_size({"image": images, "boxes": [torch.zeros(7, 4)] * 5}) == 5
+    assert _batch_size(torch.tensor(3.0)) == 1
+    assert _batch_size({}) == 0

@@ -328,11 +328,19 @@ class _TimedIterator:
 
 
 def _batch_size(batch) -> int:
-    """Samples in a collated batch: the first dimension of its first tensor."""
+    """Samples in a collated batch: the first dimension of its first tensor (a dict's first
+    tensor, whatever its keys' order: a segmentation batch may list its file names first);
+    a list of plain values (names, ids) has one per sample."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.ndim else 1
     if isinstance(batch, dict):
-        return next((_batch_size(v) for v in batch.values()), 0)
+        values = list(batch.values())
+        first = next(
+            (v for v in values if isinstance(v, torch.Tensor)), values[0] if values else None
+        )
+        return 0 if first is None else _batch_size(first)
     if isinstance(batch, (list, tuple)) and batch:
-        return _batch_size(batch[0])
+        if isinstance(batch[0], (torch.Tensor, dict, list, tuple)):
+            return _batch_size(batch[0])  # the fields of collated tuples
+        return len(batch)
     return 1
