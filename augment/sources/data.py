@@ -272,11 +272,9 @@ class ImageFolder:
     def decode(self, data: bytes, index: int, reduce: Reduce | None = None) -> np.ndarray:
         """Pixels of sample ``index``; ``reduce`` as in ``decode_image``, used only with
         ``reduced_decode`` (and its ``region`` only with ``partial_decode``)."""
-        if not self.reduced_decode or reduce is None:
-            return decode_image(data, self.source(index))
-        if not self.partial_decode:
-            reduce = _no_region(reduce)
-        return decode_image(data, self.source(index), reduce)
+        return decode_planned(
+            data, self.source(index), reduce, self.reduced_decode, self.partial_decode
+        )
 
     def label(self, index: int) -> np.ndarray:
         return self.labels[index]
@@ -290,6 +288,16 @@ class ImageFolder:
         return (
             f"ImageFolder({str(self.root)!r}, {len(self)} images, {len(self.classes)} classes{off})"
         )
+
+
+def decode_planned(
+    data: bytes, source: str, reduce: Reduce | None, reduced: bool, partial: bool
+) -> np.ndarray:
+    """``decode_image`` with the loader's ``reduce`` where the dataset allows it: smaller
+    (``reduced``), and only the region the warp reads (``partial``, with ``reduced``)."""
+    if not reduced or reduce is None:
+        return decode_image(data, source)
+    return decode_image(data, source, reduce if partial else _no_region(reduce))
 
 
 def _no_region(reduce: Reduce) -> Reduce:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from augment.ops.sample_targets import BadTargetError
-from augment.sources.data import IMAGE_SUFFIXES, Reduce, _no_region, decode_image, read_file
+from augment.sources.data import IMAGE_SUFFIXES, Reduce, decode_planned, read_file
 
 logger = logging.getLogger("augment")
 
@@ -98,10 +98,9 @@ class SegmentationFolder:
 
     def decode(self, data: bytes, index: int, reduce: Reduce | None = None) -> np.ndarray:
         """The image of sample ``index`` (``reduce`` as for ``ImageFolder.decode``)."""
-        if not self.reduced_decode or reduce is None:
-            return decode_image(data, self.source(index))
-        return decode_image(data, self.source(index), reduce if self.partial_decode else
-                            _no_region(reduce))  # fmt: skip
+        return decode_planned(
+            data, self.source(index), reduce, self.reduced_decode, self.partial_decode
+        )
 
     def label(self, index: int) -> dict:
         """The mask and the name of sample ``index``."""
