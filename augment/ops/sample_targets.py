@@ -112,14 +112,20 @@ class SampleTargets:
     (clipped to the image after each warp; with ``min_visibility``, the fraction of each
     one's area still in view), keypoints as float64 x, y with whether each stayed in the
     frame. A box is kept when its clipped width and height are above 0 (at least
-    ``min_size`` where set) and its visibility at least ``min_visibility``."""
+    ``min_size`` where set) and its visibility at least ``min_visibility``.
 
-    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
+    ``move`` warps the masks at once and records the map for the boxes and keypoints,
+    which ``settle`` (called by ``result``) maps through every recorded warp in order."""
+
+    __slots__ = (
+        "options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside", "maps"
+    )  # fmt: skip
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
         self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
+        self.maps: list = []  # the warps the boxes and keypoints have yet to follow
 
     @classmethod
     def read(
@@ -166,37 +172,54 @@ class SampleTargets:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
                 self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
-        if self.boxes is not None and len(self.boxes):
-            mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
-            if self.options.min_visibility == 0:
-                self.boxes = T.clip_boxes(mapped, pending.shape)
-            else:  # clipped area / mapped area, over all warps
-                self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
-                area = T.box_areas(mapped)
-                vis = np.divide(T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0)
-                self.box_vis = vis if self.box_vis is None else self.box_vis * vis
-        if self.points is not None and len(self.points):
-            self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
-            self.inside &= inside
+        if self.boxes is not None or self.points is not None:
+            self.maps.append((pending.entries, pending.shape))
         self.shape = pending.shape
+
+    def settle(self) -> None:
+        """Map the boxes and keypoints through the warps ``move`` recorded, in order (done
+        by ``result``; a batch does it for all its samples after their images, while the
+        arithmetic's code is still in cache)."""
+        for entries, shape in self.maps:
+            if self.boxes is not None and len(self.boxes):
+                mapped = T.map_boxes(self.boxes, entries, shape)
+                if self.options.min_visibility == 0:
+                    self.boxes = T.clip_boxes(mapped, shape)
+                else:  # clipped area / mapped area, over all warps
+                    self.boxes = T.clip_boxes(mapped.copy(), shape)
+                    area = T.box_areas(mapped)
+                    vis = np.divide(
+                        T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0
+                    )
+                    self.box_vis = vis if self.box_vis is None else self.box_vis * vis
+            if self.points is not None and len(self.points):
+                self.points, inside = T.map_points(self.points, entries, shape)
+                self.inside &= inside
+        self.maps.clear()
 
     def result(self, sample: dict) -> dict:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``)."""
+        if self.maps:
+            self.settle()
         options, out = self.options, dict(sample)
-        out.update(self.masks)
-        if self.boxes is not None:
-            boxes = self.boxes
-            size = boxes @ _SIZES  # in view: some area, at least min_size
-            keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
-            if options.min_size > 0:
-                keep |= np.minimum(size[:, 0], size[:, 1]) == options.min_size
-            if self.box_vis is not None:
-                keep &= self.box_vis >= options.min_visibility
-            if not keep.all():
-                boxes = boxes[keep]
-                _take(out, options.box_fields, keep)
+        if self.masks:
+            out.update(self.masks)
+        boxes = self.boxes
+        if boxes is not None and not len(boxes):
+            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
+        elif boxes is not None:
+            # in view: some area (width and height above 0), at least min_size where set
+            size = boxes[:, 2:] - boxes[:, :2]
+            ok = size > 0.0 if options.min_size == 0 else size >= options.min_size
+            if self.box_vis is not None or np.count_nonzero(ok) != ok.size:
+                keep = ok[:, 0] & ok[:, 1]
+                if self.box_vis is not None:
+                    keep &= self.box_vis >= options.min_visibility
+                if not keep.all():
+                    boxes = boxes[keep]
+                    _take(out, options.box_fields, keep)
             out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
             points = self.points.astype(np.float32)
@@ -354,9 +377,15 @@ def call_sample(compose, item, rng: np.random.Generator, names, source: str = "t
     sample = as_dict(item, names, source)
     img = sample["image"]
     F.check_image(img, "the sample's image")
-    compose.check_targets(kinds_of(sample))
-    moving = SampleTargets.read(sample, img.shape[:2], compose.target_options, source)
-    image = compose.finish(img, compose.plan(img.shape[:2], rng), rng, None, moving)
-    out = moving.result(sample)
+    shape = img.shape[:2]
+    kinds = kinds_of(sample)
+    if kinds:
+        compose.check_targets(kinds)
+        moving = SampleTargets.read(sample, shape, compose.target_options, source)
+        image = compose.finish(img, compose.plan(shape, rng), rng, None, moving)
+        out = moving.result(sample)
+    else:  # nothing to move
+        image = compose.finish(img, compose.plan(shape, rng), rng)
+        out = dict(sample)
     out["image"] = image
     return out if isinstance(item, dict) else as_tuple(out, names)
