@@ -243,14 +243,16 @@ def affine(
     )
 
 
-def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, out):
+def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, out, inverse=None):
     """``affine`` once its arguments are known good (``Compose`` checked them when it was
-    built): ``m`` is the map's six entries (``geometry.Entries``)."""
+    built): ``m`` is the map's six entries (``geometry.Entries``); ``inverse``, where given,
+    its snapped inverse (``PendingWarp.inverse``: one for the image and its masks)."""
     if img.dtype == np.uint8:
         if not 0 <= fill <= 255:
             raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
         fill = float(round(fill))  # every kernel fills with the same whole grey level
-    inverse = geometry.snapped(geometry.inverse(m))
+    if inverse is None:
+        inverse = geometry.snapped(geometry.inverse(m))
     if geometry.moves_whole_pixels(inverse):
         copied = _permute_pixels(img, inverse, out_shape, out)
         if copied is not None:

@@ -217,7 +217,7 @@ class SampleTargets:
                 keep = ok[:, 0] & ok[:, 1]
                 if self.box_vis is not None:
                     keep &= self.box_vis >= options.min_visibility
-                if not keep.all():
+                if np.count_nonzero(keep) != len(keep):
                     boxes = boxes[keep]
                     _take(out, options.box_fields, keep)
             out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
@@ -279,6 +279,7 @@ def _instance_masks(value, shape, source: str) -> np.ndarray:
 
 
 _SIZES = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # xyxy -> w, h
+_min, _sum = np.minimum.reduce, np.add.reduce
 
 
 def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray:
@@ -290,7 +291,8 @@ def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray
         )
     xyxy = T.to_xyxy(boxes, box_format, shape)
     # widths and heights in one product; NaN fails >=, a sum is finite only when every term is
-    if (xyxy @ _SIZES).min() >= 0 and math.isfinite(xyxy.sum()):
+    # (the ufuncs' reduce: ndarray.min and .sum are it behind a Python wrapper)
+    if _min(xyxy @ _SIZES, axis=None) >= 0 and math.isfinite(_sum(xyxy, axis=None)):
         return xyxy
     finite = np.isfinite(boxes).all(axis=1)
     if not finite.all():

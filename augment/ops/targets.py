@@ -144,23 +144,26 @@ def warp_mask(
     ``warp_plan.PendingWarp``: its matrix, output shape and border): nearest for integer and
     bool masks, the image's interpolation for float32 ones; ``fill`` where the border is
     "constant"."""
-    m, shape, border = pending.entries, pending.shape, pending.border
+    m, shape, border, inverse = pending.entries, pending.shape, pending.border, pending.inverse()
     if mask.dtype == np.float32:
         return F._affine(
-            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None
-        )
+            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None,
+            inverse,
+        )  # fmt: skip
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
-        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, None)
+        return F._affine(
+            mask, m, shape, "nearest", border, float(fill), kernel, False, None, inverse
+        )
     src = mask if mask.ndim == 3 else mask[:, :, None]
     h, w, c = src.shape
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(h, w, -1)  # bytes as channels
     fill_bytes = np.array(fill, dtype=mask.dtype).reshape(1).view(np.uint8)
     uniform = border != "constant" or (fill_bytes == fill_bytes[0]).all()
     byte_fill = float(fill_bytes[0]) if uniform else 0.0
-    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None)
+    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None, inverse)
     out = out.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
     if not uniform:  # a fill whose bytes differ (int32 250): where the border filled, set it
         ones = np.ones((h, w), dtype=np.uint8)
-        inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None)
+        inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None, inverse)
         out[inside.reshape(shape) == 0] = fill
     return out if mask.ndim == 3 else out[:, :, 0]
