@@ -273,6 +273,20 @@ def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, o
     return out
 
 
+def _nearest_u8(img, inverse, out_shape, border, fill, kernel):
+    """``_affine`` of a 2-D uint8 array (a class map), nearest, without antialiasing, by the
+    opencv kernel, its snapped ``inverse`` given: the kernel's one OpenCV call, not the
+    general path's steps around it (a mask follows every image warp). None where the
+    general path does more (a whole-pixel map, a source worth cutting, another kernel)."""
+    if kernel != "opencv" or img.ndim != 2 or not 0 <= fill <= 255:
+        return None
+    if geometry.moves_whole_pixels(inverse):
+        return None
+    a, b, c, d, e, f = inverse
+    matrix = np.array(((a, b, c + _NEAREST_NUDGE), (d, e, f + _NEAREST_NUDGE)))
+    return kernels.module("opencv").nearest_2d(img, matrix, out_shape, border, float(round(fill)))
+
+
 def _check_out(out, img: np.ndarray, out_shape: tuple[int, int]) -> None:
     expected = (*out_shape, *img.shape[2:])
     if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != img.dtype:

@@ -151,6 +151,9 @@ def warp_mask(
             inverse,
         )  # fmt: skip
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
+        moved = F._nearest_u8(mask, inverse, shape, border, fill, kernel)
+        if moved is not None:
+            return moved
         return F._affine(
             mask, m, shape, "nearest", border, float(fill), kernel, False, None, inverse
         )
