@@ -127,14 +127,11 @@ class BatchTask:
         index: int,
         out: np.ndarray | None = None,
         planned: SamplePlan | None = None,
-    ) -> tuple[np.ndarray, dict | _Unsettled]:
+    ) -> tuple[np.ndarray, dict]:
         """The image and targets of a sample with targets, moved together; the image into
         ``out`` where it fits (as ``augment``). ``planned``: the plan the decoder drew from
         the file's size, where it did (the image may then be a smaller decode or a region of
-        it, and the targets are the full image's). A bad target is a ``BadTargetError``.
-        With a ``Compose`` the targets come back ``_Unsettled``: their masks moved, their
-        boxes and keypoints mapped by ``result()`` (``make_batch`` does it after the batch's
-        images)."""
+        it, and the targets are the full image's). A bad target is a ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -147,30 +144,15 @@ class BatchTask:
             shape = img.shape[:2] if plan is None else plan.shape
             moving = ST.SampleTargets.read(sample, shape, self.options, name)
             img = t.finish(img, t.plan(shape, rng) if plan is None else plan, rng, out, moving)
-            del sample["image"]  # this function's own dict: the input image is not kept
-            img = as_image(img, lambda: f"the transform's output for {name}")
-            return img, _Unsettled(moving, sample)
-        # the albumentations adapter: it checks what it is given against the image
-        checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
-        ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
-        result = t(sample, rng)
-        img = result.pop("image")
+            result = moving.result(sample)
+        else:  # the albumentations adapter: it checks what it is given against the image
+            checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
+            ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
+            result = t(sample, rng)
+            img = result["image"]
+        del result["image"]
         img = as_image(img, lambda: f"the transform's output for {name}")
         return img, result
-
-
-class _Unsettled:
-    """A sample's moved targets whose boxes and keypoints are yet to be mapped (``result``):
-    ``make_batch`` maps those of all its samples after their images, in one loop, where the
-    arithmetic's code stays in cache (between two image warps it runs at half the speed)."""
-
-    __slots__ = ("moving", "sample")
-
-    def __init__(self, moving: ST.SampleTargets, sample: dict):
-        self.moving, self.sample = moving, sample
-
-    def result(self) -> dict:
-        return self.moving.result(self.sample)
 
 
 def target_transform(transform: Callable | None) -> tuple[Callable, ST.TargetOptions]:
@@ -263,13 +245,6 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             out[len(targets)] = img.reshape(out.shape[1:])
         targets.append(sample_targets)
         clock.lap("collate")
-    if result.error is not None:  # the batch is not used: nothing left to map
-        targets.clear()
-    elif layout is not None:
-        for i, sample_targets in enumerate(targets):
-            if type(sample_targets) is _Unsettled:
-                targets[i] = sample_targets.result()
-        clock.lap("augment")
     if result.error is None:
         if out is None:
             result.images = np.zeros((0, 0, 0, 0), dtype=np.uint8)
