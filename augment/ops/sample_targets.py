@@ -112,20 +112,14 @@ class SampleTargets:
     (clipped to the image after each warp; with ``min_visibility``, the fraction of each
     one's area still in view), keypoints as float64 x, y with whether each stayed in the
     frame. A box is kept when its clipped width and height are above 0 (at least
-    ``min_size`` where set) and its visibility at least ``min_visibility``.
+    ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
-    ``move`` warps the masks at once and records the map for the boxes and keypoints,
-    which ``settle`` (called by ``result``) maps through every recorded warp in order."""
-
-    __slots__ = (
-        "options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside", "maps"
-    )  # fmt: skip
+    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
         self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
-        self.maps: list = []  # the warps the boxes and keypoints have yet to follow
 
     @classmethod
     def read(
@@ -172,37 +166,24 @@ class SampleTargets:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
                 self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
-        if self.boxes is not None or self.points is not None:
-            self.maps.append((pending.entries, pending.shape))
+        if self.boxes is not None and len(self.boxes):
+            mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
+            if self.options.min_visibility == 0:
+                self.boxes = T.clip_boxes(mapped, pending.shape)
+            else:  # clipped area / mapped area, over all warps
+                self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
+                area = T.box_areas(mapped)
+                vis = np.divide(T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0)
+                self.box_vis = vis if self.box_vis is None else self.box_vis * vis
+        if self.points is not None and len(self.points):
+            self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
+            self.inside &= inside
         self.shape = pending.shape
-
-    def settle(self) -> None:
-        """Map the boxes and keypoints through the warps ``move`` recorded, in order (done
-        by ``result``; a batch does it for all its samples after their images, while the
-        arithmetic's code is still in cache)."""
-        for entries, shape in self.maps:
-            if self.boxes is not None and len(self.boxes):
-                mapped = T.map_boxes(self.boxes, entries, shape)
-                if self.options.min_visibility == 0:
-                    self.boxes = T.clip_boxes(mapped, shape)
-                else:  # clipped area / mapped area, over all warps
-                    self.boxes = T.clip_boxes(mapped.copy(), shape)
-                    area = T.box_areas(mapped)
-                    vis = np.divide(
-                        T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0
-                    )
-                    self.box_vis = vis if self.box_vis is None else self.box_vis * vis
-            if self.points is not None and len(self.points):
-                self.points, inside = T.map_points(self.points, entries, shape)
-                self.inside &= inside
-        self.maps.clear()
 
     def result(self, sample: dict) -> dict:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``)."""
-        if self.maps:
-            self.settle()
         options, out = self.options, dict(sample)
         if self.masks:
             out.update(self.masks)
