@@ -164,11 +164,11 @@ def warp(
     top-left pixel lies in that (reduced) image when it is only a region of it; into
     ``out`` where given."""
     m = pending.entries
-    inverse = None
+    of, inverse = pending._inverse  # worked out already where a mask moved first
     if scale > 1 or origin != (0, 0):  # map img's pixels onto the full image's first
         m = geometry.compose(_placed(scale, origin), m)
-    else:
-        inverse = pending.inverse()
+    if of is not m:
+        inverse = None
     # F.affine without its checks: the transforms checked their arguments when built
     return F._affine(
         img,
