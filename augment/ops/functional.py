@@ -273,18 +273,27 @@ def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, o
     return out
 
 
-def _nearest_u8(img, inverse, out_shape, border, fill, kernel):
+def _nearest_u8(img, inverse, out_shape, border, fill, kernel, out=None):
     """``_affine`` of a 2-D uint8 array (a class map), nearest, without antialiasing, by the
     opencv kernel, its snapped ``inverse`` given: the kernel's one OpenCV call, not the
-    general path's steps around it (a mask follows every image warp). None where the
-    general path does more (a whole-pixel map, a source worth cutting, another kernel)."""
+    general path's steps around it (a mask follows every image warp); into ``out`` where
+    it is a writeable C-contiguous uint8 array of ``out_shape``. None where the general
+    path does more (a whole-pixel map, a source worth cutting, another kernel)."""
     if kernel != "opencv" or img.ndim != 2 or not 0 <= fill <= 255:
         return None
     if geometry.moves_whole_pixels(inverse):
         return None
+    if out is not None and not (
+        out.shape == out_shape
+        and out.dtype == np.uint8
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        out = None
     a, b, c, d, e, f = inverse
     matrix = np.array(((a, b, c + _NEAREST_NUDGE), (d, e, f + _NEAREST_NUDGE)))
-    return kernels.module("opencv").nearest_2d(img, matrix, out_shape, border, float(round(fill)))
+    cv = kernels.module("opencv")
+    return cv.nearest_2d(img, matrix, out_shape, border, float(round(fill)), out)
 
 
 def _check_out(out, img: np.ndarray, out_shape: tuple[int, int]) -> None:

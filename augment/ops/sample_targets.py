@@ -114,12 +114,16 @@ class SampleTargets:
     frame. A box is kept when its clipped width and height are above 0 (at least
     ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
-    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
+    __slots__ = (
+        "options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside",
+        "mask_out",
+    )  # fmt: skip
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
         self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
+        self.mask_out = None  # where the next warp of "mask" may write (a batch's slot)
 
     @classmethod
     def read(
@@ -165,7 +169,8 @@ class SampleTargets:
                 else:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
-                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
+                out, self.mask_out = self.mask_out, None
+                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, out)
         if self.boxes is not None and len(self.boxes):
             mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
             if self.options.min_visibility == 0:

@@ -139,11 +139,13 @@ def warp_mask(
     kernel: str | None = None,
     antialias: bool = True,
     fill: float = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``mask`` (H x W or H x W x C, integer, bool or float32) resampled by ``pending`` (a
     ``warp_plan.PendingWarp``: its matrix, output shape and border): nearest for integer and
     bool masks, the image's interpolation for float32 ones; ``fill`` where the border is
-    "constant"."""
+    "constant". ``out`` (a batch's slot) may receive the pixels of a 2-D uint8 mask warped
+    by the opencv kernel; elsewhere it is left alone and the result is a new array."""
     m, shape, border, inverse = pending.entries, pending.shape, pending.border, pending.inverse()
     if mask.dtype == np.float32:
         return F._affine(
@@ -151,7 +153,7 @@ def warp_mask(
             inverse,
         )  # fmt: skip
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
-        moved = F._nearest_u8(mask, inverse, shape, border, fill, kernel)
+        moved = F._nearest_u8(mask, inverse, shape, border, fill, kernel, out)
         if moved is not None:
             return moved
         return F._affine(
