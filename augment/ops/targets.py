@@ -165,10 +165,10 @@ def warp_mask(
     fill_bytes = np.array(fill, dtype=mask.dtype).reshape(1).view(np.uint8)
     uniform = border != "constant" or (fill_bytes == fill_bytes[0]).all()
     byte_fill = float(fill_bytes[0]) if uniform else 0.0
-    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None, inverse)
-    out = out.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
+    res = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None, inverse)
+    res = res.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
     if not uniform:  # a fill whose bytes differ (int32 250): where the border filled, set it
         ones = np.ones((h, w), dtype=np.uint8)
         inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None, inverse)
-        out[inside.reshape(shape) == 0] = fill
-    return out if mask.ndim == 3 else out[:, :, 0]
+        res[inside.reshape(shape) == 0] = fill
+    return res if mask.ndim == 3 else res[:, :, 0]
