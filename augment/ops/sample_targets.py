@@ -193,19 +193,18 @@ class SampleTargets:
         if self.masks:
             out.update(self.masks)
         boxes = self.boxes
-        if boxes is not None and not len(boxes):
+        if boxes is not None and not len(boxes):  # none to keep or convert
             out["boxes"] = np.zeros((0, 4), dtype=np.float32)
         elif boxes is not None:
-            # in view: some area (width and height above 0), at least min_size where set
-            size = boxes[:, 2:] - boxes[:, :2]
-            ok = size > 0.0 if options.min_size == 0 else size >= options.min_size
-            if self.box_vis is not None or np.count_nonzero(ok) != ok.size:
-                keep = ok[:, 0] & ok[:, 1]
-                if self.box_vis is not None:
-                    keep &= self.box_vis >= options.min_visibility
-                if np.count_nonzero(keep) != len(keep):
-                    boxes = boxes[keep]
-                    _take(out, options.box_fields, keep)
+            size = boxes @ _SIZES  # in view: some area, at least min_size
+            keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
+            if options.min_size > 0:
+                keep |= np.minimum(size[:, 0], size[:, 1]) == options.min_size
+            if self.box_vis is not None:
+                keep &= self.box_vis >= options.min_visibility
+            if not keep.all():
+                boxes = boxes[keep]
+                _take(out, options.box_fields, keep)
             out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
             points = self.points.astype(np.float32)
@@ -265,7 +264,6 @@ def _instance_masks(value, shape, source: str) -> np.ndarray:
 
 
 _SIZES = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # xyxy -> w, h
-_min, _sum = np.minimum.reduce, np.add.reduce
 
 
 def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray:
@@ -277,8 +275,7 @@ def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray
         )
     xyxy = T.to_xyxy(boxes, box_format, shape)
     # widths and heights in one product; NaN fails >=, a sum is finite only when every term is
-    # (the ufuncs' reduce: ndarray.min and .sum are it behind a Python wrapper)
-    if _min(xyxy @ _SIZES, axis=None) >= 0 and math.isfinite(_sum(xyxy, axis=None)):
+    if (xyxy @ _SIZES).min() >= 0 and math.isfinite(xyxy.sum()):
         return xyxy
     finite = np.isfinite(boxes).all(axis=1)
     if not finite.all():
