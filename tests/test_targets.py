@@ -520,6 +520,33 @@ def test_batches_with_targets_are_bit_identical_on_every_backend():
         _assert_same(reference, batches, str(key))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_a_batchs_masks_are_each_samples_own_with_a_sample_skipped(dtype):
+    # uint8 class maps are warped straight into the batch's mask array (where the source is
+    # at most twice the output's area: 256 x 256 onto 192 x 192), others copied there; either
+    # way each row is what the pipeline gives that sample alone, rows after a skipped one too
+    from augment.loading.batch import BatchPlan, BatchTask, make_batch, target_transform
+    from augment.loading.rng import KeyedRng
+    from augment.sources.samples import MapStyle
+
+    data = []
+    for i, item in enumerate(Segmentation(bad=3)):
+        if i == 8:
+            break
+        data.append({**item, "mask": item["mask"].astype(dtype)})
+    steps = seg_pipeline().transforms
+    pipeline = augment.Compose([augment.RandomResizedCrop(192), *steps[1:]], mask_fill=255)
+    task = BatchTask(MapStyle(data), pipeline, 5, "skip", None, *target_transform(pipeline))
+    result = make_batch(task, BatchPlan(0, 0, tuple(range(8))))
+    assert [source for source, _ in result.skipped] == ["list[3]"]
+    masks = result.targets.fields["mask"]
+    assert masks.shape == (7, 192, 192) and masks.dtype == dtype
+    for row, i in enumerate([0, 1, 2, 4, 5, 6, 7]):
+        alone = pipeline(data[i], KeyedRng(5).at(0, i))
+        assert np.array_equal(masks[row], alone["mask"]), (row, i)
+        assert np.array_equal(result.images[row], alone["image"]), (row, i)
+
+
 def test_padded_targets_hold_counts():
     plain = _epoch(Segmentation(), seg_pipeline(), "serial", 0)[0]
     padded = _epoch(Segmentation(), seg_pipeline(), "serial", 0, pad_targets=True)[0]

@@ -127,11 +127,14 @@ class BatchTask:
         index: int,
         out: np.ndarray | None = None,
         planned: SamplePlan | None = None,
+        mask_out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict]:
         """The image and targets of a sample with targets, moved together; the image into
-        ``out`` where it fits (as ``augment``). ``planned``: the plan the decoder drew from
-        the file's size, where it did (the image may then be a smaller decode or a region of
-        it, and the targets are the full image's). A bad target is a ``BadTargetError``."""
+        ``out`` where it fits (as ``augment``), its ``mask`` into ``mask_out`` where its
+        warp can write there (``targets.warp_mask``). ``planned``: the plan the decoder drew
+        from the file's size, where it did (the image may then be a smaller decode or a
+        region of it, and the targets are the full image's). A bad target is a
+        ``BadTargetError``."""
         name = self.source.name(index)
         if type(rest) is dict:
             sample = {"image": img, **rest}
@@ -143,6 +146,7 @@ class BatchTask:
             plan = None if planned is None else planned.plan
             shape = img.shape[:2] if plan is None else plan.shape
             moving = ST.SampleTargets.read(sample, shape, self.options, name)
+            moving.mask_out = mask_out
             img = t.finish(img, t.plan(shape, rng) if plan is None else plan, rng, out, moving)
             result = moving.result(sample)
         else:  # the albumentations adapter: it checks what it is given against the image
@@ -153,6 +157,43 @@ class BatchTask:
         del result["image"]
         img = as_image(img, lambda: f"the transform's output for {name}")
         return img, result
+
+
+class _MaskSlots:
+    """A batch's ``mask`` field as one array, each sample's slot written by its mask's warp
+    where the warp can (``targets.warp_mask``), else copied there: no array per sample and
+    no stack. Made from the first sample's mask; given up (``collate`` stacks the samples'
+    masks, and says what differs) where a sample has none or one of another shape or
+    dtype."""
+
+    __slots__ = ("n", "array", "usable")
+
+    def __init__(self, n: int):
+        self.n, self.array, self.usable = n, None, True
+
+    def slot(self, i: int) -> np.ndarray | None:
+        return self.array[i] if self.usable and self.array is not None else None
+
+    def keep(self, i: int, sample_targets) -> None:
+        """Sample ``i``'s mask (in its result dict) into slot ``i``, unless it is there."""
+        if not self.usable:
+            return
+        mask = sample_targets.get("mask") if type(sample_targets) is dict else None
+        if type(mask) is not np.ndarray or (self.array is None and i != 0):
+            self.usable = False
+            return
+        if self.array is None:
+            self.array = np.empty((self.n, *mask.shape), dtype=mask.dtype)
+        slot = self.array[i]
+        if mask.shape != slot.shape or mask.dtype != slot.dtype:
+            self.usable = False
+        elif not np.may_share_memory(mask, slot):  # its warp wrote elsewhere: copy
+            slot[...] = mask
+            sample_targets["mask"] = slot
+
+    def stacked(self, kept: int) -> np.ndarray | None:
+        """The first ``kept`` masks as one array, or None where they are not all there."""
+        return self.array[:kept] if self.usable and self.array is not None else None
 
 
 def target_transform(transform: Callable | None) -> tuple[Callable, ST.TargetOptions]:
@@ -200,6 +241,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     first = 0
     source.begin(plan.indices)
     layout = None  # samples with targets: "dict", or the names of a tuple's items
+    masks = _MaskSlots(len(plan.indices))
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
@@ -224,7 +266,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             if task.has_targets(sample_targets):
                 layout = "dict" if type(sample_targets) is dict else task.names
                 img, sample_targets = task.augment_sample(
-                    img, sample_targets, rng, index, slot, planned
+                    img, sample_targets, rng, index, slot, planned, masks.slot(len(targets))
                 )
             else:
                 img = task.augment(img, rng, index, planned, slot)
@@ -243,6 +285,8 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
                 first = index
             _check_sample(img, out, source, first, index)
             out[len(targets)] = img.reshape(out.shape[1:])
+        if layout is not None:
+            masks.keep(len(targets), sample_targets)
         targets.append(sample_targets)
         clock.lap("collate")
     if result.error is None:
@@ -253,7 +297,9 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             result.images = out[:kept]  # the process backend drops it when in shared memory
             result.shape, result.dtype = result.images.shape, result.images.dtype.str
             if layout is not None:  # samples with targets: batched here, in the worker
-                fields = target_batch.collate(targets, task.options, task.pad_targets)
+                fields = target_batch.collate(
+                    targets, task.options, task.pad_targets, masks.stacked(kept)
+                )
                 result.targets = target_batch.TargetBatch(
                     fields, None if layout == "dict" else layout
                 )

@@ -25,11 +25,15 @@ def check_pad(pad_targets) -> bool | int:
     )
 
 
-def collate(samples: list[dict], options: TargetOptions, pad: bool | int = False) -> dict:
-    """Per-sample results made into batch fields (numpy): ``mask`` stacked, the listed kinds
-    and their fields (``TargetOptions.listed``) a list of arrays, or with ``pad`` padded to
-    the largest count (``True``) or to ``pad`` rows, with ``num_<key>`` counts; any other key
-    a list of the samples' values (the loader batches it with ``default_collate``)."""
+def collate(
+    samples: list[dict], options: TargetOptions, pad: bool | int = False, masks=None
+) -> dict:
+    """Per-sample results made into batch fields (numpy): ``mask`` stacked (or ``masks``,
+    where given: the samples' masks already in one array, as ``make_batch`` writes them),
+    the listed kinds and their fields (``TargetOptions.listed``) a list of arrays, or with
+    ``pad`` padded to the largest count (``True``) or to ``pad`` rows, with ``num_<key>``
+    counts; any other key a list of the samples' values (the loader batches it with
+    ``default_collate``)."""
     out: dict = {}
     for i, s in enumerate(samples):
         if s.keys() != samples[0].keys():
@@ -40,7 +44,7 @@ def collate(samples: list[dict], options: TargetOptions, pad: bool | int = False
     for key in samples[0]:
         values = [s[key] for s in samples]
         if key == "mask":
-            out[key] = np.stack(values)
+            out[key] = np.stack(values) if masks is None else masks
         elif options.listed(key):
             arrays = Arrays(np.asarray(v) for v in values)
             if pad is False:

@@ -243,14 +243,16 @@ def affine(
     )
 
 
-def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, out):
+def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, out, inverse=None):
     """``affine`` once its arguments are known good (``Compose`` checked them when it was
-    built): ``m`` is the map's six entries (``geometry.Entries``)."""
+    built): ``m`` is the map's six entries (``geometry.Entries``); ``inverse``, where given,
+    its snapped inverse (``PendingWarp.inverse``: one for the image and its masks)."""
     if img.dtype == np.uint8:
         if not 0 <= fill <= 255:
             raise ValueError(f"fill must be in 0..255 for a uint8 image, got {fill}")
         fill = float(round(fill))  # every kernel fills with the same whole grey level
-    inverse = geometry.snapped(geometry.inverse(m))
+    if inverse is None:
+        inverse = geometry.snapped(geometry.inverse(m))
     if geometry.moves_whole_pixels(inverse):
         copied = _permute_pixels(img, inverse, out_shape, out)
         if copied is not None:
@@ -269,6 +271,29 @@ def _affine(img, m, out_shape, interpolation, border, fill, kernel, antialias, o
         return res.reshape(out_shape) if img.ndim == 2 else res
     warp(src, inverse, out_shape, interpolation, border, fill, out=out.reshape(*out_shape, -1))
     return out
+
+
+def _nearest_u8(img, inverse, out_shape, border, fill, kernel, out=None):
+    """``_affine`` of a 2-D uint8 array (a class map), nearest, without antialiasing, by the
+    opencv kernel, its snapped ``inverse`` given: the kernel's one OpenCV call, not the
+    general path's steps around it (a mask follows every image warp); into ``out`` where
+    it is a writeable C-contiguous uint8 array of ``out_shape``. None where the general
+    path does more (a whole-pixel map, a source worth cutting, another kernel)."""
+    if kernel != "opencv" or img.ndim != 2 or not 0 <= fill <= 255:
+        return None
+    if geometry.moves_whole_pixels(inverse):
+        return None
+    if out is not None and not (
+        out.shape == out_shape
+        and out.dtype == np.uint8
+        and out.flags.c_contiguous
+        and out.flags.writeable
+    ):
+        out = None
+    a, b, c, d, e, f = inverse
+    matrix = np.array(((a, b, c + _NEAREST_NUDGE), (d, e, f + _NEAREST_NUDGE)))
+    cv = kernels.module("opencv")
+    return cv.nearest_2d(img, matrix, out_shape, border, float(round(fill)), out)
 
 
 def _check_out(out, img: np.ndarray, out_shape: tuple[int, int]) -> None:

@@ -114,12 +114,16 @@ class SampleTargets:
     frame. A box is kept when its clipped width and height are above 0 (at least
     ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
-    __slots__ = ("options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside")
+    __slots__ = (
+        "options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside",
+        "mask_out",
+    )  # fmt: skip
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int]):
         self.options, self.shape = options, shape
         self.masks: dict[str, np.ndarray] = {}
         self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
+        self.mask_out = None  # where the next warp of "mask" may write (a batch's slot)
 
     @classmethod
     def read(
@@ -165,7 +169,8 @@ class SampleTargets:
                 else:
                     self.masks[key] = np.zeros((0, *pending.shape), dtype=mask.dtype)
             else:
-                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill)
+                out, self.mask_out = self.mask_out, None
+                self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, out)
         if self.boxes is not None and len(self.boxes):
             mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
             if self.options.min_visibility == 0:
@@ -185,9 +190,12 @@ class SampleTargets:
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``)."""
         options, out = self.options, dict(sample)
-        out.update(self.masks)
-        if self.boxes is not None:
-            boxes = self.boxes
+        if self.masks:
+            out.update(self.masks)
+        boxes = self.boxes
+        if boxes is not None and not len(boxes):  # none to keep or convert
+            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
+        elif boxes is not None:
             size = boxes @ _SIZES  # in view: some area, at least min_size
             keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
             if options.min_size > 0:
@@ -354,9 +362,15 @@ def call_sample(compose, item, rng: np.random.Generator, names, source: str = "t
     sample = as_dict(item, names, source)
     img = sample["image"]
     F.check_image(img, "the sample's image")
-    compose.check_targets(kinds_of(sample))
-    moving = SampleTargets.read(sample, img.shape[:2], compose.target_options, source)
-    image = compose.finish(img, compose.plan(img.shape[:2], rng), rng, None, moving)
-    out = moving.result(sample)
+    shape = img.shape[:2]
+    kinds = kinds_of(sample)
+    if kinds:
+        compose.check_targets(kinds)
+        moving = SampleTargets.read(sample, shape, compose.target_options, source)
+        image = compose.finish(img, compose.plan(shape, rng), rng, None, moving)
+        out = moving.result(sample)
+    else:  # nothing to move
+        image = compose.finish(img, compose.plan(shape, rng), rng)
+        out = dict(sample)
     out["image"] = image
     return out if isinstance(item, dict) else as_tuple(out, names)

@@ -139,28 +139,36 @@ def warp_mask(
     kernel: str | None = None,
     antialias: bool = True,
     fill: float = 0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``mask`` (H x W or H x W x C, integer, bool or float32) resampled by ``pending`` (a
     ``warp_plan.PendingWarp``: its matrix, output shape and border): nearest for integer and
     bool masks, the image's interpolation for float32 ones; ``fill`` where the border is
-    "constant"."""
-    m, shape, border = pending.entries, pending.shape, pending.border
+    "constant". ``out`` (a batch's slot) may receive the pixels of a 2-D uint8 mask warped
+    by the opencv kernel; elsewhere it is left alone and the result is a new array."""
+    m, shape, border, inverse = pending.entries, pending.shape, pending.border, pending.inverse()
     if mask.dtype == np.float32:
         return F._affine(
-            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None
-        )
+            mask, m, shape, pending.interpolation, border, float(fill), kernel, antialias, None,
+            inverse,
+        )  # fmt: skip
     if mask.dtype == np.uint8 and (border != "constant" or 0 <= fill <= 255):
-        return F._affine(mask, m, shape, "nearest", border, float(fill), kernel, False, None)
+        moved = F._nearest_u8(mask, inverse, shape, border, fill, kernel, out)
+        if moved is not None:
+            return moved
+        return F._affine(
+            mask, m, shape, "nearest", border, float(fill), kernel, False, None, inverse
+        )
     src = mask if mask.ndim == 3 else mask[:, :, None]
     h, w, c = src.shape
     raw = np.ascontiguousarray(src).view(np.uint8).reshape(h, w, -1)  # bytes as channels
     fill_bytes = np.array(fill, dtype=mask.dtype).reshape(1).view(np.uint8)
     uniform = border != "constant" or (fill_bytes == fill_bytes[0]).all()
     byte_fill = float(fill_bytes[0]) if uniform else 0.0
-    out = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None)
-    out = out.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
+    res = F._affine(raw, m, shape, "nearest", border, byte_fill, kernel, False, None, inverse)
+    res = res.reshape(*shape, -1).view(mask.dtype).reshape(*shape, c)
     if not uniform:  # a fill whose bytes differ (int32 250): where the border filled, set it
         ones = np.ones((h, w), dtype=np.uint8)
-        inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None)
-        out[inside.reshape(shape) == 0] = fill
-    return out if mask.ndim == 3 else out[:, :, 0]
+        inside = F._affine(ones, m, shape, "nearest", border, 0.0, kernel, False, None, inverse)
+        res[inside.reshape(shape) == 0] = fill
+    return res if mask.ndim == 3 else res[:, :, 0]

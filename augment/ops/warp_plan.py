@@ -42,7 +42,7 @@ class PendingWarp:
     """Geometric steps folded so far: their product map (``entries``, the six entries of its
     2x3 matrix, see ``geometry``), the output shape and how to resample it."""
 
-    __slots__ = ("entries", "shape", "interpolation", "border", "fill", "reach")
+    __slots__ = ("entries", "shape", "interpolation", "border", "fill", "reach", "_inverse")
 
     def __init__(self, shape: Shape):
         self.entries = geometry.IDENTITY
@@ -50,6 +50,16 @@ class PendingWarp:
         self.interpolation = "nearest"
         self.border, self.fill = "reflect", 0.0
         self.reach = -1.0  # how far outside its input the border-deciding step samples
+        self._inverse: tuple = (None, None)  # (entries, their snapped inverse)
+
+    def inverse(self) -> Entries:
+        """The folded map's inverse, snapped (``geometry.snapped``), worked out once for the
+        image and its masks."""
+        of, inverse = self._inverse
+        if of is not self.entries:
+            inverse = geometry.snapped(geometry.inverse(self.entries))
+            self._inverse = (self.entries, inverse)
+        return inverse
 
     @property
     def matrix(self) -> np.ndarray:
@@ -154,8 +164,11 @@ def warp(
     top-left pixel lies in that (reduced) image when it is only a region of it; into
     ``out`` where given."""
     m = pending.entries
+    of, inverse = pending._inverse  # worked out already where a mask moved first
     if scale > 1 or origin != (0, 0):  # map img's pixels onto the full image's first
         m = geometry.compose(_placed(scale, origin), m)
+    if of is not m:
+        inverse = None
     # F.affine without its checks: the transforms checked their arguments when built
     return F._affine(
         img,
@@ -167,6 +180,7 @@ def warp(
         kernel,
         antialias,
         out,
+        inverse,
     )
 
 

@@ -42,6 +42,18 @@ def _load(name: str) -> WarpFn | None:
     return _loaded[name]
 
 
+def module(name: str):
+    """The module of kernel ``name``, loaded (for a kernel's own extra paths)."""
+    found = _modules.get(name)
+    if found is None:
+        get(name)  # a ValueError where it is unknown or not installed
+        found = _modules[name] = importlib.import_module(_MODULES[name])
+    return found
+
+
+_modules: dict = {}
+
+
 def available() -> list[str]:
     """Names of the kernels whose packages are installed, fastest first."""
     return [name for name in PREFERENCE if _load(name) is not None]

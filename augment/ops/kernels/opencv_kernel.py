@@ -173,6 +173,22 @@ def _warp_affine(img, matrix, out_shape, border, kwargs, out=None):
     return out
 
 
+def nearest_2d(img, inverse, out_shape, border, fill, out=None):
+    """``warp`` of a 2-D uint8 array (a class map), nearest, in one OpenCV call and 2-D
+    back (into ``out``, 2-D, where given): what ``warp`` does for one channel when the
+    source is not worth cutting (at most twice the output's area); None where it is."""
+    ho, wo = out_shape
+    if img.shape[0] * img.shape[1] > 2 * ho * wo:
+        return None
+    return cv2.warpAffine(
+        img, inverse, (wo, ho), dst=out, flags=_NEAREST_INVERSE, borderMode=_BORDER[border],
+        borderValue=(fill,) * 4,
+    )  # fmt: skip
+
+
+_NEAREST_INVERSE = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+
+
 def warp(img, inverse, out_shape, interpolation, border, fill, out=None):
     ho, wo = out_shape
     c = img.shape[2]
