@@ -3,11 +3,11 @@
 from augment import _moved
 from augment.about import info
 from augment.ops import adapters, functional, geometry, kernels
+from augment.ops.compose import Compose, kaggle_pipeline, kaggle_steps
 from augment.ops.images import BadImageError
 from augment.ops.sample_targets import BadTargetError
 from augment.ops.transforms import (
     CenterCrop,
-    Compose,
     GeometricTransform,
     RandomCrop,
     RandomFlip,
@@ -18,8 +18,6 @@ from augment.ops.transforms import (
     RandomScale,
     Resize,
     Transform,
-    kaggle_pipeline,
-    kaggle_steps,
 )
 from augment.sources.data import ImageFolder
 from augment.sources.remote import HTTPImages

@@ -73,7 +73,7 @@ def measure(images: int, batch_size: int, reps: int, warmup: int = 1) -> dict:
     pass, and per stage (from the spans) for the median pass."""
     import augment
     from augment.loading.batch import BatchPlan, BatchTask, make_batch
-    from augment.ops.transforms import kaggle_pipeline
+    from augment.ops.compose import kaggle_pipeline
     from augment.sources.samples import source_for
 
     dataset = OnePixels(images)

@@ -14,15 +14,14 @@ from support import hang_guard
 import augment
 import augment.sources.data as data
 from augment.loading.rng import sample_rng
+from augment.ops.compose import Compose, kaggle_pipeline
 from augment.ops.transforms import (
     CenterCrop,
-    Compose,
     RandomCrop,
     RandomFlip,
     RandomResizedCrop,
     RandomRotate,
     Resize,
-    kaggle_pipeline,
 )
 from augment.ops.warp_plan import SamplePlan, read_box
 from augment.sources import jpeg_region

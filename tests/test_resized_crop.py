@@ -20,8 +20,8 @@ import augment.sources.data as data
 from augment.loading.rng import sample_rng
 from augment.ops import functional as F
 from augment.ops import geometry, kernels
+from augment.ops.compose import Compose
 from augment.ops.transforms import (
-    Compose,
     RandomFlip,
     RandomResizedCrop,
     RandomRotate,

@@ -13,9 +13,9 @@ from support import random_image, smooth_image
 import augment
 from augment.ops import functional as F
 from augment.ops import kernels
+from augment.ops.compose import Compose, kaggle_pipeline
 from augment.ops.transforms import (
     CenterCrop,
-    Compose,
     RandomCrop,
     RandomFlip,
     RandomResizedCrop,
@@ -23,7 +23,6 @@ from augment.ops.transforms import (
     RandomRotate90,
     RandomScale,
     Resize,
-    kaggle_pipeline,
 )
 
 KERNELS = kernels.available()
@@ -102,7 +101,8 @@ def test_repr_is_readable_and_evaluates_to_an_equal_transform(t):
     text = repr(t)
     assert text.startswith(type(t).__name__ + "(")
     assert "object at 0x" not in text
-    namespace = {name: getattr(augment, name) for name in augment.ops.transforms.__all__}
+    names = augment.ops.transforms.__all__ + augment.ops.compose.__all__
+    namespace = {name: getattr(augment, name) for name in names}
     assert eval(text, namespace) == t
 
 

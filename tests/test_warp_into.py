@@ -17,9 +17,9 @@ import augment.sources.data as data
 from augment.loading.rng import sample_rng
 from augment.ops import functional as F
 from augment.ops import kernels
+from augment.ops.compose import Compose
 from augment.ops.transforms import (
     CenterCrop,
-    Compose,
     RandomCrop,
     RandomFlip,
     RandomResizedCrop,

@@ -26,8 +26,9 @@ from augment.loading import target_batch
 from augment.loading.rng import KeyedRng
 from augment.loading.watchdog import Lane
 from augment.ops import sample_targets as ST
+from augment.ops.compose import Compose
 from augment.ops.images import BadImageError, as_image
-from augment.ops.transforms import Compose, GeometricTransform
+from augment.ops.transforms import GeometricTransform
 from augment.ops.warp_plan import SamplePlan
 from augment.sources.samples import MapStyle, Staged
 from augment.trace.schema import CONSUMER_LANE, Span

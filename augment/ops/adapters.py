@@ -201,7 +201,8 @@ def _call_sample(t, sample: dict, options) -> dict:
 
 
 def _takes_rng(obj) -> bool:
-    from augment.ops.transforms import Compose, Transform
+    from augment.ops.compose import Compose
+    from augment.ops.transforms import Transform
 
     return isinstance(obj, (Transform, Compose))
 

@@ -357,8 +357,8 @@ def as_tuple(d: dict, names: tuple[str, ...]) -> tuple:
 
 
 def call_sample(compose, item, rng: np.random.Generator, names, source: str = "the sample"):
-    """``compose`` (a ``transforms.Compose``) on a whole sample: a dict, or a tuple named by
-    ``names``; the same structure back, the targets moved with the image."""
+    """``compose`` (an ``augment.ops.compose.Compose``) on a whole sample: a dict, or a
+    tuple named by ``names``; the same structure back, the targets moved with the image."""
     sample = as_dict(item, names, source)
     img = sample["image"]
     F.check_image(img, "the sample's image")

@@ -20,7 +20,7 @@ else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
     import tomli as tomllib
 
 from augment.loading import backends
-from augment.ops import transforms
+from augment.ops import compose, transforms
 from augment.sources.data import IMAGE_SUFFIXES, ImageFolder
 from augment.sources.sample_data import sample_dataset
 from augment.sources.sample_masks import sample_segmentation
@@ -48,7 +48,7 @@ DEFAULT_SECONDS = 3.0  # the measured window of a run sized by time
 MIN_SECONDS = 0.5
 WINDOW_KEYS = {"batches", "seconds"}
 
-KAGGLE_TRANSFORM = transforms.kaggle_steps(224)  # the default transform: the seed's
+KAGGLE_TRANSFORM = compose.kaggle_steps(224)  # the default transform: the seed's
 # what the training loop learns: labels of whole images (an ImageFolder, HTTPImages) or a
 # class per pixel (a SegmentationFolder: images/ and masks/, the mask moved with the image)
 TASKS = ("classify", "segment")
@@ -133,7 +133,7 @@ class Experiment:
 
 def build_transform(
     spec: list[dict], where: str = "transform", mask_fill: float = 0
-) -> transforms.Compose:
+) -> compose.Compose:
     """A Compose from ``[{"op": "RandomFlip", "horizontal": 0.5}, ...]`` (and its masks'
     ``mask_fill``)."""
     if not isinstance(spec, list):
@@ -151,7 +151,7 @@ def build_transform(
         except TypeError as exc:
             raise ValueError(f"{where}: transform[{i}] {op}: {exc}") from None
     try:
-        return transforms.Compose(steps, mask_fill=mask_fill)
+        return compose.Compose(steps, mask_fill=mask_fill)
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
