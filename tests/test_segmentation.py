@@ -76,6 +76,20 @@ def test_mask_modes_are_read_as_class_values(tmp_path):
     np.testing.assert_array_equal(deep, values.astype(np.int32) * 200)
 
 
+def test_gif_masks_as_carvana_gives_them(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (6, 4), (9, 9, 9)).save(tmp_path / "images" / "car_01.jpg")
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1:3, 2:5] = 1
+    Image.fromarray(mask, mode="L").convert("P").save(tmp_path / "masks" / "car_01_mask.gif")
+    with pytest.raises(ValueError, match=r"car_01\.jpg"):  # another name: no pair
+        SegmentationFolder(tmp_path)
+    (tmp_path / "masks" / "car_01_mask.gif").rename(tmp_path / "masks" / "car_01.gif")
+    sample = SegmentationFolder(tmp_path)[0]
+    np.testing.assert_array_equal(sample["mask"], mask)
+
+
 def test_colour_and_unreadable_masks_are_named(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "colour.png")
     with pytest.raises(ValueError, match=r"colour\.png.*RGB image; accepted: a class map"):

@@ -2,7 +2,8 @@
 
 ``SegmentationFolder(root)`` pairs ``root/images/<name>.<ext>`` with ``root/masks/<name>.<ext>``
 (the layout of Kaggle's salt, ship and nuclei competitions, of Carvana and of most U-Net
-tutorials): same file name, any image suffix each side. A sample is the dict the targets
+tutorials): same file name, any image suffix each side (GIF too for masks), in the two
+folders themselves (not their sub-folders). A sample is the dict the targets
 machinery moves (docs/targets.md): ``{"image": H x W x 3 uint8, "mask": H x W, "name": str}``.
 
 It is a staged dataset (``augment.StagedDataset``): the Loader times reading the image
@@ -32,6 +33,7 @@ logger = logging.getLogger("augment")
 
 # Pillow modes of a class map, and the dtype each is read as
 MASK_MODES = {"L": np.uint8, "P": np.uint8, "1": np.uint8, "I;16": np.int32, "I": np.int32}
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")  # Carvana's masks are GIFs
 CLASSES_FILE = "classes.txt"  # one class name per line, the first for value 0
 SCAN_MASKS = 16  # without classes.txt: the class count read from this many masks
 
@@ -66,8 +68,8 @@ class SegmentationFolder:
                     "holding images/ and masks/ (image and mask of a sample share a file name; "
                     f"other folder names with {what}=)"
                 )
-        image_files = _by_stem(image_dir)
-        mask_files = _by_stem(mask_dir)
+        image_files = _by_stem(image_dir, IMAGE_SUFFIXES)
+        mask_files = _by_stem(mask_dir, MASK_SUFFIXES)
         if not image_files:
             raise ValueError(
                 f"SegmentationFolder: no images in {str(image_dir)!r} "
@@ -145,10 +147,11 @@ def read_mask(path: Path) -> np.ndarray:
         raise ValueError(f"mask {str(path)!r} cannot be read: {exc}") from None
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files of ``folder`` (not its sub-folders) with one of ``suffixes``, by name."""
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        if path.suffix.lower() in suffixes and path.is_file():
             if path.stem in files:
                 raise ValueError(
                     f"SegmentationFolder: {str(files[path.stem])!r} and {str(path)!r} share a "
