@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import hang_guard, leaked_psm, live_children, shm_names, write_jpegs
+from support import hang_guard, leaked_after, live_children, shm_names, write_jpegs
 
 import augment
 from augment import ImageFolder, Loader
@@ -143,7 +143,7 @@ def test_close_between_epochs_leaves_no_worker_and_nothing_in_dev_shm(jpegs, bac
         assert ahead_of(loader)[0] == 1
         loader.close()
     assert live_children() - children == set()
-    assert leaked_psm(shm_before, ALL_SHM) == set()
+    assert leaked_after(shm_before, ALL_SHM) == set()
     assert not [t for t in __import__("threading").enumerate() if t.name.startswith("augment_")]
     with pytest.raises(RuntimeError, match="closed"):
         next(iter(loader))
@@ -188,7 +188,7 @@ def test_the_watchdog_names_a_stuck_batch_submitted_ahead(jpegs, tmp_path):
                     delivered.append((epoch, int(index[0])))
                     (tmp_path / "arm").touch()  # sample 0 next comes in epoch 1's batch 0
         workers_left = live_children() - children
-        leaked = leaked_psm(shm_before, ALL_SHM)
+        leaked = leaked_after(shm_before, ALL_SHM)
     finally:
         (tmp_path / "release").touch()
         loader.close()

@@ -27,6 +27,7 @@ import torch
 from support import (
     alive,
     hang_guard,
+    leaked_after,
     leaked_psm,
     live_children,
     mapped_psm,
@@ -428,7 +429,7 @@ def test_worker_death_is_a_runtime_error_and_leaves_nothing(dataset, tmp_path, b
         raised_at = time.monotonic()
         # the failed epoch closed the loader itself: no close() call before these checks
         workers_left = sorted(live_children() - children)
-        leaked = leaked_psm(shm_before)
+        leaked = leaked_after(shm_before)
     finally:
         loader.close()
     killed_at = float((marks / "killed").read_text())
@@ -475,7 +476,7 @@ def test_worker_killed_halfway_through_sending_a_batch_is_an_error_not_a_hang():
             with pytest.raises(RuntimeError) as info:
                 next(batches)
         workers_left = sorted(live_children() - children)
-        leaked = leaked_psm(shm_before)
+        leaked = leaked_after(shm_before)
     finally:
         loader.close()
     assert f"pid {pid}" in str(info.value) and "SIGKILL" in str(info.value), str(info.value)
@@ -655,7 +656,7 @@ def test_ctrl_c_stops_workers_and_frees_shared_memory(sample_dir, tmp_path, keep
             )
         workers_left = _wait_gone(pids, 2)  # orphans are reaped by init, not by us
         left_over = seen & psm_names()
-        leaked = leaked_psm(shm_before)
+        leaked = leaked_after(shm_before)
         stderr = proc.communicate(timeout=10)[1]
     assert "KeyboardInterrupt" in stderr
     assert "leaked shared_memory" not in stderr, stderr
