@@ -372,7 +372,10 @@ def test_instance_masks_move_as_the_mask_does():
     [
         (dict(mask=np.zeros((10, 12), np.uint8)), "the mask is 10x12 but the image is 32x40"),
         (dict(boxes=np.array([[5.0, 1, 2, 8]])), r"boxes\[0\] .* \(x1 < x0"),
-        (dict(boxes=np.array([[1.0, 1, 2, 8], [0, np.nan, 3, 4]])), r"boxes\[1\] is not finite"),
+        (
+            dict(boxes=np.array([[1.0, 1, 2, 8], [0, np.nan, 3, 4]]), labels=[1, 2]),
+            r"boxes\[1\] is not finite",
+        ),
         (dict(boxes=np.zeros((2, 3))), "boxes must be N x 4"),
         (dict(mask=np.zeros((32, 40), np.float64)), "mask dtype float64 is not accepted"),
         (dict(labels=[1, 2, 3]), "'labels' has 3 entries but there are 1 boxes"),
@@ -545,6 +548,93 @@ def test_a_batchs_masks_are_each_samples_own_with_a_sample_skipped(dtype):
         alone = pipeline(data[i], KeyedRng(5).at(0, i))
         assert np.array_equal(masks[row], alone["mask"]), (row, i)
         assert np.array_equal(result.images[row], alone["image"]), (row, i)
+
+
+class Detection:
+    """Random images with boxes in ``box_format`` and labels; sample 2 has no boxes, the
+    samples in ``bad_boxes`` a NaN box or one that runs backwards, ``bad_image`` raises a
+    ``BadImageError``."""
+
+    def __init__(self, box_format="xyxy", bad_boxes=(), bad_image=None, n=10):
+        self.box_format, self.bad_boxes, self.bad_image, self.n = (
+            box_format,
+            bad_boxes,
+            bad_image,
+            n,
+        )
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.bad_image:
+            raise augment.BadImageError(f"detection[{i}]", "unreadable")
+        rng = np.random.default_rng(i)
+        shape = (64, 80)
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        n = 0 if i == 2 else int(rng.integers(1, 30))
+        xy = rng.uniform(0, 60, (n, 2))
+        xyxy = np.column_stack((xy, xy + rng.uniform(1, 30, (n, 2))))
+        boxes = T.from_xyxy(xyxy, self.box_format, shape)
+        if i in self.bad_boxes:
+            backwards = T.from_xyxy(np.array([[9.0, 9, 1, 1]]), self.box_format, shape)[0]
+            boxes[-1] = [np.nan, 1, 2, 3] if i % 2 else backwards
+        return {"image": img, "boxes": boxes, "labels": np.arange(n) + 100 * i}
+
+
+def _detection_batch(dataset, pipeline, on_error):
+    from augment.loading.batch import BatchPlan, BatchTask, make_batch, target_transform
+    from augment.sources.samples import MapStyle
+
+    task = BatchTask(MapStyle(dataset), pipeline, 3, on_error, None, *target_transform(pipeline))
+    return make_batch(task, BatchPlan(0, 0, tuple(range(len(dataset)))))
+
+
+@pytest.mark.parametrize(
+    "box_format,min_visibility,min_size", [("xyxy", 0.0, 0.0), ("yolo", 0.4, 2.0)]
+)
+def test_a_batchs_boxes_are_each_samples_own_and_bad_ones_leave_the_batch(
+    box_format, min_visibility, min_size
+):
+    # a batch's boxes are moved together once every sample is made: each sample's must be
+    # what the pipeline gives it alone, bit for bit, with the samples whose boxes turn out
+    # bad left out (skip: in order, the rows after them moved up) or the batch's error
+    from augment.loading.rng import KeyedRng
+
+    data = Detection(box_format, bad_boxes=(4, 7))
+    pipeline = augment.Compose(
+        [augment.RandomResizedCrop(48), augment.RandomFlip(), augment.RandomRotate(30, border="constant")],
+        box_format=box_format, min_visibility=min_visibility, min_size=min_size,
+    )  # fmt: skip
+    result = _detection_batch(data, pipeline, "skip")
+    assert [source for source, _ in result.skipped] == ["Detection[4]", "Detection[7]"]
+    assert "not finite" in result.skipped[1][1] and "far edge" in result.skipped[0][1]
+    kept = [0, 1, 2, 3, 5, 6, 8, 9]
+    fields = result.targets.fields
+    assert len(result.images) == len(fields["boxes"]) == len(kept)
+    dropped = 0
+    for row, i in enumerate(kept):
+        alone = pipeline(data[i], KeyedRng(3).at(0, i))
+        assert np.array_equal(result.images[row], alone["image"]), (row, i)
+        assert fields["boxes"][row].dtype == np.float32
+        assert np.array_equal(fields["boxes"][row], alone["boxes"]), (row, i)
+        assert np.array_equal(fields["labels"][row], alone["labels"]), (row, i)
+        dropped += len(data[i]["boxes"]) - len(alone["boxes"])
+    assert len(fields["boxes"][kept.index(2)]) == 0 and dropped > 0
+    with pytest.raises(BadTargetError, match=r"the sample: boxes\[\d+\] = "):
+        pipeline(data[4], np.random.default_rng(0))
+    assert _detection_batch(data, pipeline, "raise").error.source == "Detection[4]"
+
+
+def test_a_bad_box_before_a_bad_image_is_the_batchs_error():
+    # the boxes are checked when the batch is made, after the bad image stopped it: the
+    # error is still the first bad sample's
+    pipeline = augment.Compose([augment.RandomFlip()])
+    result = _detection_batch(Detection(bad_boxes=(3,), bad_image=6), pipeline, "raise")
+    assert isinstance(result.error, BadTargetError) and result.error.source == "Detection[3]"
+    result = _detection_batch(Detection(bad_boxes=(3, 8), bad_image=6), pipeline, "skip")
+    assert [s for s, _ in result.skipped] == ["Detection[3]", "detection[6]", "Detection[8]"]
+    assert len(result.images) == 7
 
 
 def test_padded_targets_hold_counts():

@@ -25,6 +25,7 @@ import numpy as np
 from augment.loading import target_batch
 from augment.loading.rng import KeyedRng
 from augment.loading.watchdog import Lane
+from augment.ops import box_moves
 from augment.ops import sample_targets as ST
 from augment.ops.compose import Compose
 from augment.ops.images import BadImageError, as_image
@@ -129,34 +130,39 @@ class BatchTask:
         out: np.ndarray | None = None,
         planned: SamplePlan | None = None,
         mask_out: np.ndarray | None = None,
+        boxes_later: list | None = None,
     ) -> tuple[np.ndarray, dict]:
         """The image and targets of a sample with targets, moved together; the image into
         ``out`` where it fits (as ``augment``), its ``mask`` into ``mask_out`` where its
         warp can write there (``targets.warp_mask``). ``planned``: the plan the decoder drew
         from the file's size, where it did (the image may then be a smaller decode or a
         region of it, and the targets are the full image's). A bad target is a
-        ``BadTargetError``."""
-        name = self.source.name(index)
+        ``BadTargetError``. ``boxes_later``: where a ``Compose``'s boxes wait to be moved
+        with the rest of the batch's (``SampleTargets.result``), where given."""
+
+        def name():  # only made for an error message
+            return self.source.name(index)
+
         if type(rest) is dict:
             sample = {"image": img, **rest}
         else:
-            sample = ST.as_dict((img, *rest), self.names, name)
+            sample = ST.as_dict((img, *rest), self.names, name())
         t = self.sample_transform
         t.check_targets(ST.kinds_of(sample))
         if isinstance(t, Compose):
             plan = None if planned is None else planned.plan
             shape = img.shape[:2] if plan is None else plan.shape
-            moving = ST.SampleTargets.read(sample, shape, self.options, name)
+            moving = ST.SampleTargets.read(sample, shape, self.options, name, boxes_later is None)
             moving.mask_out = mask_out
             img = t.finish(img, t.plan(shape, rng) if plan is None else plan, rng, out, moving)
-            result = moving.result(sample)
+            result = moving.result(sample, boxes_later)
         else:  # the albumentations adapter: it checks what it is given against the image
             checked = {k: v for k, v in sample.items() if k != "keypoints"}  # formats vary
             ST.SampleTargets.read(checked, img.shape[:2], self.options, name)
             result = t(sample, rng)
             img = result["image"]
         del result["image"]
-        img = as_image(img, lambda: f"the transform's output for {name}")
+        img = as_image(img, lambda: f"the transform's output for {name()}")
         return img, result
 
 
@@ -195,6 +201,47 @@ class _MaskSlots:
     def stacked(self, kept: int) -> np.ndarray | None:
         """The first ``kept`` masks as one array, or None where they are not all there."""
         return self.array[:kept] if self.usable and self.array is not None else None
+
+
+class _BatchBoxes:
+    """The boxes of a batch's samples, moved together once every sample is made
+    (``box_moves.move_boxes``). A sample whose boxes turn out bad then is the batch's error
+    (it comes before any other: the batch stopped at the first) or, with
+    ``on_error="skip"``, leaves the batch: the rows after it move up."""
+
+    __slots__ = ("waiting", "rows", "skipped_at")
+
+    def __init__(self):
+        self.waiting: list = []  # (SampleTargets, result dict), filled by SampleTargets.result
+        self.rows: list[tuple[int, int]] = []  # (row in the batch, position in the plan)
+        self.skipped_at: list[int] = []  # the position in the plan of each skipped sample
+
+    def placed(self, row: int | None, position: int) -> None:
+        """The sample at ``position`` went to ``row`` (None: it was left out)."""
+        if len(self.waiting) > len(self.rows):
+            if row is None:
+                del self.waiting[len(self.rows) :]
+            else:
+                self.rows.append((row, position))
+
+    def move(self, task: BatchTask, result: BatchResult, images, masks: _MaskSlots) -> None:
+        errors = box_moves.move_boxes(self.waiting, task.options)
+        if not errors:
+            return
+        if task.on_error == "raise":
+            result.error = errors[0][1]
+            return
+        bad = {self.rows[i][0] for i, _ in errors}
+        for i, exc in errors:
+            _bad(task, result, exc)
+            self.skipped_at.append(self.rows[i][1])
+        order = sorted(range(len(result.skipped)), key=self.skipped_at.__getitem__)
+        result.skipped[:] = [result.skipped[i] for i in order]
+        rows = [r for r in range(len(result.targets)) if r not in bad]
+        result.targets[:] = [result.targets[r] for r in rows]
+        for array in (images, masks.array if masks.usable else None):
+            if array is not None:
+                array[: len(rows)] = array[rows]
 
 
 def target_transform(transform: Callable | None) -> tuple[Callable, ST.TargetOptions]:
@@ -243,6 +290,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
     source.begin(plan.indices)
     layout = None  # samples with targets: "dict", or the names of a tuple's items
     masks = _MaskSlots(len(plan.indices))
+    boxes = _BatchBoxes()
     for position, index in enumerate(plan.indices):
         if at is not None:
             at(position)
@@ -252,6 +300,7 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             img, sample_targets = source.load(index, clock, planned if reduce else None)
         except BadImageError as exc:
             _bad(task, result, exc)
+            boxes.skipped_at.append(position)
             if result.error is not None:
                 break
             continue
@@ -267,12 +316,16 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             if task.has_targets(sample_targets):
                 layout = "dict" if type(sample_targets) is dict else task.names
                 img, sample_targets = task.augment_sample(
-                    img, sample_targets, rng, index, slot, planned, masks.slot(len(targets))
-                )
+                    img, sample_targets, rng, index, slot, planned, masks.slot(len(targets)),
+                    boxes.waiting,
+                )  # fmt: skip
+                boxes.placed(len(targets), position)
             else:
                 img = task.augment(img, rng, index, planned, slot)
         except BadImageError as exc:  # a bad target
             _bad(task, result, exc)
+            boxes.skipped_at.append(position)
+            boxes.placed(None, position)
             if result.error is not None:
                 break
             continue
@@ -290,6 +343,9 @@ def _make_batch(task: BatchTask, plan: BatchPlan, buffer, worker: int, at) -> Ba
             masks.keep(len(targets), sample_targets)
         targets.append(sample_targets)
         clock.lap("collate")
+    if boxes.waiting:  # moved here, for the whole batch at once: part of "augment"
+        boxes.move(task, result, out, masks)
+        clock.lap("augment")
     if result.error is None:
         if out is None:
             result.images = np.zeros((0, 0, 0, 0), dtype=np.uint8)

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augment.ops import box_moves
 from augment.ops import functional as F
 from augment.ops import targets as T
+from augment.ops.box_moves import _take
 from augment.ops.images import BadImageError
 
 KEYPOINT_MODES = ("mark", "drop")
@@ -35,7 +37,9 @@ class BadTargetError(BadImageError):
     """A sample's target that cannot be used (a mask of the wrong size, NaN boxes...).
     A ``BadImageError``, so the loader's ``on_error`` treats it as a bad image."""
 
-    def __init__(self, source: str, cause: str):
+    def __init__(self, source, cause: str):
+        if callable(source):  # a function giving the name: made only when it is needed
+            source = source()
         ValueError.__init__(self, f"bad target in {source}: {cause}")
         self.source, self.cause = source, cause
 
@@ -108,31 +112,41 @@ def _array(value, name: str, source: str) -> np.ndarray:
 
 
 class SampleTargets:
-    """One sample's targets as they move: masks as arrays, boxes as float64 pixel xyxy
-    (clipped to the image after each warp; with ``min_visibility``, the fraction of each
-    one's area still in view), keypoints as float64 x, y with whether each stayed in the
-    frame. A box is kept when its clipped width and height are above 0 (at least
-    ``min_size`` where set) and its visibility at least ``min_visibility``."""
+    """One sample's targets as they move: masks as arrays, keypoints as float64 x, y with
+    whether each stayed in the frame, and boxes as given with the warps they are to take
+    (``augment.ops.box_moves``, which moves many samples' boxes at once: each warp maps a
+    box to the box enclosing its corners, clipped to the image; with ``min_visibility``,
+    the fraction of its area still in view is tracked). A box is kept when its clipped
+    width and height are above 0 (at least ``min_size`` where set) and its visibility at
+    least ``min_visibility``."""
 
     __slots__ = (
-        "options", "shape", "masks", "boxes", "box_vis", "points", "point_vis", "inside",
-        "mask_out",
+        "options", "shape", "read_shape", "source", "masks", "boxes", "warps", "points",
+        "point_vis", "inside", "mask_out",
     )  # fmt: skip
 
-    def __init__(self, options: TargetOptions, shape: tuple[int, int]):
-        self.options, self.shape = options, shape
+    def __init__(self, options: TargetOptions, shape: tuple[int, int], source="the sample"):
+        self.options, self.shape, self.read_shape, self.source = options, shape, shape, source
         self.masks: dict[str, np.ndarray] = {}
-        self.boxes = self.box_vis = self.points = self.point_vis = self.inside = None
+        # boxes wait as given, with the warps the image takes, for box_moves.move_boxes
+        self.boxes, self.warps = None, []
+        self.points = self.point_vis = self.inside = None
         self.mask_out = None  # where the next warp of "mask" may write (a batch's slot)
 
     @classmethod
     def read(
-        cls, sample: dict, shape: tuple[int, int], options: TargetOptions, source: str
+        cls,
+        sample: dict,
+        shape: tuple[int, int],
+        options: TargetOptions,
+        source,
+        check_boxes: bool = True,
     ) -> SampleTargets:
         """The targets of ``sample`` (a dict) for an image of ``shape``, checked: a
-        ``BadTargetError`` names ``source`` and what is wrong."""
-        self = cls(options, shape)
-        h, w = shape
+        ``BadTargetError`` names ``source`` (a name, or a function that gives it) and what
+        is wrong. ``check_boxes=False``: the boxes' values are left for ``move_boxes`` to
+        check (their shape is checked here)."""
+        self = cls(options, shape, source)
         if "mask" in sample:
             value = sample["mask"]
             if type(value).__module__.startswith("torch") and value.ndim == 3:
@@ -140,15 +154,22 @@ class SampleTargets:
             mask = _mask(_array(value, "mask", source), "mask", source)
             if mask.shape[:2] != shape:
                 raise BadTargetError(
-                    source, f"the mask is {_size(mask.shape)} but the image is {h}x{w}"
-                )
+                    source, f"the mask is {_size(mask.shape)} but the image is "
+                    f"{_size(shape)}",
+                )  # fmt: skip
             self.masks["mask"] = mask
         if "masks" in sample:
             self.masks["masks"] = _instance_masks(sample["masks"], shape, source)
         if "boxes" in sample:
             boxes = _array(sample["boxes"], "boxes", source)
-            self.boxes = _boxes(boxes, options.box_format, shape, source)
-            _check_fields(sample, options.box_fields, len(self.boxes), "boxes", source)
+            if boxes.size == 0:
+                boxes = _NO_BOXES
+            else:
+                box_moves.check_shape(boxes, source)
+                if check_boxes:
+                    box_moves.check_values(boxes, options.box_format, shape, source)
+            self.boxes = boxes
+            _check_fields(sample, options.box_fields, len(boxes), "boxes", source)
         if "keypoints" in sample:
             self.points, self.point_vis = _points(sample["keypoints"], source)
             self.inside = np.ones(len(self.points), dtype=bool)
@@ -171,41 +192,22 @@ class SampleTargets:
             else:
                 out, self.mask_out = self.mask_out, None
                 self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, out)
-        if self.boxes is not None and len(self.boxes):
-            mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
-            if self.options.min_visibility == 0:
-                self.boxes = T.clip_boxes(mapped, pending.shape)
-            else:  # clipped area / mapped area, over all warps
-                self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
-                area = T.box_areas(mapped)
-                vis = np.divide(T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0)
-                self.box_vis = vis if self.box_vis is None else self.box_vis * vis
+        if self.boxes is not None:
+            self.warps.append((pending.entries, pending.shape))
         if self.points is not None and len(self.points):
             self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
             self.inside &= inside
         self.shape = pending.shape
 
-    def result(self, sample: dict) -> dict:
+    def result(self, sample: dict, boxes_later: list | None = None) -> dict:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
-        out of the frame marked invisible or dropped (``keypoints``)."""
+        out of the frame marked invisible or dropped (``keypoints``). A bad box is a
+        ``BadTargetError``. ``boxes_later``: a list to which ``(self, the result)`` is
+        added, its boxes left for ``box_moves.move_boxes`` to finish with the batch's."""
         options, out = self.options, dict(sample)
         if self.masks:
             out.update(self.masks)
-        boxes = self.boxes
-        if boxes is not None and not len(boxes):  # none to keep or convert
-            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
-        elif boxes is not None:
-            size = boxes @ _SIZES  # in view: some area, at least min_size
-            keep = np.minimum(size[:, 0], size[:, 1]) > options.min_size
-            if options.min_size > 0:
-                keep |= np.minimum(size[:, 0], size[:, 1]) == options.min_size
-            if self.box_vis is not None:
-                keep &= self.box_vis >= options.min_visibility
-            if not keep.all():
-                boxes = boxes[keep]
-                _take(out, options.box_fields, keep)
-            out["boxes"] = T.from_xyxy(boxes, options.box_format, self.shape)
         if self.points is not None:
             points = self.points.astype(np.float32)
             if options.keypoints == "drop":
@@ -221,6 +223,12 @@ class SampleTargets:
                 )
                 points = np.column_stack((points, visible.astype(np.float32)))
             out["keypoints"] = points
+        if self.boxes is not None:
+            if boxes_later is not None:
+                boxes_later.append((self, out))
+            else:
+                for _, error in box_moves.move_boxes([(self, out)], options):
+                    raise error
         return out
 
 
@@ -263,33 +271,7 @@ def _instance_masks(value, shape, source: str) -> np.ndarray:
     return _mask(masks, "masks", source) if masks.size else masks
 
 
-_SIZES = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # xyxy -> w, h
-
-
-def _boxes(boxes: np.ndarray, box_format: str, shape, source: str) -> np.ndarray:
-    if boxes.size == 0:
-        return np.zeros((0, 4))
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.dtype.kind not in "iuf":
-        raise BadTargetError(
-            source, f"boxes must be N x 4 numbers, got {boxes.dtype} of shape {_size(boxes.shape)}"
-        )
-    xyxy = T.to_xyxy(boxes, box_format, shape)
-    # widths and heights in one product; NaN fails >=, a sum is finite only when every term is
-    if (xyxy @ _SIZES).min() >= 0 and math.isfinite(xyxy.sum()):
-        return xyxy
-    finite = np.isfinite(boxes).all(axis=1)
-    if not finite.all():
-        row = int(np.argmin(finite))
-        raise BadTargetError(source, f"boxes[{row}] is not finite: {boxes[row].tolist()}")
-    bad = (xyxy[:, 2:] < xyxy[:, :2]).any(axis=1)
-    if not bad.any():
-        raise BadTargetError(source, "boxes are too large to sum (coordinates near 1e308)")
-    row = int(np.argmax(bad))
-    raise BadTargetError(
-        source,
-        f"boxes[{row}] = {boxes[row].tolist()} has its far edge before its near one in "
-        f"box_format {box_format!r} (x1 < x0 or y1 < y0, or a negative size)",
-    )
+_NO_BOXES = np.zeros((0, 4))
 
 
 def _points(value, source: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -315,17 +297,6 @@ def _check_fields(sample: dict, fields, n: int, kind: str, source: str) -> None:
             raise BadTargetError(
                 source, f"{key!r} has {len(sample[key])} entries but there are {n} {kind}"
             )
-
-
-def _take(out: dict, fields, keep: np.ndarray) -> None:
-    """Keep the rows ``keep`` of each of ``fields`` in ``out`` (moved instance masks too)."""
-    for key in fields:
-        if key in out:
-            value = out[key]
-            if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
-                out[key] = value[keep] if len(value) else value
-            else:
-                out[key] = [v for v, k in zip(value, keep.tolist()) if k]
 
 
 def as_dict(item, names: tuple[str, ...] | None, source: str) -> dict:
@@ -366,7 +337,7 @@ def call_sample(compose, item, rng: np.random.Generator, names, source: str = "t
     kinds = kinds_of(sample)
     if kinds:
         compose.check_targets(kinds)
-        moving = SampleTargets.read(sample, shape, compose.target_options, source)
+        moving = SampleTargets.read(sample, shape, compose.target_options, source, False)
         image = compose.finish(img, compose.plan(shape, rng), rng, None, moving)
         out = moving.result(sample)
     else:  # nothing to move

@@ -1,0 +1,203 @@
+"""Boxes moved for many samples at once: checked, mapped through each sample's warps,
+clipped, dropped where too little stays in view, and given back in their format, in one
+set of numpy calls for a whole batch rather than one set per sample (a numpy call costs
+1-2 us between two image warps, far more than the arithmetic of 50 boxes).
+
+A sample's boxes wait in its ``SampleTargets`` (as given, their shape checked, with the
+warps its image took) until ``move_boxes`` takes a list of them: a Loader's worker calls it
+once per batch, a ``Compose`` called on one sample with a list of one. The arithmetic is
+that of ``augment.ops.targets``; each box's numbers go through the same operations in the
+same order whatever else is in the list, so a box lands on the same float32 values in a
+batch of one or of 256.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from augment.ops import targets as T
+
+_SIZES = np.array([[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]])  # xyxy -> w, h
+
+
+def _error(source, cause: str):
+    from augment.ops.sample_targets import BadTargetError
+
+    return BadTargetError(source, cause)
+
+
+def check_shape(boxes: np.ndarray, source) -> None:
+    """A ``BadTargetError`` naming ``source`` (a name, or a function giving it) unless
+    ``boxes`` is N x 4 numbers; their values are checked by ``move_boxes``."""
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.dtype.kind not in "iuf":
+        shape = "x".join(map(str, boxes.shape))
+        raise _error(source, f"boxes must be N x 4 numbers, got {boxes.dtype} of shape {shape}")
+
+
+def check_values(boxes: np.ndarray, box_format: str, shape, source) -> None:
+    """A ``BadTargetError`` naming ``source`` and the first bad row where a box of
+    ``boxes`` (N x 4 numbers, ``box_format``, an image of ``shape``) is not finite or runs
+    backwards."""
+    if not len(boxes):
+        return
+    xyxy = T.to_xyxy(boxes, box_format, shape)
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise _error(source, f"boxes[{row}] is not finite: {boxes[row].tolist()}")
+    bad = (xyxy[:, 2:] < xyxy[:, :2]).any(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise _error(
+            source,
+            f"boxes[{row}] = {boxes[row].tolist()} has its far edge before its near one in "
+            f"box_format {box_format!r} (x1 < x0 or y1 < y0, or a negative size)",
+        )
+    if not np.isfinite(xyxy @ _SIZES).all():
+        raise _error(source, "boxes are too large: a width or height overflows (near 1e308)")
+
+
+def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, Exception]]:
+    """Finish the boxes of ``items``, pairs of a ``SampleTargets`` holding boxes and the
+    sample's result dict: each dict gets its ``boxes`` (float32, ``options.box_format``)
+    and loses the rows of its ``options.box_fields`` whose boxes were dropped (see
+    ``SampleTargets``). Returns ``(position in items, BadTargetError)`` for each item
+    whose boxes are not finite or run backwards; its dict is left as it was. ``checked``:
+    the values are known to be good."""
+    full = []
+    for i, (moving, out) in enumerate(items):
+        if len(moving.boxes):
+            full.append(i)
+        else:
+            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
+    if not full:
+        return []
+    chosen = [items[i] for i in full]
+    counts = [len(moving.boxes) for moving, _ in chosen]
+    xyxy = _as_xyxy(chosen, counts, options.box_format)
+    if not checked:  # NaN or inf anywhere makes a width or height NaN or inf
+        sizes = xyxy[:, 2:] - xyxy[:, :2]
+        if not (sizes.min() >= 0 and sizes.max() < math.inf):
+            return _bad_ones_apart(items, full, options)
+    if len({len(moving.warps) for moving, _ in chosen}) > 1:  # rare: one sample at a time
+        for pair in chosen:
+            move_boxes([pair], options, checked=True)
+        return []
+    boxes, vis, track = xyxy, None, options.min_visibility > 0
+    for step in range(len(chosen[0][0].warps)):
+        warps = [moving.warps[step] for moving, _ in chosen]
+        boxes, vis = _through(boxes, vis, _per_row([_box_map(*w) for w in warps], counts), track)
+    _give_back(boxes, vis, chosen, counts, options)
+    return []
+
+
+def _per_row(rows: list, counts: list[int]) -> np.ndarray:
+    """``rows`` (one per sample) repeated for each of its boxes; a single row stays one row
+    (it broadcasts)."""
+    array = np.array(rows, dtype=np.float64)
+    return array if len(counts) == 1 else np.repeat(array, counts, axis=0)
+
+
+def _as_xyxy(items: list, counts: list[int], box_format: str) -> np.ndarray:
+    """The boxes of ``items`` stacked, as pixel xyxy (any numeric dtype for xyxy given)."""
+    raw = items[0][0].boxes if len(items) == 1 else np.concatenate([m.boxes for m, _ in items])
+    if box_format == "xyxy":
+        return raw
+    hw = _per_row([moving.read_shape for moving, _ in items], counts)
+    return T.to_xyxy(raw, box_format, (hw[:, :1], hw[:, 1:]))
+
+
+def _box_map(entries, shape) -> list[float]:
+    """``targets.map_boxes``' map of one warp as a row: its 4 x 4 matrix, the offsets
+    ``(c, f, c, f)`` and the output's bounds ``(w, h, w, h)``."""
+    a, b, c, d, e, f = T.continuous(entries)
+    pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
+    na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
+    h, w = shape
+    return [
+        pa, pd, na, nd, pb, pe, nb, ne, na, nd, pa, pd, nb, ne, pb, pe,
+        c, f, c, f, w, h, w, h,
+    ]  # fmt: skip
+
+
+def _through(boxes, vis, maps, track: bool):
+    """Stacked boxes (pixel xyxy) through one warp each (``maps``, rows of ``_box_map``):
+    the boxes enclosing their mapped corners, clipped to the output; with ``track``, the
+    visibility (clipped area over mapped area) times that of earlier warps."""
+    # ((x0 k0 + y0 k1) + x1 k2) + y1 k3, then the offsets, for every box whatever the batch
+    # (a matrix product may sum in another order): for one sample's boxes in two calls, for
+    # a batch's column by column (summing short rows one by one costs more than the columns)
+    if len(maps) == 1:
+        mapped = (boxes[:, :, None] * maps[0, :16].reshape(4, 4)).sum(axis=1)
+    else:
+        mapped = boxes[:, :1] * maps[:, 0:4]
+        for i in range(1, 4):
+            mapped += boxes[:, i : i + 1] * maps[:, 4 * i : 4 * i + 4]
+    mapped += maps[:, 16:20]
+    clipped = np.maximum(mapped, 0.0)
+    np.minimum(clipped, maps[:, 20:24], out=clipped)
+    if track:
+        area = T.box_areas(mapped)
+        seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)
+        vis = seen if vis is None else vis * seen
+    return clipped, vis
+
+
+def _give_back(boxes, vis, items, counts, options) -> None:
+    """Keep the boxes with some area (at least ``min_size``) and ``min_visibility``, each
+    sample's in its dict in ``box_format`` with its box fields' rows to match."""
+    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    keep = side >= options.min_size if options.min_size > 0 else side > 0
+    if vis is not None:
+        keep &= vis >= options.min_visibility
+    shapes = [moving.shape for moving, _ in items]  # where the last warp left them
+    if options.box_format.endswith("n") or options.box_format == "yolo":
+        hw = _per_row(shapes, counts)
+        shape = (hw[:, :1], hw[:, 1:])
+    else:
+        shape = None  # pixel formats do not read it
+    if keep.all():
+        given = T.from_xyxy(boxes, options.box_format, shape)
+        kept = counts
+    else:
+        if shape is not None and len(shape[0]) > 1:  # a row per box, not one for all
+            shape = (shape[0][keep], shape[1][keep])
+        given = T.from_xyxy(boxes[keep], options.box_format, shape)
+        starts = [0, *itertools.accumulate(counts[:-1])]
+        kept = np.add.reduceat(keep, starts, dtype=np.intp).tolist()
+    start = first = 0
+    for (_, out), n, k in zip(items, counts, kept):
+        out["boxes"] = given[first : first + k]
+        if k < n:
+            _take(out, options.box_fields, keep[start : start + n])
+        start, first = start + n, first + k
+
+
+def _take(out: dict, fields, keep: np.ndarray) -> None:
+    """Keep the rows ``keep`` of each of ``fields`` in ``out`` (moved instance masks too)."""
+    for key in fields:
+        if key in out:
+            value = out[key]
+            if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
+                out[key] = value[keep] if len(value) else value
+            else:
+                out[key] = [v for v, k in zip(value, keep.tolist()) if k]
+
+
+def _bad_ones_apart(items, full, options) -> list[tuple[int, Exception]]:
+    """Each sample's boxes checked alone: the errors of the bad ones, the rest moved."""
+    errors, good = [], []
+    for i in full:
+        moving = items[i][0]
+        try:
+            check_values(moving.boxes, options.box_format, moving.read_shape, moving.source)
+        except ValueError as exc:
+            errors.append((i, exc))
+        else:
+            good.append(items[i])
+    if good:
+        move_boxes(good, options, checked=True)
+    return errors
