@@ -602,10 +602,10 @@ def test_a_batchs_boxes_are_each_samples_own_and_bad_ones_leave_the_batch(
     from augment.loading.rng import KeyedRng
 
     data = Detection(box_format, bad_boxes=(4, 7))
+    steps = [augment.RandomResizedCrop(48), augment.RandomFlip(), augment.RandomRotate(30)]
     pipeline = augment.Compose(
-        [augment.RandomResizedCrop(48), augment.RandomFlip(), augment.RandomRotate(30, border="constant")],
-        box_format=box_format, min_visibility=min_visibility, min_size=min_size,
-    )  # fmt: skip
+        steps, box_format=box_format, min_visibility=min_visibility, min_size=min_size
+    )
     result = _detection_batch(data, pipeline, "skip")
     assert [source for source, _ in result.skipped] == ["Detection[4]", "Detection[7]"]
     assert "not finite" in result.skipped[1][1] and "far edge" in result.skipped[0][1]
