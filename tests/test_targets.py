@@ -575,7 +575,9 @@ class Detection:
         n = 0 if i == 2 else int(rng.integers(1, 30))
         xy = rng.uniform(0, 60, (n, 2))
         xyxy = np.column_stack((xy, xy + rng.uniform(1, 30, (n, 2))))
-        boxes = T.from_xyxy(xyxy, self.box_format, shape)
+        boxes = T.from_xyxy(xyxy, self.box_format, shape).astype(
+            np.float64 if i % 3 else np.float32
+        )
         if i in self.bad_boxes:
             backwards = T.from_xyxy(np.array([[9.0, 9, 1, 1]]), self.box_format, shape)[0]
             boxes[-1] = [np.nan, 1, 2, 3] if i % 2 else backwards

@@ -118,7 +118,7 @@ class BatchTask:
     def has_targets(self, rest) -> bool:
         """Whether a sample's non-image part (``samples.MapStyle.load``'s) holds targets."""
         if type(rest) is dict:
-            return any(k in rest for k in ST.LISTED) or "mask" in rest
+            return ST.has_kinds(rest)
         return self.names is not None and type(rest) is tuple
 
     def augment_sample(

@@ -6,9 +6,9 @@ set of numpy calls for a whole batch rather than one set per sample (a numpy cal
 A sample's boxes wait in its ``SampleTargets`` (as given, their shape checked, with the
 warps its image took) until ``move_boxes`` takes a list of them: a Loader's worker calls it
 once per batch, a ``Compose`` called on one sample with a list of one. The arithmetic is
-that of ``augment.ops.targets``; each box's numbers go through the same operations in the
-same order whatever else is in the list, so a box lands on the same float32 values in a
-batch of one or of 256.
+that of ``augment.ops.targets``; each sample's boxes go through the same operations
+whatever else is in the list (its own matrix product, then arithmetic row by row), so a
+box lands on the same float32 values in a batch of one or of 256.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, E
     ``SampleTargets``). Returns ``(position in items, BadTargetError)`` for each item
     whose boxes are not finite or run backwards; its dict is left as it was. ``checked``:
     the values are known to be good."""
+    if len(items) == 1:  # a Compose called on one sample: no stacking or splitting
+        return _move_one(items[0], options, checked)
     full = []
     for i, (moving, out) in enumerate(items):
         if len(moving.boxes):
@@ -78,10 +80,8 @@ def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, E
     chosen = [items[i] for i in full]
     counts = [len(moving.boxes) for moving, _ in chosen]
     xyxy = _as_xyxy(chosen, counts, options.box_format)
-    if not checked:  # NaN or inf anywhere makes a width or height NaN or inf
-        sizes = xyxy[:, 2:] - xyxy[:, :2]
-        if not (sizes.min() >= 0 and sizes.max() < math.inf):
-            return _bad_ones_apart(items, full, options)
+    if not checked and not _plausible(xyxy):
+        return _bad_ones_apart(items, full, options)
     if len({len(moving.warps) for moving, _ in chosen}) > 1:  # rare: one sample at a time
         for pair in chosen:
             move_boxes([pair], options, checked=True)
@@ -89,15 +89,56 @@ def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, E
     boxes, vis, track = xyxy, None, options.min_visibility > 0
     for step in range(len(chosen[0][0].warps)):
         warps = [moving.warps[step] for moving, _ in chosen]
-        boxes, vis = _through(boxes, vis, _per_row([_box_map(*w) for w in warps], counts), track)
+        maps = np.array([_box_map(*w) for w in warps])
+        boxes, vis = _through(boxes, vis, maps, counts, track)
     _give_back(boxes, vis, chosen, counts, options)
     return []
 
 
-def _per_row(rows: list, counts: list[int]) -> np.ndarray:
+def _move_one(pair, options, checked: bool) -> list[tuple[int, Exception]]:
+    """``move_boxes`` of one sample."""
+    moving, out = pair
+    boxes = moving.boxes
+    if not len(boxes):
+        out["boxes"] = np.zeros((0, 4), dtype=np.float32)
+        return []
+    box_format = options.box_format
+    xyxy = boxes if box_format == "xyxy" else T.to_xyxy(boxes, box_format, moving.read_shape)
+    if not checked and not _plausible(xyxy):
+        return _bad_ones_apart([pair], [0], options)
+    vis, track, counts = None, options.min_visibility > 0, (len(boxes),)
+    for entries, shape in moving.warps:
+        xyxy, vis = _through(xyxy, vis, np.array(_box_map(entries, shape)), counts, track)
+    keep = _kept(xyxy, vis, options)
+    if not keep.all():
+        xyxy = xyxy[keep]
+        _take(out, options.box_fields, keep)
+    out["boxes"] = T.from_xyxy(xyxy, box_format, moving.shape)
+    return []
+
+
+def _plausible(xyxy: np.ndarray) -> bool:
+    """Whether every box is finite and runs forwards (NaN or inf anywhere makes a width
+    or height NaN or inf)."""
+    sizes = xyxy @ _SIZES
+    return sizes.min() >= 0 and sizes.max() < math.inf
+
+
+def _kept(boxes: np.ndarray, vis, options) -> np.ndarray:
+    """Which boxes (clipped pixel xyxy) stay: some area, at least ``min_size`` wide and
+    high, and ``min_visibility`` in view."""
+    wh = boxes @ _SIZES  # exact: each a difference of two coordinates
+    side = np.minimum(wh[:, 0], wh[:, 1])
+    keep = side >= options.min_size if options.min_size > 0 else side > 0
+    if vis is not None:
+        keep &= vis >= options.min_visibility
+    return keep
+
+
+def _per_row(rows, counts: list[int]) -> np.ndarray:
     """``rows`` (one per sample) repeated for each of its boxes; a single row stays one row
     (it broadcasts)."""
-    array = np.array(rows, dtype=np.float64)
+    array = np.asarray(rows, dtype=np.float64)
     return array if len(counts) == 1 else np.repeat(array, counts, axis=0)
 
 
@@ -123,22 +164,24 @@ def _box_map(entries, shape) -> list[float]:
     ]  # fmt: skip
 
 
-def _through(boxes, vis, maps, track: bool):
-    """Stacked boxes (pixel xyxy) through one warp each (``maps``, rows of ``_box_map``):
-    the boxes enclosing their mapped corners, clipped to the output; with ``track``, the
-    visibility (clipped area over mapped area) times that of earlier warps."""
-    # ((x0 k0 + y0 k1) + x1 k2) + y1 k3, then the offsets, for every box whatever the batch
-    # (a matrix product may sum in another order): for one sample's boxes in two calls, for
-    # a batch's column by column (summing short rows one by one costs more than the columns)
-    if len(maps) == 1:
-        mapped = (boxes[:, :, None] * maps[0, :16].reshape(4, 4)).sum(axis=1)
-    else:
-        mapped = boxes[:, :1] * maps[:, 0:4]
-        for i in range(1, 4):
-            mapped += boxes[:, i : i + 1] * maps[:, 4 * i : 4 * i + 4]
-    mapped += maps[:, 16:20]
+def _through(boxes, vis, maps, counts, track: bool):
+    """Stacked boxes (pixel xyxy, ``counts`` per sample) through one warp each (``maps``:
+    a row of ``_box_map`` per sample, or one row for one sample): the boxes enclosing their
+    mapped corners, clipped to the output; with ``track``, the visibility (clipped area
+    over mapped area) times that of earlier warps."""
+    if maps.ndim == 1:
+        mapped = boxes @ maps[:16].reshape(4, 4)
+        rest = maps[16:]  # offsets (c, f, c, f), bounds (w, h, w, h)
+    else:  # each sample's boxes by the product one sample alone takes: the same sums
+        k = maps[:, :16].reshape(-1, 4, 4)
+        mapped, start = np.empty((len(boxes), 4)), 0
+        for i, n in enumerate(counts):
+            np.matmul(boxes[start : start + n], k[i], out=mapped[start : start + n])
+            start += n
+        rest = np.repeat(maps[:, 16:], counts, axis=0)
+    mapped += rest[..., :4]
     clipped = np.maximum(mapped, 0.0)
-    np.minimum(clipped, maps[:, 20:24], out=clipped)
+    np.minimum(clipped, rest[..., 4:], out=clipped)
     if track:
         area = T.box_areas(mapped)
         seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)
@@ -147,12 +190,9 @@ def _through(boxes, vis, maps, track: bool):
 
 
 def _give_back(boxes, vis, items, counts, options) -> None:
-    """Keep the boxes with some area (at least ``min_size``) and ``min_visibility``, each
-    sample's in its dict in ``box_format`` with its box fields' rows to match."""
-    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    keep = side >= options.min_size if options.min_size > 0 else side > 0
-    if vis is not None:
-        keep &= vis >= options.min_visibility
+    """The boxes that stay (``_kept``), each sample's in its dict in ``box_format`` with
+    its box fields' rows to match."""
+    keep = _kept(boxes, vis, options)
     shapes = [moving.shape for moving, _ in items]  # where the last warp left them
     if options.box_format.endswith("n") or options.box_format == "yolo":
         hw = _per_row(shapes, counts)
@@ -163,17 +203,41 @@ def _give_back(boxes, vis, items, counts, options) -> None:
         given = T.from_xyxy(boxes, options.box_format, shape)
         kept = counts
     else:
-        if shape is not None and len(shape[0]) > 1:  # a row per box, not one for all
+        if shape is not None:
             shape = (shape[0][keep], shape[1][keep])
         given = T.from_xyxy(boxes[keep], options.box_format, shape)
         starts = [0, *itertools.accumulate(counts[:-1])]
         kept = np.add.reduceat(keep, starts, dtype=np.intp).tolist()
-    start = first = 0
-    for (_, out), n, k in zip(items, counts, kept):
+    first = 0
+    for (_, out), k in zip(items, kept):
         out["boxes"] = given[first : first + k]
+        first += k
+    if kept is not counts:
+        for key in options.box_fields:
+            _take_rows([out for _, out in items], key, counts, kept, keep)
+
+
+def _take_rows(outs: list[dict], key: str, counts: list[int], kept: list[int], keep) -> None:
+    """The rows ``keep`` (over all samples' boxes) of field ``key`` of each dict in ``outs``
+    (``counts`` rows each, ``kept`` of them kept): arrays of one dtype and row shape in one
+    indexing for the batch, anything else sample by sample."""
+    values = [out.get(key) for out in outs]
+    first = values[0]
+    if type(first) is np.ndarray and all(
+        type(v) is np.ndarray and v.dtype == first.dtype and v.shape[1:] == first.shape[1:]
+        for v in values
+    ):
+        rows = np.concatenate(values)[keep]
+        start = 0
+        for out, k in zip(outs, kept):
+            out[key] = rows[start : start + k]
+            start += k
+        return
+    start = 0
+    for out, n, k in zip(outs, counts, kept):
         if k < n:
-            _take(out, options.box_fields, keep[start : start + n])
-        start, first = start + n, first + k
+            _take(out, (key,), keep[start : start + n])
+        start += n
 
 
 def _take(out: dict, fields, keep: np.ndarray) -> None:

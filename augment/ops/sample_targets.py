@@ -80,7 +80,15 @@ class TargetOptions:
 
 def kinds_of(sample: dict) -> tuple[str, ...]:
     """The target kinds a sample dict holds."""
-    return tuple(k for k in T.KINDS if k in sample)
+    return tuple(filter(sample.__contains__, T.KINDS))
+
+
+def has_kinds(sample: dict) -> bool:
+    """Whether a sample dict holds any target kind."""
+    return not _KIND_SET.isdisjoint(sample)
+
+
+_KIND_SET = frozenset(T.KINDS)
 
 
 def check_names(names, what: str = "targets") -> tuple[str, ...]:

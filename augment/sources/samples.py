@@ -176,6 +176,9 @@ class MapStyle:
 
     def _split(self, item: dict, index: int) -> tuple:
         key = self.image_key
+        if self.target_keys is None and key in item:
+            rest = dict(item)
+            return rest.pop(key), rest
         missing = [k for k in (key, *(self.target_keys or ())) if k not in item]
         if missing:
             hint = ""
