@@ -173,13 +173,15 @@ class _MaskSlots:
     masks, and says what differs) where a sample has none or one of another shape or
     dtype."""
 
-    __slots__ = ("n", "array", "usable")
+    __slots__ = ("n", "array", "usable", "given")
 
     def __init__(self, n: int):
         self.n, self.array, self.usable = n, None, True
+        self.given = None  # the slot handed out last
 
     def slot(self, i: int) -> np.ndarray | None:
-        return self.array[i] if self.usable and self.array is not None else None
+        self.given = self.array[i] if self.usable and self.array is not None else None
+        return self.given
 
     def keep(self, i: int, sample_targets) -> None:
         """Sample ``i``'s mask (in its result dict) into slot ``i``, unless it is there."""
@@ -191,6 +193,8 @@ class _MaskSlots:
             return
         if self.array is None:
             self.array = np.empty((self.n, *mask.shape), dtype=mask.dtype)
+        if mask is self.given:  # its warp wrote into the slot
+            return
         slot = self.array[i]
         if mask.shape != slot.shape or mask.dtype != slot.dtype:
             self.usable = False

@@ -150,9 +150,10 @@ def is_pixel_permutation(matrix: np.ndarray) -> bool:
 
 def moves_whole_pixels(m: Entries) -> bool:
     """``is_pixel_permutation`` on six entries already snapped."""
-    if not all(float(v).is_integer() for v in m):
+    a, b, c, d, e, f = m
+    whole = float(a).is_integer() and float(b).is_integer() and float(d).is_integer()
+    if not (whole and float(e).is_integer() and float(c).is_integer() and float(f).is_integer()):
         return False
-    a, b, _, d, e, _ = m
     return (
         abs(a) + abs(b) == 1
         and abs(d) + abs(e) == 1

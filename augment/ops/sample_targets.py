@@ -127,18 +127,15 @@ class SampleTargets:
     width and height are above 0 (at least ``min_size`` where set) and its visibility at
     least ``min_visibility``."""
 
-    __slots__ = (
-        "options", "shape", "read_shape", "source", "masks", "boxes", "warps", "points",
-        "point_vis", "inside", "mask_out",
-    )  # fmt: skip
+    # what a sample without that kind holds (set on the instance where it has it)
+    boxes = points = point_vis = inside = None
+    mask_out = None  # where the next warp of "mask" may write (a batch's slot)
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int], source="the sample"):
         self.options, self.shape, self.read_shape, self.source = options, shape, shape, source
         self.masks: dict[str, np.ndarray] = {}
         # boxes wait as given, with the warps the image takes, for box_moves.move_boxes
-        self.boxes, self.warps = None, []
-        self.points = self.point_vis = self.inside = None
-        self.mask_out = None  # where the next warp of "mask" may write (a batch's slot)
+        self.warps: list = []
 
     @classmethod
     def read(
@@ -155,10 +152,12 @@ class SampleTargets:
         check (their shape is checked here)."""
         self = cls(options, shape, source)
         if "mask" in sample:
-            value = sample["mask"]
-            if type(value).__module__.startswith("torch") and value.ndim == 3:
-                value = value.permute(1, 2, 0)  # C x H x W, as torch images: as H x W x C
-            mask = _mask(_array(value, "mask", source), "mask", source)
+            mask = sample["mask"]
+            if type(mask) is not np.ndarray:
+                if type(mask).__module__.startswith("torch") and mask.ndim == 3:
+                    mask = mask.permute(1, 2, 0)  # C x H x W, as torch images: H x W x C
+                mask = _array(mask, "mask", source)
+            _mask(mask, "mask", source)
             if mask.shape[:2] != shape:
                 raise BadTargetError(
                     source, f"the mask is {_size(mask.shape)} but the image is "
