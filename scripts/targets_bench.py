@@ -12,10 +12,12 @@ one run, alternated rounds, the medians and the median of each round's paired ra
   ``A.Compose`` with ``bbox_params``): target <= 0.5x its time;
 
 and what bounds them: the image with no boxes (``boxes`` of zero rows: the cost of a sample
-with targets, before any target moves) and the mask's warp alone (``targets.warp_mask`` with
-the sample's drawn map, nothing else). Each is timed both as one call of the pipeline per
-sample and with the samples made into one batch as a Loader's worker makes it
-(``augment.loading.batch.make_batch``: load, transform into the batch buffer, collate the targets).
+with targets, before any target moves), the mask's warp alone (``targets.warp_mask`` with
+the sample's drawn map, nothing else) and the image's warp alone (``warp_plan.warp``, the
+same map: the call without drawing or checking anything). Each is timed both as one call
+of the pipeline per sample and with the samples made into one batch as a Loader's worker
+makes it (``augment.loading.batch.make_batch``: load, transform into the batch buffer,
+collate the targets).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def bench_targets(args) -> str:
         pass
     from augment.loading.rng import KeyedRng
     from augment.ops.targets import warp_mask
+    from augment.ops.warp_plan import warp
 
     data = samples(load_images(args.images))
     pipeline = ours(args.crop)
@@ -129,9 +132,12 @@ def bench_targets(args) -> str:
         ]
         contenders[f"{name}, batch"] = batch_of(items, pipeline)
     warps = [pipeline.plan(s["image"].shape[:2], keyed.at(0, i)).warp for i, s in enumerate(data)]
-    mask_warp = "the mask's warp alone"
+    mask_warp, image_warp = "the mask's warp alone", "the image's warp alone"
     contenders[mask_warp] = lambda: [
         warp_mask(s["mask"], w, pipeline.kernel, pipeline.antialias) for s, w in zip(data, warps)
+    ]
+    contenders[image_warp] = lambda: [
+        warp(s["image"], w, 1, pipeline.kernel, pipeline.antialias) for s, w in zip(data, warps)
     ]
     reference = None
     try:
@@ -166,7 +172,10 @@ def bench_targets(args) -> str:
             row.append(f"{paired(own, reference):.2f}x" if reference and name == full else "")
         lines.append("| " + " | ".join(row) + " |")
     mask_share = paired(mask_warp, "image alone")
-    lines.append(f"| {mask_warp} | {per[mask_warp]:.3f} | {mask_share:.2f}x |  |  |  |  |")
+    for name in (image_warp, mask_warp):
+        lines.append(
+            f"| {name} | {per[name]:.3f} | {paired(name, 'image alone'):.2f}x |  |  |  |  |"
+        )
     if reference:
         lines.append(f"| {reference} | {per[reference]:.3f} |  |  |  |  |  |")
     lines.append("")
@@ -187,7 +196,7 @@ def bench_targets(args) -> str:
     lines.append(
         f"- what bounds them: a sample with targets but nothing to move adds {fixed[0]:+.1%} (one "
         f"call) and {fixed[1]:+.1%} (in a batch); the mask's warp alone costs {mask_share:.0%} of "
-        "the image's"
+        f"the image's whole call and {paired(mask_warp, image_warp):.0%} of the image's warp alone"
     )
     table = "\n".join(lines)
     print(
