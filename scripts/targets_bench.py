@@ -45,16 +45,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", type=int, default=32, help="tiles per round (default 32)")
     parser.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
     parser.add_argument("--crop", type=int, default=224)
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="the tiles resized to this many pixels a side first (default 256: as they are)",
+    )
 
 
 def samples(images: list[np.ndarray]) -> list[dict]:
-    """Each tile with a class map made from its pixels and 50 boxes with labels."""
+    """Each tile with a class map made from its pixels and 50 boxes with labels (8 to 40
+    pixels a side on a 256-pixel tile, in proportion on others)."""
     out = []
     for i, img in enumerate(images):
         rng = np.random.default_rng(i)
         h, w = img.shape[:2]
-        xy = rng.uniform(0, min(h, w) - 40, (N_BOXES, 2))
-        boxes = np.column_stack((xy, xy + rng.uniform(8, 40, (N_BOXES, 2)))).astype(np.float32)
+        k = min(h, w) / 256
+        xy = rng.uniform(0, min(h, w) - 40 * k, (N_BOXES, 2))
+        wh = rng.uniform(8 * k, 40 * k, (N_BOXES, 2))
+        boxes = np.column_stack((xy, xy + wh)).astype(np.float32)
         mask = (img[:, :, 1] // 64).astype(np.uint8)
         out.append({"image": img, "mask": mask, "boxes": boxes, "labels": np.arange(N_BOXES)})
     return out
@@ -111,7 +120,13 @@ def bench_targets(args) -> str:
     from augment.ops.targets import warp_mask
     from augment.ops.warp_plan import warp
 
-    data = samples(load_images(args.images))
+    images = load_images(args.images)
+    if args.size != 256:
+        from PIL import Image
+
+        size = (args.size, args.size)
+        images = [np.asarray(Image.fromarray(i).resize(size, Image.BICUBIC)) for i in images]
+    data = samples(images)
     pipeline = ours(args.crop)
     keyed = KeyedRng(0)  # sample i draws the same parameters for every contender of ours
     image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]
@@ -200,7 +215,8 @@ def bench_targets(args) -> str:
     )
     table = "\n".join(lines)
     print(
-        f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} 256x256 tiles, one "
+        f"RandomResizedCrop({args.crop}) + flip + rotation on {len(data)} tiles "
+        f"{args.size}x{args.size}, one "
         f"thread's CPU time, kernel {pipeline.kernel}, median of {args.rounds} alternated "
         f"rounds; 'in a batch': the {len(data)} samples made into one batch as a Loader's "
         f"worker makes it:\n{table}"
