@@ -46,6 +46,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument(
+        "--batch-only",
+        action="store_true",
+        help="only the image alone, with a mask and with 50 boxes, in a batch: fewer contenders "
+        "between the paired ones, for comparing two trees (run it in each, alternately)",
+    )
+    parser.add_argument(
         "--size",
         type=int,
         default=256,
@@ -107,18 +113,9 @@ def batch_of(dataset, pipeline):
     return lambda: make_batch(task, plan)
 
 
-def bench_targets(args) -> str:
+def tiles(args) -> list[dict]:
+    """The samples of ``samples`` made from ``--images`` tiles of ``--size`` pixels."""
     from benchmark import load_images
-
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
-    from augment.loading.rng import KeyedRng
-    from augment.ops.targets import warp_mask
-    from augment.ops.warp_plan import warp
 
     images = load_images(args.images)
     if args.size != 256:
@@ -126,7 +123,59 @@ def bench_targets(args) -> str:
 
         size = (args.size, args.size)
         images = [np.asarray(Image.fromarray(i).resize(size, Image.BICUBIC)) for i in images]
-    data = samples(images)
+    return samples(images)
+
+
+def paired_ratios(times: dict, base: str) -> dict:
+    """Each contender's median over the rounds of its time over ``base``'s that round."""
+    return {
+        name: statistics.median(a / b for a, b in zip(t, times[base])) for name, t in times.items()
+    }
+
+
+def bench_batch_only(args) -> str:
+    data = tiles(args)
+    pipeline = ours(args.crop)
+    contenders = {
+        "image alone": batch_of([s["image"] for s in data], pipeline),
+        "image + integer mask": batch_of(
+            [{"image": s["image"], "mask": s["mask"]} for s in data], pipeline
+        ),
+        f"image + {N_BOXES} boxes": batch_of(
+            [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data],
+            pipeline,
+        ),
+    }
+    times = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm-up
+        fn()
+    for r in range(args.rounds):
+        for name in contenders if r % 2 == 0 else reversed(list(contenders)):
+            start = time.thread_time()
+            contenders[name]()
+            times[name].append(time.thread_time() - start)
+    ratios = paired_ratios(times, "image alone")
+    line = ", ".join(f"{name} {ratios[name]:.3f}x" for name in contenders)
+    print(f"in a batch, vs the image alone (median of {args.rounds} paired rounds): {line}")
+    return line
+
+
+def bench_targets(args) -> str:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    if args.batch_only:
+        if getattr(args, "write_docs", False):
+            raise SystemExit("--batch-only compares two trees: its line is not for docs/")
+        return bench_batch_only(args)
+    from augment.loading.rng import KeyedRng
+    from augment.ops.targets import warp_mask
+    from augment.ops.warp_plan import warp
+
+    data = tiles(args)
     pipeline = ours(args.crop)
     keyed = KeyedRng(0)  # sample i draws the same parameters for every contender of ours
     image_mask = [{"image": s["image"], "mask": s["mask"]} for s in data]

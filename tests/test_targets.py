@@ -4,6 +4,7 @@ named with their sample, batches bit-identical on every backend."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -764,6 +765,18 @@ def test_the_targets_benchmark_runs_and_prints_its_table():
     for row in ("| image alone |", "| image + integer mask |", "| image + 50 boxes |"):
         assert row in out.stdout
     assert "target <= +30%" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "targets", "--batch-only", "--images", "2"]
+        + ["--rounds", "1", "--size", "128", "--crop", "96"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    ratios = dict(re.findall(r"(image[^,:]*?) (\d+\.\d+)x", out.stdout.split(": ", 1)[1]))
+    assert list(ratios) == ["image alone", "image + integer mask", "image + 50 boxes"]
+    assert float(ratios["image alone"]) == 1.0
 
 
 def test_the_albumentations_adapter_moves_keypoints_from_the_samples_rng():
