@@ -152,7 +152,8 @@ class BatchTask:
         if isinstance(t, Compose):
             plan = None if planned is None else planned.plan
             shape = img.shape[:2] if plan is None else plan.shape
-            moving = ST.SampleTargets.read(sample, shape, self.options, name, boxes_later is None)
+            batched = boxes_later is not None
+            moving = ST.SampleTargets.read(sample, shape, self.options, name, batched)
             moving.mask_out = mask_out
             img = t.finish(img, t.plan(shape, rng) if plan is None else plan, rng, out, moving)
             result = moving.result(sample, boxes_later)

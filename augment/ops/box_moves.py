@@ -1,14 +1,14 @@
-"""Boxes moved for many samples at once: checked, mapped through each sample's warps,
-clipped, dropped where too little stays in view, and given back in their format, in one
-set of numpy calls for a whole batch rather than one set per sample (a numpy call costs
-1-2 us between two image warps, far more than the arithmetic of 50 boxes).
+"""Boxes moved with the image: checked, mapped through each warp, clipped, dropped where
+too little stays in view, and given back in their format.
 
-A sample's boxes wait in its ``SampleTargets`` (as given, their shape checked, with the
-warps its image took) until ``move_boxes`` takes a list of them: a Loader's worker calls it
-once per batch, a ``Compose`` called on one sample with a list of one. The arithmetic is
-that of ``augment.ops.targets``; each sample's boxes go through the same operations
-whatever else is in the list (its own matrix product, then arithmetic row by row), so a
-box lands on the same float32 values in a batch of one or of 256.
+One sample's (a ``Compose`` called on it) move with each warp the image takes, before its
+pixels are resampled (``prepared``, ``through``, ``give_back``). A batch's wait in their
+``SampleTargets`` (as given, their shape checked, with the warps the image took) until
+``move_boxes`` takes them all once the batch's samples are made: one set of numpy calls
+for the batch rather than one per sample (a numpy call costs 1-2 us between two image
+warps, far more than the arithmetic of 50 boxes). Both go through the same arithmetic
+(each sample's boxes their own matrix product, then the same operations row by row), so a
+box lands on the same float32 values alone and in a batch of any size.
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, E
     ``SampleTargets``). Returns ``(position in items, BadTargetError)`` for each item
     whose boxes are not finite or run backwards; its dict is left as it was. ``checked``:
     the values are known to be good."""
-    if len(items) == 1:  # a Compose called on one sample: no stacking or splitting
-        return _move_one(items[0], options, checked)
     full = []
     for i, (moving, out) in enumerate(items):
         if len(moving.boxes):
@@ -95,26 +93,34 @@ def move_boxes(items: list, options, checked: bool = False) -> list[tuple[int, E
     return []
 
 
-def _move_one(pair, options, checked: bool) -> list[tuple[int, Exception]]:
-    """``move_boxes`` of one sample."""
-    moving, out = pair
-    boxes = moving.boxes
-    if not len(boxes):
-        out["boxes"] = np.zeros((0, 4), dtype=np.float32)
-        return []
-    box_format = options.box_format
-    xyxy = boxes if box_format == "xyxy" else T.to_xyxy(boxes, box_format, moving.read_shape)
-    if not checked and not _plausible(xyxy):
-        return _bad_ones_apart([pair], [0], options)
-    vis, track, counts = None, options.min_visibility > 0, (len(boxes),)
-    for entries, shape in moving.warps:
-        xyxy, vis = _through(xyxy, vis, np.array(_box_map(entries, shape)), counts, track)
+def prepared(boxes: np.ndarray, box_format: str, shape, source) -> np.ndarray:
+    """One sample's boxes (N x 4 numbers, N > 0, ``box_format``, an image of ``shape``)
+    as float64 pixel xyxy, checked: a ``BadTargetError`` naming ``source`` where one is not
+    finite or runs backwards."""
+    if box_format == "xyxy":  # float64 first: two products of mixed types cost more
+        xyxy = boxes.astype(np.float64, copy=False)
+    else:
+        xyxy = T.to_xyxy(boxes, box_format, shape)
+    if not _plausible(xyxy):
+        check_values(boxes, box_format, shape, source)
+    return xyxy
+
+
+def through(xyxy: np.ndarray, vis, warp, track: bool):
+    """One sample's boxes (``prepared``) through one warp (``(entries, shape)``) as a
+    batch's go (``move_boxes``): clipped, and with ``track`` the visibility so far."""
+    return _through(xyxy, vis, np.array(_box_map(*warp)), (len(xyxy),), track)
+
+
+def give_back(xyxy: np.ndarray, vis, out: dict, options, shape) -> None:
+    """One sample's boxes, moved (``through``), into ``out`` as a batch's go: the ones
+    that stay (``_kept``) in ``box_format`` for an image of ``shape``, the rows of the box
+    fields to match."""
     keep = _kept(xyxy, vis, options)
     if not keep.all():
         xyxy = xyxy[keep]
         _take(out, options.box_fields, keep)
-    out["boxes"] = T.from_xyxy(xyxy, box_format, moving.shape)
-    return []
+    out["boxes"] = T.from_xyxy(xyxy, options.box_format, shape)
 
 
 def _plausible(xyxy: np.ndarray) -> bool:
@@ -143,10 +149,10 @@ def _per_row(rows, counts: list[int]) -> np.ndarray:
 
 
 def _as_xyxy(items: list, counts: list[int], box_format: str) -> np.ndarray:
-    """The boxes of ``items`` stacked, as pixel xyxy (any numeric dtype for xyxy given)."""
+    """The boxes of ``items`` stacked, as float64 pixel xyxy."""
     raw = items[0][0].boxes if len(items) == 1 else np.concatenate([m.boxes for m, _ in items])
     if box_format == "xyxy":
-        return raw
+        return raw.astype(np.float64, copy=False)
     hw = _per_row([moving.read_shape for moving, _ in items], counts)
     return T.to_xyxy(raw, box_format, (hw[:, :1], hw[:, 1:]))
 

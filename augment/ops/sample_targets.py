@@ -128,7 +128,8 @@ class SampleTargets:
     least ``min_visibility``."""
 
     # what a sample without that kind holds (set on the instance where it has it)
-    boxes = points = point_vis = inside = None
+    boxes = box_vis = points = point_vis = inside = None
+    batched = False  # boxes wait for box_moves.move_boxes with the batch's, else move now
     mask_out = None  # where the next warp of "mask" may write (a batch's slot)
 
     def __init__(self, options: TargetOptions, shape: tuple[int, int], source="the sample"):
@@ -144,13 +145,15 @@ class SampleTargets:
         shape: tuple[int, int],
         options: TargetOptions,
         source,
-        check_boxes: bool = True,
+        batched: bool = False,
     ) -> SampleTargets:
         """The targets of ``sample`` (a dict) for an image of ``shape``, checked: a
         ``BadTargetError`` names ``source`` (a name, or a function that gives it) and what
-        is wrong. ``check_boxes=False``: the boxes' values are left for ``move_boxes`` to
-        check (their shape is checked here)."""
+        is wrong. ``batched``: the boxes wait, as given, to be checked and moved with the
+        rest of a batch's (``box_moves.move_boxes``; their shape is checked here); else
+        they are checked now and move with each warp, as one sample's do best."""
         self = cls(options, shape, source)
+        self.batched = batched
         if "mask" in sample:
             mask = sample["mask"]
             if type(mask) is not np.ndarray:
@@ -172,8 +175,8 @@ class SampleTargets:
                 boxes = _NO_BOXES
             else:
                 box_moves.check_shape(boxes, source)
-                if check_boxes:
-                    box_moves.check_values(boxes, options.box_format, shape, source)
+                if not batched:
+                    boxes = box_moves.prepared(boxes, options.box_format, shape, source)
             self.boxes = boxes
             _check_fields(sample, options.box_fields, len(boxes), "boxes", source)
         if "keypoints" in sample:
@@ -199,7 +202,12 @@ class SampleTargets:
                 out, self.mask_out = self.mask_out, None
                 self.masks[key] = T.warp_mask(mask, pending, kernel, antialias, fill, out)
         if self.boxes is not None:
-            self.warps.append((pending.entries, pending.shape))
+            if self.batched:
+                self.warps.append((pending.entries, pending.shape))
+            elif len(self.boxes):
+                track = self.options.min_visibility > 0
+                warp = (pending.entries, pending.shape)
+                self.boxes, self.box_vis = box_moves.through(self.boxes, self.box_vis, warp, track)
         if self.points is not None and len(self.points):
             self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
             self.inside &= inside
@@ -209,8 +217,9 @@ class SampleTargets:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
         out of the frame marked invisible or dropped (``keypoints``). A bad box is a
-        ``BadTargetError``. ``boxes_later``: a list to which ``(self, the result)`` is
-        added, its boxes left for ``box_moves.move_boxes`` to finish with the batch's."""
+        ``BadTargetError``. ``boxes_later``: where boxes read ``batched`` wait, a list to
+        which ``(self, the result)`` is added for ``box_moves.move_boxes`` to finish them
+        with the batch's."""
         options, out = self.options, dict(sample)
         if self.masks:
             out.update(self.masks)
@@ -229,12 +238,14 @@ class SampleTargets:
                 )
                 points = np.column_stack((points, visible.astype(np.float32)))
             out["keypoints"] = points
-        if self.boxes is not None:
-            if boxes_later is not None:
-                boxes_later.append((self, out))
-            else:
-                for _, error in box_moves.move_boxes([(self, out)], options):
-                    raise error
+        if self.boxes is None:
+            pass
+        elif self.batched:
+            boxes_later.append((self, out))
+        elif len(self.boxes):
+            box_moves.give_back(self.boxes, self.box_vis, out, options, self.shape)
+        else:
+            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
         return out
 
 
@@ -343,7 +354,7 @@ def call_sample(compose, item, rng: np.random.Generator, names, source: str = "t
     kinds = kinds_of(sample)
     if kinds:
         compose.check_targets(kinds)
-        moving = SampleTargets.read(sample, shape, compose.target_options, source, False)
+        moving = SampleTargets.read(sample, shape, compose.target_options, source)
         image = compose.finish(img, compose.plan(shape, rng), rng, None, moving)
         out = moving.result(sample)
     else:  # nothing to move
