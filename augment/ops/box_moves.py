@@ -117,7 +117,7 @@ def give_back(xyxy: np.ndarray, vis, out: dict, options, shape) -> None:
     that stay (``_kept``) in ``box_format`` for an image of ``shape``, the rows of the box
     fields to match."""
     keep = _kept(xyxy, vis, options)
-    if not keep.all():
+    if keep is not None:
         xyxy = xyxy[keep]
         _take(out, options.box_fields, keep)
     out["boxes"] = T.from_xyxy(xyxy, options.box_format, shape)
@@ -130,15 +130,20 @@ def _plausible(xyxy: np.ndarray) -> bool:
     return sizes.min() >= 0 and sizes.max() < math.inf
 
 
-def _kept(boxes: np.ndarray, vis, options) -> np.ndarray:
+def _kept(boxes: np.ndarray, vis, options) -> np.ndarray | None:
     """Which boxes (clipped pixel xyxy) stay: some area, at least ``min_size`` wide and
-    high, and ``min_visibility`` in view."""
-    wh = boxes @ _SIZES  # exact: each a difference of two coordinates
-    side = np.minimum(wh[:, 0], wh[:, 1])
-    keep = side >= options.min_size if options.min_size > 0 else side > 0
+    high, and ``min_visibility`` in view; None where all do."""
+    if options.min_size > 0:
+        wh = boxes @ _SIZES  # exact: each a difference of two coordinates
+        keep = np.minimum(wh[:, 0], wh[:, 1]) >= options.min_size
+    else:  # some area: x1 > x0 and y1 > y0
+        forward = boxes[:, 2:] > boxes[:, :2]
+        if vis is None and forward.all():
+            return None
+        keep = forward[:, 0] & forward[:, 1]
     if vis is not None:
         keep &= vis >= options.min_visibility
-    return keep
+    return None if keep.all() else keep
 
 
 def _per_row(rows, counts: list[int]) -> np.ndarray:
@@ -205,7 +210,7 @@ def _give_back(boxes, vis, items, counts, options) -> None:
         shape = (hw[:, :1], hw[:, 1:])
     else:
         shape = None  # pixel formats do not read it
-    if keep.all():
+    if keep is None:
         given = T.from_xyxy(boxes, options.box_format, shape)
         kept = counts
     else:
