@@ -119,7 +119,7 @@ def give_back(xyxy: np.ndarray, vis, out: dict, options, shape) -> None:
     keep = _kept(xyxy, vis, options)
     if keep is not None:
         xyxy = xyxy[keep]
-        _take(out, options.box_fields, keep)
+        take(out, options.box_fields, keep)
     out["boxes"] = T.from_xyxy(xyxy, options.box_format, shape)
 
 
@@ -247,11 +247,11 @@ def _take_rows(outs: list[dict], key: str, counts: list[int], kept: list[int], k
     start = 0
     for out, n, k in zip(outs, counts, kept):
         if k < n:
-            _take(out, (key,), keep[start : start + n])
+            take(out, (key,), keep[start : start + n])
         start += n
 
 
-def _take(out: dict, fields, keep: np.ndarray) -> None:
+def take(out: dict, fields, keep: np.ndarray) -> None:
     """Keep the rows ``keep`` of each of ``fields`` in ``out`` (moved instance masks too)."""
     for key in fields:
         if key in out:

@@ -25,7 +25,6 @@ import numpy as np
 from augment.ops import box_moves
 from augment.ops import functional as F
 from augment.ops import targets as T
-from augment.ops.box_moves import _take
 from augment.ops.images import BadImageError
 
 KEYPOINT_MODES = ("mark", "drop")
@@ -120,12 +119,12 @@ def _array(value, name: str, source: str) -> np.ndarray:
 
 class SampleTargets:
     """One sample's targets as they move: masks as arrays, keypoints as float64 x, y with
-    whether each stayed in the frame, and boxes as given with the warps they are to take
-    (``augment.ops.box_moves``, which moves many samples' boxes at once: each warp maps a
-    box to the box enclosing its corners, clipped to the image; with ``min_visibility``,
-    the fraction of its area still in view is tracked). A box is kept when its clipped
-    width and height are above 0 (at least ``min_size`` where set) and its visibility at
-    least ``min_visibility``."""
+    whether each stayed in the frame, boxes as float64 pixel xyxy (``augment.ops.box_moves``:
+    each warp maps a box to the box enclosing its corners, clipped to the image; with
+    ``min_visibility``, the fraction of its area still in view is tracked), or, read
+    ``batched``, as given with the warps they are to take, moved later with the rest of a
+    batch's. A box is kept when its clipped width and height are above 0 (at least
+    ``min_size`` where set) and its visibility at least ``min_visibility``."""
 
     # what a sample without that kind holds (set on the instance where it has it)
     boxes = box_vis = points = point_vis = inside = None
@@ -135,8 +134,7 @@ class SampleTargets:
     def __init__(self, options: TargetOptions, shape: tuple[int, int], source="the sample"):
         self.options, self.shape, self.read_shape, self.source = options, shape, shape, source
         self.masks: dict[str, np.ndarray] = {}
-        # boxes wait as given, with the warps the image takes, for box_moves.move_boxes
-        self.warps: list = []
+        self.warps: list = []  # (entries, shape) of each warp, for boxes read batched
 
     @classmethod
     def read(
@@ -216,10 +214,9 @@ class SampleTargets:
     def result(self, sample: dict, boxes_later: list | None = None) -> dict:
         """``sample`` with its targets replaced by where they moved to: boxes (float32, in
         ``box_format``) and their fields dropped where too little stays in view, keypoints
-        out of the frame marked invisible or dropped (``keypoints``). A bad box is a
-        ``BadTargetError``. ``boxes_later``: where boxes read ``batched`` wait, a list to
-        which ``(self, the result)`` is added for ``box_moves.move_boxes`` to finish them
-        with the batch's."""
+        out of the frame marked invisible or dropped (``keypoints``). ``boxes_later``:
+        where boxes read ``batched`` wait, a list to which ``(self, the result)`` is added
+        for ``box_moves.move_boxes`` to finish them with the batch's."""
         options, out = self.options, dict(sample)
         if self.masks:
             out.update(self.masks)
@@ -231,21 +228,20 @@ class SampleTargets:
                     points = np.column_stack((points, self.point_vis))[keep]
                 else:
                     points = points[keep]
-                _take(out, options.keypoint_fields, keep)
+                box_moves.take(out, options.keypoint_fields, keep)
             else:
                 visible = (
                     self.inside if self.point_vis is None else self.inside & (self.point_vis > 0)
                 )
                 points = np.column_stack((points, visible.astype(np.float32)))
             out["keypoints"] = points
-        if self.boxes is None:
-            pass
-        elif self.batched:
-            boxes_later.append((self, out))
-        elif len(self.boxes):
-            box_moves.give_back(self.boxes, self.box_vis, out, options, self.shape)
-        else:
-            out["boxes"] = np.zeros((0, 4), dtype=np.float32)
+        if self.boxes is not None:
+            if self.batched:
+                boxes_later.append((self, out))
+            elif len(self.boxes):
+                box_moves.give_back(self.boxes, self.box_vis, out, options, self.shape)
+            else:
+                out["boxes"] = np.zeros((0, 4), dtype=np.float32)
         return out
 
 
