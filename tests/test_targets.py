@@ -668,6 +668,28 @@ def test_a_bad_mask_names_its_sample_and_on_error_skips_it():
     assert [s for s, _ in loader.skipped] == ["Segmentation[5]"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_sample_with_bad_boxes_leaves_its_batch_on_every_backend(backend):
+    # a batch's boxes are checked when they move, in the worker, after the images are in
+    # the batch buffer (shared memory on processes): the rows after the bad sample move up
+    data = Detection(bad_boxes=(4,), n=16)
+    pipeline = augment.Compose([augment.RandomResizedCrop(48), augment.RandomRotate(30)])
+    runs = {}
+    for name, workers in (("serial", 0), (backend, 2)):
+        with augment.Loader(
+            data, pipeline, batch_size=8, backend=name, workers=workers, on_error="skip", seed=2
+        ) as loader:
+            runs[name] = list(loader)
+            assert [s for s, _ in loader.skipped] == ["Detection[4]"]
+    assert sorted(len(b["image"]) for b in runs["serial"]) == [7, 8]
+    labels = torch.cat([lab for b in runs["serial"] for lab in b["labels"]])
+    assert not ((labels >= 400) & (labels < 500)).any()  # sample 4's: 400, 401, ...
+    for b in runs["serial"]:
+        assert [len(x) for x in b["boxes"]] == [len(x) for x in b["labels"]]
+    _assert_same(runs["serial"], runs[backend], backend)
+
+
 def test_tuple_samples_move_their_mask_only_when_told():
     told = _epoch(Segmentation(as_tuple=True), seg_pipeline(), "serial", 0, targets=("mask",))
     images, masks, ids = told[0]
