@@ -629,6 +629,36 @@ def test_a_batchs_boxes_are_each_samples_own_and_bad_ones_leave_the_batch(
     assert _detection_batch(data, pipeline, "raise").error.source == "Detection[4]"
 
 
+def test_a_batchs_box_fields_of_any_kind_drop_with_their_boxes():
+    # labels as arrays of two dtypes, as lists, and a field of strings: each sample's rows
+    # in the batch are the ones its boxes kept alone
+    from augment.loading.rng import KeyedRng
+
+    class Fields(Detection):
+        def __getitem__(self, i):
+            sample = super().__getitem__(i)
+            n = len(sample["boxes"])
+            if i % 3 == 0:
+                sample["labels"] = sample["labels"].tolist()
+            elif i % 3 == 1:
+                sample["labels"] = sample["labels"].astype(np.int32)
+            sample["names"] = [f"box{i}.{k}" for k in range(n)]
+            return sample
+
+    data = Fields()
+    steps = [augment.RandomResizedCrop(40, scale=(0.1, 0.4)), augment.RandomRotate(30)]
+    pipeline = augment.Compose(steps, box_fields=("labels", "names"))
+    fields = _detection_batch(data, pipeline, "raise").targets.fields
+    dropped = 0
+    for i in range(len(data)):
+        alone = pipeline(data[i], KeyedRng(3).at(0, i))
+        assert np.array_equal(np.asarray(fields["labels"][i]), np.asarray(alone["labels"]))
+        assert list(fields["names"][i]) == list(alone["names"])
+        assert len(fields["names"][i]) == len(fields["boxes"][i])
+        dropped += len(data[i]["boxes"]) - len(alone["boxes"])
+    assert dropped > 0
+
+
 def test_a_bad_box_before_a_bad_image_is_the_batchs_error():
     # the boxes are checked when the batch is made, after the bad image stopped it: the
     # error is still the first bad sample's
