@@ -46,10 +46,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=15, help="alternated rounds (default 15)")
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument(
-        "--batch-only",
-        action="store_true",
-        help="only the image alone, with a mask and with 50 boxes, in a batch: fewer contenders "
-        "between the paired ones, for comparing two trees (run it in each, alternately)",
+        "--paired",
+        choices=("batch", "call"),
+        help="only the image alone, with 0 boxes, with a mask and with 50 boxes, in a batch or "
+        "one call per sample: fewer contenders between the paired ones, for comparing two "
+        "checkouts (run it in each alternately, the checkout on PYTHONPATH)",
     )
     parser.add_argument(
         "--size",
@@ -133,19 +134,28 @@ def paired_ratios(times: dict, base: str) -> dict:
     }
 
 
-def bench_batch_only(args) -> str:
+def bench_paired(args) -> str:
+    """``--paired``: four contenders, paired with the image alone in each round."""
+    from augment.loading.rng import KeyedRng
+
     data = tiles(args)
     pipeline = ours(args.crop)
-    contenders = {
-        "image alone": batch_of([s["image"] for s in data], pipeline),
-        "image + integer mask": batch_of(
-            [{"image": s["image"], "mask": s["mask"]} for s in data], pipeline
-        ),
-        f"image + {N_BOXES} boxes": batch_of(
-            [{"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data],
-            pipeline,
-        ),
+    keyed = KeyedRng(0)
+    kinds = {
+        "image alone": [s["image"] for s in data],
+        "image + 0 boxes": [{"image": s["image"], "boxes": s["boxes"][:0]} for s in data],
+        "image + integer mask": [{"image": s["image"], "mask": s["mask"]} for s in data],
+        f"image + {N_BOXES} boxes": [
+            {"image": s["image"], "boxes": s["boxes"], "labels": s["labels"]} for s in data
+        ],
     }
+    if args.paired == "batch":
+        contenders = {name: batch_of(items, pipeline) for name, items in kinds.items()}
+    else:
+        contenders = {
+            name: lambda items=items: [pipeline(s, keyed.at(0, i)) for i, s in enumerate(items)]
+            for name, items in kinds.items()
+        }
     times = {name: [] for name in contenders}
     for fn in contenders.values():  # warm-up
         fn()
@@ -156,7 +166,8 @@ def bench_batch_only(args) -> str:
             times[name].append(time.thread_time() - start)
     ratios = paired_ratios(times, "image alone")
     line = ", ".join(f"{name} {ratios[name]:.3f}x" for name in contenders)
-    print(f"in a batch, vs the image alone (median of {args.rounds} paired rounds): {line}")
+    way = "in a batch" if args.paired == "batch" else "one call per sample"
+    print(f"{way}, vs the image alone (median of {args.rounds} paired rounds): {line}")
     return line
 
 
@@ -167,10 +178,10 @@ def bench_targets(args) -> str:
         cv2.setNumThreads(1)
     except ImportError:
         pass
-    if args.batch_only:
+    if args.paired:
         if getattr(args, "write_docs", False):
-            raise SystemExit("--batch-only compares two trees: its line is not for docs/")
-        return bench_batch_only(args)
+            raise SystemExit("--paired compares two checkouts: its line is not for docs/")
+        return bench_paired(args)
     from augment.loading.rng import KeyedRng
     from augment.ops.targets import warp_mask
     from augment.ops.warp_plan import warp

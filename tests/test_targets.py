@@ -818,7 +818,7 @@ def test_the_targets_benchmark_runs_and_prints_its_table():
         assert row in out.stdout
     assert "target <= +30%" in out.stdout
     out = subprocess.run(
-        [sys.executable, "scripts/benchmark.py", "targets", "--batch-only", "--images", "2"]
+        [sys.executable, "scripts/benchmark.py", "targets", "--paired", "batch", "--images", "2"]
         + ["--rounds", "1", "--size", "128", "--crop", "96"],
         cwd=root,
         capture_output=True,
@@ -827,7 +827,12 @@ def test_the_targets_benchmark_runs_and_prints_its_table():
     )
     assert out.returncode == 0, out.stderr
     ratios = dict(re.findall(r"(image[^,:]*?) (\d+\.\d+)x", out.stdout.split(": ", 1)[1]))
-    assert list(ratios) == ["image alone", "image + integer mask", "image + 50 boxes"]
+    assert list(ratios) == [
+        "image alone",
+        "image + 0 boxes",
+        "image + integer mask",
+        "image + 50 boxes",
+    ]
     assert float(ratios["image alone"]) == 1.0
 
 

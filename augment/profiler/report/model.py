@@ -52,6 +52,10 @@ from augment.trace.schema import COMPUTE_STAGES, IO_STAGES, WORKER_STAGES
 
 CANDIDATE_BACKENDS = ("serial", "thread", "process", "torch")  # from the lightest
 GIL_SATURATED = 0.85  # threads below this CPU per wall (cores aside) are held back by the GIL
+# threads win a tie only below this measured GIL share: measured by 4 threads on 2 cores it
+# swings by several points around 0.5 for a pipeline whose 2-thread run measures 0.75, and a
+# tie costs nothing on processes
+THREADS_GIL_SHARE = 0.4
 EXHAUSTIVE_LIMIT = 30_000  # joint configurations tried one by one; beyond, one at a time
 
 
@@ -325,9 +329,10 @@ def _backend_rank(backend: str, threads_fine: bool) -> int:
 
 def threads_do(c: Costs) -> bool:
     """Whether threads suit the pipeline as well as processes: it mostly waits on I/O, or a
-    thread run measured that it holds the GIL for little of its CPU time. A pipeline whose
+    thread run measured that it holds the GIL for little of its CPU time (below
+    ``THREADS_GIL_SHARE``). A pipeline whose
     GIL share is unknown is not moved to threads on a tie (the loop needs the GIL too)."""
-    return c.io_wait >= c.cpu or (c.gil_known != "not measured" and c.gil < 0.5)
+    return c.io_wait >= c.cpu or (c.gil_known != "not measured" and c.gil < THREADS_GIL_SHARE)
 
 
 def _on_cores(rate: Rate, cores: float) -> float:
