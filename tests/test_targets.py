@@ -579,6 +579,8 @@ class Detection:
         boxes = T.from_xyxy(xyxy, self.box_format, shape).astype(
             np.float64 if i % 3 else np.float32
         )
+        if i % 4 == 3:  # a view of a wider table, as a label file's columns give
+            boxes = np.column_stack((np.zeros(n), boxes))[:, 1:]
         if i in self.bad_boxes:
             backwards = T.from_xyxy(np.array([[9.0, 9, 1, 1]]), self.box_format, shape)[0]
             boxes[-1] = [np.nan, 1, 2, 3] if i % 2 else backwards

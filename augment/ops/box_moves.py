@@ -1,8 +1,9 @@
 """Boxes moved with the image: checked, mapped through each warp, clipped, dropped where
 too little stays in view, and given back in their format.
 
-One sample's (a ``Compose`` called on it) move with each warp the image takes, before its
-pixels are resampled (``prepared``, ``through``, ``give_back``). A batch's wait in their
+One sample's (a ``Compose`` called on it) are checked when read (``prepared``), move with
+each warp the image takes before its pixels are resampled (``targets.map_boxes`` and
+``clip_boxes``) and are given back at the end (``give_back``). A batch's wait in their
 ``SampleTargets`` (as given, their shape checked, with the warps the image took) until
 ``move_boxes`` takes them all once the batch's samples are made: one set of numpy calls
 for the batch rather than one per sample (a numpy call costs 1-2 us between two image
@@ -97,8 +98,8 @@ def prepared(boxes: np.ndarray, box_format: str, shape, source) -> np.ndarray:
     """One sample's boxes (N x 4 numbers, N > 0, ``box_format``, an image of ``shape``)
     as float64 pixel xyxy, checked: a ``BadTargetError`` naming ``source`` where one is not
     finite or runs backwards."""
-    if box_format == "xyxy":  # float64 first: two products of mixed types cost more
-        xyxy = boxes.astype(np.float64, copy=False)
+    if box_format == "xyxy":  # contiguous float64, as a batch's: the same matrix product
+        xyxy = np.ascontiguousarray(boxes, dtype=np.float64)
     else:
         xyxy = T.to_xyxy(boxes, box_format, shape)
     if not _plausible(xyxy):
@@ -106,14 +107,8 @@ def prepared(boxes: np.ndarray, box_format: str, shape, source) -> np.ndarray:
     return xyxy
 
 
-def through(xyxy: np.ndarray, vis, warp, track: bool):
-    """One sample's boxes (``prepared``) through one warp (``(entries, shape)``) as a
-    batch's go (``move_boxes``): clipped, and with ``track`` the visibility so far."""
-    return _through(xyxy, vis, np.array(_box_map(*warp)), (len(xyxy),), track)
-
-
 def give_back(xyxy: np.ndarray, vis, out: dict, options, shape) -> None:
-    """One sample's boxes, moved (``through``), into ``out`` as a batch's go: the ones
+    """One sample's boxes, moved, into ``out`` as a batch's go: the ones
     that stay (``_kept``) in ``box_format`` for an image of ``shape``, the rows of the box
     fields to match."""
     keep = _kept(xyxy, vis, options)
@@ -138,8 +133,8 @@ def _kept(boxes: np.ndarray, vis, options) -> np.ndarray | None:
         keep = np.minimum(wh[:, 0], wh[:, 1]) >= options.min_size
     else:  # some area: x1 > x0 and y1 > y0
         forward = boxes[:, 2:] > boxes[:, :2]
-        if vis is None and forward.all():
-            return None
+        if vis is None:
+            return None if forward.all() else forward[:, 0] & forward[:, 1]
         keep = forward[:, 0] & forward[:, 1]
     if vis is not None:
         keep &= vis >= options.min_visibility
@@ -157,14 +152,15 @@ def _as_xyxy(items: list, counts: list[int], box_format: str) -> np.ndarray:
     """The boxes of ``items`` stacked, as float64 pixel xyxy."""
     raw = items[0][0].boxes if len(items) == 1 else np.concatenate([m.boxes for m, _ in items])
     if box_format == "xyxy":
-        return raw.astype(np.float64, copy=False)
+        return np.ascontiguousarray(raw, dtype=np.float64)
     hw = _per_row([moving.read_shape for moving, _ in items], counts)
     return T.to_xyxy(raw, box_format, (hw[:, :1], hw[:, 1:]))
 
 
 def _box_map(entries, shape) -> list[float]:
-    """``targets.map_boxes``' map of one warp as a row: its 4 x 4 matrix, the offsets
-    ``(c, f, c, f)`` and the output's bounds ``(w, h, w, h)``."""
+    """``targets.map_boxes``' map of one warp as a row, worked out as it does (the same
+    values, signed zeros too): its 4 x 4 matrix, the offsets ``(c, f, c, f)`` and the
+    output's bounds ``(w, h, w, h)`` (``targets.clip_boxes``')."""
     a, b, c, d, e, f = T.continuous(entries)
     pa, pb, pd, pe = max(a, 0.0), max(b, 0.0), max(d, 0.0), max(e, 0.0)
     na, nb, nd, ne = min(a, 0.0), min(b, 0.0), min(d, 0.0), min(e, 0.0)
@@ -177,22 +173,19 @@ def _box_map(entries, shape) -> list[float]:
 
 def _through(boxes, vis, maps, counts, track: bool):
     """Stacked boxes (pixel xyxy, ``counts`` per sample) through one warp each (``maps``:
-    a row of ``_box_map`` per sample, or one row for one sample): the boxes enclosing their
-    mapped corners, clipped to the output; with ``track``, the visibility (clipped area
-    over mapped area) times that of earlier warps."""
-    if maps.ndim == 1:
-        mapped = boxes @ maps[:16].reshape(4, 4)
-        rest = maps[16:]  # offsets (c, f, c, f), bounds (w, h, w, h)
-    else:  # each sample's boxes by the product one sample alone takes: the same sums
-        k = maps[:, :16].reshape(-1, 4, 4)
-        mapped, start = np.empty((len(boxes), 4)), 0
-        for i, n in enumerate(counts):
-            np.matmul(boxes[start : start + n], k[i], out=mapped[start : start + n])
-            start += n
-        rest = np.repeat(maps[:, 16:], counts, axis=0)
-    mapped += rest[..., :4]
-    clipped = np.maximum(mapped, 0.0)
-    np.minimum(clipped, rest[..., 4:], out=clipped)
+    a row of ``_box_map`` per sample): the boxes enclosing their mapped corners, clipped to
+    the output (``targets.map_boxes`` and ``clip_boxes``, which one sample's take, the same
+    operations on the same values); with ``track``, the visibility (clipped area over
+    mapped area) times that of earlier warps."""
+    k = maps[:, :16].reshape(-1, 4, 4)
+    mapped, start = np.empty((len(boxes), 4)), 0
+    for i, n in enumerate(counts):  # each sample's own product: a stack's may sum otherwise
+        np.matmul(boxes[start : start + n], k[i], out=mapped[start : start + n])
+        start += n
+    rest = _per_row(maps[:, 16:], counts)  # offsets (c, f, c, f), bounds (w, h, w, h)
+    mapped += rest[:, :4]
+    clipped = np.maximum(mapped, 0.0, out=None if track else mapped)  # mapped: for vis
+    np.minimum(clipped, rest[:, 4:], out=clipped)
     if track:
         area = T.box_areas(mapped)
         seen = np.divide(T.box_areas(clipped), area, np.zeros_like(area), where=area > 0)

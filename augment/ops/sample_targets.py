@@ -202,10 +202,17 @@ class SampleTargets:
         if self.boxes is not None:
             if self.batched:
                 self.warps.append((pending.entries, pending.shape))
-            elif len(self.boxes):
-                track = self.options.min_visibility > 0
-                warp = (pending.entries, pending.shape)
-                self.boxes, self.box_vis = box_moves.through(self.boxes, self.box_vis, warp, track)
+            elif len(self.boxes):  # the arithmetic of box_moves._through, for one sample
+                mapped = T.map_boxes(self.boxes, pending.entries, pending.shape)
+                if self.options.min_visibility == 0:
+                    self.boxes = T.clip_boxes(mapped, pending.shape)
+                else:  # clipped area / mapped area, over all warps
+                    self.boxes = T.clip_boxes(mapped.copy(), pending.shape)
+                    area = T.box_areas(mapped)
+                    seen = np.divide(
+                        T.box_areas(self.boxes), area, np.zeros_like(area), where=area > 0
+                    )
+                    self.box_vis = seen if self.box_vis is None else self.box_vis * seen
         if self.points is not None and len(self.points):
             self.points, inside = T.map_points(self.points, pending.entries, pending.shape)
             self.inside &= inside
