@@ -108,9 +108,9 @@ def prepared(boxes: np.ndarray, box_format: str, shape, source) -> np.ndarray:
 
 
 def give_back(xyxy: np.ndarray, vis, out: dict, options, shape) -> None:
-    """One sample's boxes, moved, into ``out`` as a batch's go: the ones
-    that stay (``_kept``) in ``box_format`` for an image of ``shape``, the rows of the box
-    fields to match."""
+    """One sample's boxes, moved, into ``out`` as a batch's go: the ones that stay
+    (``_kept``) in ``box_format`` for an image of ``shape``, the rows of the box fields to
+    match."""
     keep = _kept(xyxy, vis, options)
     if keep is not None:
         xyxy = xyxy[keep]
