@@ -40,9 +40,12 @@ def test_experiments_at_once_overlap_even_when_short(tmp_path):
     marks = {m["experiment"]: m["measured_from_ns"] for m in trace.marks}
     assert set(marks) == {"thread_1w", "process_1w"}
     assert abs(marks["thread_1w"] - marks["process_1w"]) < 0.5e9  # released together
-    # the thread loader warmed up first and waited for the process one, which started later
+    # whichever loader warmed up first waited for the other (usually the thread one; on a busy
+    # machine the process one can be ready first)
+    ready = {m["experiment"]: m["waited_from_ns"] for m in trace.marks}
     waited = {m["experiment"]: m["measured_from_ns"] - m["waited_from_ns"] for m in trace.marks}
-    assert all(w >= 0 for w in waited.values()) and waited["thread_1w"] > waited["process_1w"]
+    first, last = sorted(ready, key=ready.get)
+    assert all(w >= 0 for w in waited.values()) and waited[first] >= waited[last], waited
     exps = {e["name"]: e for e in json.loads((out / "summary.json").read_text())["experiments"]}
     for e in exps.values():
         assert e["images"] == 5 * 8  # the warm-up batches are not counted
